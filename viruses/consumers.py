@@ -1,0 +1,110 @@
+"""The WebSocket end of the data path: one consumer per open browser tab."""
+
+import json
+import logging
+import time
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from . import broadcast, selectors
+from .presence import server_presence
+
+MAX_MESSAGE_BYTES = 64 * 1024
+FLOOD_MESSAGES = 20  # client messages allowed per FLOOD_WINDOW seconds
+FLOOD_WINDOW = 10.0
+
+logger = logging.getLogger(__name__)
+
+
+class ClientError(Exception):
+    """A client message we answer with `{"type": "error"}`, keeping the socket open."""
+
+
+class VirusConsumer(AsyncWebsocketConsumer):
+    """Send one client the snapshot, then relay every group event to it.
+
+    Async contract: every database access goes through `database_sync_to_async`. The
+    consumer never writes viruses (browsers use the HTTP API, whose commits the signals
+    push), so each change reaches the client by exactly one path.
+    """
+
+    async def connect(self):
+        # Join before reading the snapshot: a change committed in between is then both
+        # in the snapshot and queued for us, and the client drops the duplicate by seq.
+        await self.channel_layer.group_add(broadcast.GROUP, self.channel_name)
+        await self.accept()
+        self.recent: list[float] = []
+        await server_presence.join(
+            self.channel_name,
+            client_address=client_address(self.scope),
+            user_agent=header(self.scope, b"user-agent"),
+        )
+        await self.send_snapshot()
+        logger.info("connect %s from %s", self.channel_name, client_address(self.scope))
+
+    async def disconnect(self, code):
+        try:
+            await self.channel_layer.group_discard(broadcast.GROUP, self.channel_name)
+        finally:
+            await server_presence.leave(self.channel_name)
+            logger.info("disconnect %s code=%s", self.channel_name, code)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        data = text_data if text_data is not None else bytes_data
+        if len(data) > MAX_MESSAGE_BYTES:
+            logger.warning("closing %s: %d-byte message", self.channel_name, len(data))
+            await self.close(code=1009)
+            return
+        if self.flooding():
+            logger.warning("closing %s: more than %d messages", self.channel_name, FLOOD_MESSAGES)
+            await self.close(code=1008)
+            return
+        try:
+            await self.handle(data)
+        except ClientError as exc:
+            await self.send(text_data=broadcast.error(str(exc)))
+
+    async def handle(self, data: str | bytes) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            raise ClientError("message is not valid JSON") from None
+        if not isinstance(message, dict) or "type" not in message:
+            raise ClientError('message must be a JSON object with a "type"')
+        if message["type"] != "resync":
+            raise ClientError(f"unknown message type {message['type']!r}")
+        await self.send_snapshot()
+
+    async def send_snapshot(self) -> None:
+        seq, viruses, online = await database_sync_to_async(_snapshot)()
+        await self.send(text_data=broadcast.snapshot(seq=seq, viruses=viruses, online=online))
+
+    def flooding(self) -> bool:
+        now = time.monotonic()
+        self.recent = [t for t in self.recent if now - t < FLOOD_WINDOW]
+        self.recent.append(now)
+        return len(self.recent) > FLOOD_MESSAGES
+
+    async def relay(self, event):
+        """Forward a group event, already encoded once for all clients by `broadcast`."""
+        await self.send(text_data=event["text"])
+
+    virus_created = virus_killed = presence = relay
+
+
+def _snapshot() -> tuple[int, list[dict], int]:
+    seq, viruses = selectors.virus_state()
+    return seq, viruses, selectors.online_count()
+
+
+def header(scope, name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+def client_address(scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else ""

@@ -1,0 +1,76 @@
+import random
+import time
+
+from django.core.cache import cache
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+
+from viruses import services
+
+
+class Command(BaseCommand):
+    help = (
+        "Spawn viruses, for cron. With no options: one virus now. --spread S spreads the "
+        "--count creations over S seconds at random; --every S repeats forever."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--count", type=int, default=1, help="viruses per round (default 1)")
+        parser.add_argument(
+            "--spread",
+            type=float,
+            default=0,
+            help="place the round's creations at random within this many seconds",
+        )
+        parser.add_argument(
+            "--every", type=float, default=0, help="repeat a round every this many seconds, forever"
+        )
+        parser.add_argument(
+            "--once-per",
+            type=int,
+            default=0,
+            metavar="SECONDS",
+            help="with the same crontab on several nodes: only the first node to start in each "
+            "window of this many seconds spawns (a lock in the shared cache)",
+        )
+
+    def handle(self, *args, count, spread, every, once_per, **options):
+        if count < 1:
+            raise CommandError("--count must be at least 1")
+        if spread < 0 or every < 0:
+            raise CommandError("--spread and --every cannot be negative")
+        if every and spread > every:
+            raise CommandError("--spread cannot be longer than --every")
+        while True:
+            started = time.monotonic()
+            try:
+                if self.take_turn(once_per):
+                    self.spawn_round(count, spread)
+            except DatabaseError as exc:
+                if not every:
+                    raise CommandError(f"database unavailable: {exc}") from exc
+                # A loop outlives outages: say so and try again next round.
+                self.stderr.write(f"Round skipped, database unavailable: {exc}")
+            if not every:
+                return
+            time.sleep(max(0.0, every - (time.monotonic() - started)))
+
+    def take_turn(self, once_per: int) -> bool:
+        if not once_per:
+            return True
+        window = int(time.time() // once_per)
+        if cache.add(f"spawn-virus:{window}", 1, timeout=once_per * 2):
+            return True
+        self.stdout.write("Another node spawns in this window; skipping.")
+        return False
+
+    def spawn_round(self, count: int, spread: float) -> None:
+        started = time.monotonic()
+        for moment in sorted(random.uniform(0, spread) for _ in range(count)):
+            time.sleep(max(0.0, moment - (time.monotonic() - started)))
+            try:
+                virus = services.virus_create()
+            except services.AliveCapReached as exc:
+                self.stdout.write(f"Not spawned: {exc}.")
+                return
+            self.stdout.write(f"Spawned {virus.id} (kind {virus.kind}) at ({virus.x}, {virus.y}).")

@@ -1,0 +1,79 @@
+"""The game's state: viruses, the change counter, and open WebSocket connections."""
+
+import uuid
+
+from django.db import models, transaction
+
+
+class Virus(models.Model):
+    """A virus on the shared playground; position and look are chosen by the server."""
+
+    KINDS = 6
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.PositiveSmallIntegerField()
+    x = models.FloatField(help_text="Percent of the playground's width.")
+    y = models.FloatField(help_text="Percent of the playground's height.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "viruses"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(kind__gte=0, kind__lt=6), name="virus_kind_range"),
+            models.CheckConstraint(
+                condition=models.Q(x__gte=0, x__lte=100, y__gte=0, y__lte=100),
+                name="virus_position_range",
+            ),
+        ]
+
+    def __str__(self):
+        return f"virus {self.id} (kind {self.kind})"
+
+    def save(self, *args, **kwargs):
+        # post_save fires after Model.save()'s own transaction handling; wrapping it keeps
+        # the row, its seq number and the on_commit push in one transaction even when a
+        # caller (a shell, a script) runs in autocommit mode.
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
+
+
+class ChangeCounter(models.Model):
+    """The single row whose value is the `seq` of the last committed change."""
+
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return f"seq {self.value}"
+
+    @classmethod
+    def lock(cls) -> int:
+        """Return the current seq, holding the counter's row lock until the transaction ends.
+
+        Every change takes this lock before it commits, so holding it orders writers and
+        gives readers a view that no change can slip into.
+        """
+        return cls.objects.select_for_update().values_list("value", flat=True).get(pk=1)
+
+    @classmethod
+    def advance(cls) -> int:
+        """Count one more change in the current transaction and return its seq."""
+        cls.objects.filter(pk=1).update(value=models.F("value") + 1)
+        return cls.objects.values_list("value", flat=True).get(pk=1)
+
+
+class Connection(models.Model):
+    """One open WebSocket, so that admins can see who is online and on which server."""
+
+    channel_name = models.CharField(max_length=255, unique=True)
+    server = models.CharField(max_length=255, db_index=True)
+    client_address = models.CharField(max_length=64, blank=True)
+    user_agent = models.CharField(max_length=255, blank=True)
+    connected_at = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-connected_at"]
+
+    def __str__(self):
+        return f"{self.client_address or 'unknown'} on {self.server}"

@@ -1,0 +1,111 @@
+"""Who is online: `Connection` rows, a per-server heartbeat, and coalesced presence pushes.
+
+Each server process keeps `last_seen` fresh on its own rows; rows of a server that died
+(SIGKILL, power loss) go stale, stop counting at once and are reaped by the next
+heartbeat of any live server.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from . import broadcast
+from .models import Connection
+from .selectors import HEARTBEAT, online_count, stale_before
+
+SERVER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+ANNOUNCE_DELAY = 0.25  # joins and leaves within this window share one presence push
+
+logger = logging.getLogger(__name__)
+
+
+def connection_opened(*, channel_name: str, client_address: str, user_agent: str) -> None:
+    Connection.objects.create(
+        channel_name=channel_name,
+        server=SERVER,
+        client_address=client_address[:64],
+        user_agent=user_agent[:255],
+        last_seen=timezone.now(),
+    )
+
+
+def connection_closed(*, channel_name: str) -> None:
+    Connection.objects.filter(channel_name=channel_name).delete()
+
+
+def heartbeat() -> int:
+    """Refresh this server's rows, reap dead servers' rows; return how many were reaped."""
+    Connection.objects.filter(server=SERVER).update(last_seen=timezone.now())
+    reaped, _ = Connection.objects.filter(last_seen__lt=stale_before()).delete()
+    return reaped
+
+
+class ServerPresence:
+    """This process's sockets: announces joins and leaves, runs the heartbeat."""
+
+    def __init__(self):
+        self.channels: set[str] = set()
+        self._announcer: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task | None = None
+        self._last_announced: int | None = None
+
+    async def join(self, channel_name: str, *, client_address: str, user_agent: str) -> None:
+        await database_sync_to_async(connection_opened)(
+            channel_name=channel_name, client_address=client_address, user_agent=user_agent
+        )
+        self.channels.add(channel_name)
+        self._start_heartbeat()
+        self.announce_soon()
+
+    async def leave(self, channel_name: str) -> None:
+        self.channels.discard(channel_name)
+        await database_sync_to_async(connection_closed)(channel_name=channel_name)
+        self.announce_soon()
+
+    def announce_soon(self) -> None:
+        if not _running_here(self._announcer):
+            self._announcer = asyncio.get_running_loop().create_task(self._announce())
+
+    async def _announce(self) -> None:
+        await asyncio.sleep(ANNOUNCE_DELAY)
+        try:
+            online = await database_sync_to_async(online_count)()
+        except Exception:
+            logger.exception("presence: could not count connections")
+            return
+        self._last_announced = online
+        await broadcast.apush(broadcast.presence(online=online))
+
+    def _start_heartbeat(self) -> None:
+        if not _running_here(self._heartbeat):
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        layer = get_channel_layer()
+        while self.channels:
+            await asyncio.sleep(HEARTBEAT)
+            try:
+                reaped = await database_sync_to_async(heartbeat)()
+                if reaped:
+                    logger.info("presence: reaped %d connections of dead servers", reaped)
+                for channel_name in list(self.channels):
+                    # Renews group membership, which expires for consumers that crashed.
+                    await layer.group_add(broadcast.GROUP, channel_name)
+                if await database_sync_to_async(online_count)() != self._last_announced:
+                    self.announce_soon()
+            except Exception:
+                logger.exception("presence: heartbeat failed")
+
+
+def _running_here(task: asyncio.Task | None) -> bool:
+    # Tests run each case in a new event loop; a task of a closed loop never finishes.
+    return task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()
+
+
+server_presence = ServerPresence()

@@ -1,0 +1,32 @@
+"""Reads of the game state."""
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import broadcast
+from .models import ChangeCounter, Connection, Virus
+
+# A server refreshes its connections' `last_seen` every HEARTBEAT seconds; rows older
+# than STALE_AFTER belong to a server that died and no longer count as online.
+HEARTBEAT = 15
+STALE_AFTER = 3 * HEARTBEAT
+
+
+def virus_state() -> tuple[int, list[dict]]:
+    """Return (seq, viruses): every virus that exists as of change number `seq`."""
+    with transaction.atomic():
+        # The lock waits for writers mid-commit and keeps new ones out until we have read.
+        seq = ChangeCounter.lock()
+        viruses = [broadcast.virus_json(v) for v in Virus.objects.all()]
+    return seq, viruses
+
+
+def online_count() -> int:
+    """Count open sockets on servers that are still alive."""
+    return Connection.objects.filter(last_seen__gte=stale_before()).count()
+
+
+def stale_before():
+    return timezone.now() - timedelta(seconds=STALE_AFTER)

@@ -1,0 +1,54 @@
+"""The only writers of viruses. Pushing is not their job: the signals do it on commit."""
+
+import random
+import uuid
+
+from django.conf import settings
+from django.db import transaction
+
+from .models import ChangeCounter, Virus
+
+MARGIN = 6  # percent kept free at the playground's edges, so no virus is cut off
+
+
+class GameError(Exception):
+    """A request the game refuses; `status` is the HTTP answer."""
+
+    status = 400
+
+
+class AliveCapReached(GameError):
+    status = 409
+
+
+class VirusNotFound(GameError):
+    status = 404
+
+
+def virus_create(*, kind: int | None = None, x: float | None = None, y: float | None = None) -> Virus:
+    """Create one virus, placed and drawn by the server unless told otherwise."""
+    with transaction.atomic():
+        # Holding the counter lock makes count-then-insert atomic across processes.
+        ChangeCounter.lock()
+        if Virus.objects.count() >= settings.VIRUS_MAX_ALIVE:
+            raise AliveCapReached(f"the playground is full ({settings.VIRUS_MAX_ALIVE} viruses)")
+        virus = Virus(
+            kind=random.randrange(Virus.KINDS) if kind is None else kind,
+            x=round(random.uniform(MARGIN, 100 - MARGIN), 2) if x is None else x,
+            y=round(random.uniform(MARGIN, 100 - MARGIN), 2) if y is None else y,
+        )
+        virus.full_clean()
+        virus.save()
+    return virus
+
+
+def virus_kill(*, virus_id: uuid.UUID | str) -> None:
+    """Kill one virus; a second kill of the same virus raises `VirusNotFound`."""
+    with transaction.atomic():
+        # Under the counter lock a racing kill waits, then finds nothing: exactly one
+        # post_delete, so exactly one `virus.killed` push.
+        ChangeCounter.lock()
+        virus = Virus.objects.filter(pk=virus_id).first()
+        if virus is None:
+            raise VirusNotFound("no such virus (already killed?)")
+        virus.delete()

@@ -1,0 +1,121 @@
+"""The HTTP API and the game page; every answer of the API is JSON."""
+
+import asyncio
+import functools
+import logging
+import uuid
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import DatabaseError, connection
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_GET, require_http_methods
+
+from . import broadcast, ratelimit, selectors, services
+
+logger = logging.getLogger(__name__)
+
+
+def json_errors(view):
+    """Answer refused requests and database outages as JSON, never as a 500 traceback."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except services.GameError as exc:
+            return error(str(exc), status=exc.status)
+        except DatabaseError as exc:
+            logger.error("%s %s: database unavailable: %s", request.method, request.path, exc)
+            return error("the database is unavailable, try again shortly", status=503)
+
+    return wrapper
+
+
+def error(message: str, *, status: int) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def rate_limited(request) -> JsonResponse | None:
+    wait = ratelimit.retry_after(request.META.get("REMOTE_ADDR", ""))
+    if not wait:
+        return None
+    response = error(f"too many actions, wait {wait} s", status=429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
+@ensure_csrf_cookie
+@require_GET
+def index(request):
+    return render(request, "viruses/index.html")
+
+
+@require_http_methods(["GET", "POST"])
+@json_errors
+def virus_collection(request):
+    if request.method == "GET":
+        seq, viruses = selectors.virus_state()
+        return JsonResponse({"seq": seq, "viruses": viruses})
+    if limited := rate_limited(request):
+        return limited
+    virus = services.virus_create()
+    return JsonResponse(broadcast.virus_json(virus), status=201)
+
+
+@require_http_methods(["DELETE"])
+@json_errors
+def virus_detail(request, virus_id: str):
+    try:
+        virus_id = uuid.UUID(virus_id)
+    except ValueError:
+        return error("no such virus", status=404)
+    if limited := rate_limited(request):
+        return limited
+    services.virus_kill(virus_id=virus_id)
+    return HttpResponse(status=204)
+
+
+@require_GET
+def healthz(request):
+    checks = {"database": _database_ok(), "channel_layer": _channel_layer_ok()}
+    healthy = all(checks.values())
+    return JsonResponse(
+        {name: "ok" if ok else "down" for name, ok in checks.items()},
+        status=200 if healthy else 503,
+    )
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except DatabaseError as exc:
+        logger.error("healthz: database down: %s", exc)
+        return False
+
+
+def _channel_layer_ok() -> bool:
+    try:
+        async_to_sync(_layer_round_trip)()
+        return True
+    except Exception as exc:
+        logger.error("healthz: channel layer down: %s: %s", type(exc).__name__, exc)
+        return False
+
+
+async def _layer_round_trip() -> None:
+    """Send a message to a fresh channel and read it back: a real trip through the layer."""
+    layer = get_channel_layer()
+    async with asyncio.timeout(3):
+        channel = await layer.new_channel("healthz")
+        await layer.send(channel, {"type": "healthz"})
+        await layer.receive(channel)
+
+
+def csrf_failure(request, reason=""):
+    logger.warning("%s %s refused: CSRF %s", request.method, request.path, reason)
+    return error(f"CSRF check failed: {reason}", status=403)

@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import path
+
+from viruses import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("api/viruses/", views.virus_collection, name="virus-collection"),
+    path("api/viruses/<str:virus_id>/", views.virus_detail, name="virus-detail"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]
