@@ -53,13 +53,16 @@ class ChangeCounter(models.Model):
         Every change takes this lock before it commits, so holding it orders writers and
         gives readers a view that no change can slip into.
         """
-        return cls.objects.select_for_update().values_list("value", flat=True).get(pk=1)
+        # get_or_create: the row comes from a migration, but `manage.py flush` removes it.
+        counter, _ = cls.objects.select_for_update().get_or_create(pk=1)
+        return counter.value
 
     @classmethod
     def advance(cls) -> int:
         """Count one more change in the current transaction and return its seq."""
-        cls.objects.filter(pk=1).update(value=models.F("value") + 1)
-        return cls.objects.values_list("value", flat=True).get(pk=1)
+        value = cls.lock() + 1
+        cls.objects.filter(pk=1).update(value=value)
+        return value
 
 
 class Connection(models.Model):

@@ -85,7 +85,9 @@ TEMPLATES = [
 # Database: a SQLite file unless DATABASE_URL says otherwise (PostgreSQL in production).
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60, conn_health_checks=True
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -98,13 +100,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 5,
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".run" / "test-db.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer: Redis when REDIS_URL is set (comma-separated URLs shard across servers),
 # otherwise in memory, which only reaches sockets of the same process (see viruses/checks.py).
 REDIS_URLS = env_list("REDIS_URL")
+REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "virusgame")  # to share one Redis between games
 if REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
@@ -122,6 +124,7 @@ if REDIS_URLS:
                     }
                     for url in REDIS_URLS
                 ],
+                "prefix": REDIS_PREFIX,
                 "capacity": 1000,
                 # Members left by a crashed server drop out after this; live consumers
                 # re-add themselves on every heartbeat (viruses/presence.py).
@@ -133,6 +136,7 @@ if REDIS_URLS:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URLS[0],
+            "KEY_PREFIX": REDIS_PREFIX,
             "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
         }
     }
@@ -152,7 +156,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

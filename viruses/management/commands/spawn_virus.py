@@ -59,7 +59,7 @@ class Command(BaseCommand):
         if not once_per:
             return True
         window = int(time.time() // once_per)
-        if cache.add(f"spawn-virus:{window}", 1, timeout=once_per * 2):
+        if cache.add(f"spawn-virus:{once_per}:{window}", 1, timeout=once_per * 2):
             return True
         self.stdout.write("Another node spawns in this window; skipping.")
         return False

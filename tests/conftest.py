@@ -1,0 +1,91 @@
+"""Fixtures: in-process Django for unit tests, real child processes for live tests."""
+
+import asyncio
+import json
+
+import pytest
+from channels.layers import get_channel_layer
+
+from tests import harness
+from viruses import broadcast
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = harness.RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory):
+    dbs = harness.Databases(tmp_path_factory.mktemp("databases"))
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+def static_root(tmp_path_factory, databases):
+    root = tmp_path_factory.mktemp("static")
+    env = harness.base_env(database_url=databases.fresh(), redis_url="", DJANGO_STATIC_ROOT=str(root))
+    harness.subprocess.run(
+        [harness.PYTHON, "manage.py", "collectstatic", "--no-input", "-v0"],
+        cwd=harness.ROOT,
+        env=env,
+        check=True,
+    )
+    return root
+
+
+@pytest.fixture
+def game_env(databases, redis_server, static_root):
+    """Environment for one game: a fresh database, the shared Redis under its own prefix."""
+    return harness.base_env(
+        database_url=databases.fresh(), redis_url=redis_server.url, DJANGO_STATIC_ROOT=str(static_root)
+    )
+
+
+@pytest.fixture
+def game(game_env, tmp_path):
+    """A daphne process serving a fresh game."""
+    server = harness.GameServer(game_env, tmp_path / "daphne.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def pushes():
+    """Listen to the game's group on the configured channel layer, as a consumer does."""
+    layer = get_channel_layer()
+    await layer.flush()
+    listener = GroupListener(layer, await layer.new_channel())
+    await layer.group_add(broadcast.GROUP, listener.channel)
+    yield listener
+    await layer.group_discard(broadcast.GROUP, listener.channel)
+
+
+class GroupListener:
+    def __init__(self, layer, channel):
+        self.layer = layer
+        self.channel = channel
+
+    async def receive(self, timeout: float = 5) -> dict:
+        """Return the next push, decoded as a client would see it."""
+        event = await asyncio.wait_for(self.layer.receive(self.channel), timeout)
+        return json.loads(event["text"])
+
+    async def nothing(self, timeout: float = 0.5) -> bool:
+        try:
+            await self.receive(timeout)
+        except TimeoutError:
+            return True
+        return False
+
+
+@pytest.fixture(autouse=True)
+def plain_static_files(settings):
+    """In-process tests run without collectstatic, so without the hashed-name manifest."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }

@@ -1,0 +1,129 @@
+"""The HTTP contract: JSON in and out, CSRF enforced, clear 4xx, never a 500."""
+
+import uuid
+
+import pytest
+from django.test import Client
+
+from viruses import services
+from viruses.models import Virus
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def browser():
+    """A client that enforces CSRF like a real browser session would meet it."""
+    # A fresh client address per test: rate-limit counters live in a shared cache (Redis).
+    client = Client(enforce_csrf_checks=True, REMOTE_ADDR=f"test-{uuid.uuid4().hex[:12]}")
+    page = client.get("/")
+    assert page.status_code == 200
+    client.token = page.cookies["csrftoken"].value
+    return client
+
+
+def post(client, path="/api/viruses/"):
+    return client.post(path, headers={"x-csrftoken": client.token})
+
+
+def delete(client, virus_id):
+    return client.delete(f"/api/viruses/{virus_id}/", headers={"x-csrftoken": client.token})
+
+
+def test_page_sets_the_csrf_cookie_and_has_the_hooks(browser):
+    html = browser.get("/").content.decode()
+    assert 'id="add-virus"' in html
+    assert 'id="playground"' in html
+
+
+def test_list_returns_seq_and_viruses(browser):
+    virus = services.virus_create()
+    body = browser.get("/api/viruses/").json()
+    assert body["seq"] == 1
+    assert body["viruses"] == [
+        {
+            "id": str(virus.id),
+            "kind": virus.kind,
+            "x": virus.x,
+            "y": virus.y,
+            "created_at": virus.created_at.isoformat(),
+        }
+    ]
+
+
+def test_create_answers_201_with_the_virus(browser):
+    response = post(browser)
+    assert response.status_code == 201
+    body = response.json()
+    assert Virus.objects.filter(pk=body["id"]).exists()
+    assert set(body) == {"id", "kind", "x", "y", "created_at"}
+
+
+def test_create_without_csrf_token_is_refused_as_json(browser):
+    response = browser.post("/api/viruses/")
+    assert response.status_code == 403
+    assert "CSRF" in response.json()["error"]
+    assert Virus.objects.count() == 0
+
+
+def test_kill_answers_204_then_404(browser):
+    virus = services.virus_create()
+    assert delete(browser, virus.id).status_code == 204
+    again = delete(browser, virus.id)
+    assert again.status_code == 404
+    assert again.json()["error"]
+
+
+@pytest.mark.parametrize("bad_id", ["nope", "12345", "%20", str(uuid.uuid4())])
+def test_kill_of_malformed_or_unknown_id_is_404_json(browser, bad_id):
+    response = delete(browser, bad_id)
+    assert response.status_code == 404
+    assert "error" in response.json()
+
+
+def test_kill_without_csrf_token_is_refused(browser):
+    virus = services.virus_create()
+    assert browser.delete(f"/api/viruses/{virus.id}/").status_code == 403
+    assert Virus.objects.filter(pk=virus.id).exists()
+
+
+def test_alive_cap_answers_409_and_creates_nothing(browser, settings):
+    settings.VIRUS_MAX_ALIVE = 2
+    assert post(browser).status_code == 201
+    assert post(browser).status_code == 201
+    response = post(browser)
+    assert response.status_code == 409
+    assert "full" in response.json()["error"]
+    assert Virus.objects.count() == 2
+
+
+def test_rate_limit_answers_429_with_retry_after(browser, settings):
+    settings.VIRUS_RATE_LIMIT = 3
+    statuses = [post(browser).status_code for _ in range(4)]
+    assert statuses == [201, 201, 201, 429]
+    limited = post(browser)
+    assert 1 <= int(limited["Retry-After"]) <= 60
+    assert "too many" in limited.json()["error"]
+    assert Virus.objects.count() == 3
+
+
+def test_wrong_method_is_refused(browser):
+    assert browser.get(f"/api/viruses/{uuid.uuid4()}/").status_code == 405
+
+
+def test_healthz_reports_database_and_channel_layer(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"database": "ok", "channel_layer": "ok"}
+
+
+def test_healthz_names_an_unreachable_channel_layer(client, settings, unused_tcp_port):
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [f"redis://127.0.0.1:{unused_tcp_port}/0"]},
+        }
+    }
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"database": "ok", "channel_layer": "down"}

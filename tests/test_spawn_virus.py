@@ -1,0 +1,62 @@
+"""`manage.py spawn_virus`, the cron job."""
+
+import io
+import random
+import time
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from viruses.models import Virus
+
+pytestmark = pytest.mark.django_db
+
+
+def spawn(*args) -> str:
+    out = io.StringIO()
+    call_command("spawn_virus", *args, stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def test_no_options_spawns_one_now():
+    output = spawn()
+    assert Virus.objects.count() == 1
+    assert str(Virus.objects.get().id) in output
+
+
+def test_count_spawns_that_many():
+    spawn("--count", "4")
+    assert Virus.objects.count() == 4
+
+
+def test_spread_places_creations_at_random_moments_within_the_window():
+    started = time.monotonic()
+    spawn("--count", "3", "--spread", "1.5")
+    elapsed = time.monotonic() - started
+    assert Virus.objects.count() == 3
+    assert elapsed <= 3  # sleeps only until the last random moment, which is within 1.5 s
+    times = sorted(v.created_at for v in Virus.objects.all())
+    assert len(set(times)) == 3
+
+
+def test_alive_cap_stops_the_round_and_says_so(settings):
+    settings.VIRUS_MAX_ALIVE = 2
+    output = spawn("--count", "5")
+    assert Virus.objects.count() == 2
+    assert "full" in output
+
+
+def test_once_per_window_lets_only_the_first_node_spawn():
+    # A window length of its own, so no earlier run's lock in a shared Redis applies.
+    window = str(random.randrange(10**6, 10**7))
+    spawn("--once-per", window)
+    second = spawn("--once-per", window)
+    assert "skipping" in second
+    assert Virus.objects.count() == 1
+
+
+@pytest.mark.parametrize("args", [("--count", "0"), ("--spread", "-1"), ("--every", "1", "--spread", "5")])
+def test_bad_options_are_refused(args):
+    with pytest.raises(CommandError):
+        spawn(*args)
+    assert Virus.objects.count() == 0
