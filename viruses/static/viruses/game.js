@@ -1,0 +1,620 @@
+// Covid Clicker — the game page.
+//
+// The server is the single source of truth: it picks each virus's position and look,
+// and every change reaches this page as a WebSocket push carrying a global `seq`.
+// The page therefore never draws from its own POST reply (that would show the virus
+// twice); it only applies pushes, in seq order, and replaces its whole state from a
+// snapshot whenever it (re)connects or detects a gap it cannot fill.
+//
+// Loaded as <script type="module">: strict mode, deferred, nothing leaks to globals.
+
+const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
+
+const API_URL = "/api/viruses/";
+const WS_URL = (location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + "/ws/viruses/";
+
+const GAP_TIMEOUT_MS = 1500; // how long a hole in the seq stream may stay open before we resync
+const RESYNC_TIMEOUT_MS = 5000; // a resync that gets no snapshot means the socket is wedged
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_CAP_MS = 15000;
+const STABLE_AFTER_MS = 10000; // a connection that lived this long resets the backoff
+const POP_MS = 420; // matches the longest "dying" animation in game.css
+const TOAST_MS = 3200;
+const HTTP_REFRESH_MIN_GAP_MS = 5000;
+
+const $ = (selector) => document.querySelector(selector);
+const playground = $("#playground");
+const addButton = $("#add-virus");
+const onlineCount = $("#online-count");
+const connectionStatus = $("#connection-status");
+const connectionLabel = connectionStatus.querySelector(".label");
+const emptyState = $("#empty-state");
+const aliveCount = $("#alive-count");
+const scoreValue = $("#score-value");
+const toast = $("#toast");
+const csrfToken = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
+
+// ---------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------
+
+const state = {
+  seq: null, // seq of the last applied change; null until the first snapshot
+  viruses: new Map(), // id -> live <button>; dying nodes are already gone from here
+  buffer: new Map(), // seq -> change that arrived ahead of a gap
+  gapTimer: 0,
+  resyncTimer: 0,
+  rendered: false, // false until the first snapshot has been drawn (no spawn animation for it)
+  score: 0,
+};
+
+// Ids we sent a DELETE for; repeated taps on them are ignored until the push removes them.
+const pendingKills = new Set();
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+// Small stable hash so each virus keeps the same tilt and bobbing phase in every window.
+function hashOf(text) {
+  let h = 2166136261;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 16777619);
+  }
+  return h >>> 0;
+}
+
+function clampPercent(value) {
+  const n = Number(value);
+  return Number.isFinite(n) ? Math.min(100, Math.max(0, n)) : 50;
+}
+
+function normaliseVirus(raw) {
+  if (!raw || typeof raw.id !== "string" || raw.id === "") return null;
+  const kind = Number.isInteger(raw.kind) && raw.kind >= 0 ? raw.kind % KIND_NAMES.length : 0;
+  return { id: raw.id, kind, x: clampPercent(raw.x), y: clampPercent(raw.y) };
+}
+
+function createVirusButton(virus) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "virus";
+  button.dataset.virusId = virus.id;
+  button.dataset.kind = String(virus.kind);
+  button.setAttribute("aria-label", `Kill ${KIND_NAMES[virus.kind]} virus`);
+
+  const h = hashOf(virus.id);
+  const style = button.style;
+  style.setProperty("--x", String(virus.x));
+  style.setProperty("--y", String(virus.y));
+  style.setProperty("--tilt", `${(h % 31) - 15}deg`);
+  style.setProperty("--bob-delay", `${-((h >>> 5) % 3000)}ms`);
+  style.setProperty("--bob-duration", `${2400 + ((h >>> 12) % 1400)}ms`);
+
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  const use = document.createElementNS("http://www.w3.org/2000/svg", "use");
+  use.setAttribute("href", `#virus-${virus.kind}`);
+  svg.append(use);
+  button.append(svg);
+  return button;
+}
+
+// Adding a virus we already have is a no-op (contract: idempotent creates).
+function addVirus(raw, { animate = true, delayMs = 0 } = {}) {
+  const virus = normaliseVirus(raw);
+  if (!virus || state.viruses.has(virus.id)) return;
+  const button = createVirusButton(virus);
+  if (animate && !reducedMotion.matches) {
+    button.classList.add("is-new");
+    if (delayMs) button.style.setProperty("--spawn-delay", `${delayMs}ms`);
+  }
+  state.viruses.set(virus.id, button);
+  playground.append(button);
+}
+
+// Killing a virus we lack is a no-op. The virus leaves the state at once; only its
+// node lingers for the pop, stripped of data-virus-id so scripts and tests never
+// mistake a dying virus for a live one.
+function removeVirus(id, { animate = true } = {}) {
+  const button = state.viruses.get(id);
+  if (!button) return;
+  state.viruses.delete(id);
+  pendingKills.delete(id);
+
+  const hadFocus = document.activeElement === button;
+  const next = hadFocus ? nearestVirus(button) : null;
+
+  delete button.dataset.virusId;
+  button.classList.remove("is-new", "is-hit");
+  button.disabled = true;
+  button.tabIndex = -1;
+  button.setAttribute("aria-hidden", "true");
+
+  // Keyboard players keep their place: focus moves to the closest remaining virus.
+  if (hadFocus) (next ?? addButton).focus({ preventScroll: true });
+
+  if (!animate || reducedMotion.matches || document.hidden) {
+    button.remove();
+    return;
+  }
+  button.classList.add("is-dying");
+  setTimeout(() => button.remove(), POP_MS);
+}
+
+function nearestVirus(from) {
+  const a = from.getBoundingClientRect();
+  let best = null;
+  let bestDistance = Infinity;
+  for (const other of state.viruses.values()) {
+    if (other === from) continue;
+    const b = other.getBoundingClientRect();
+    const d = (a.x - b.x) ** 2 + (a.y - b.y) ** 2;
+    if (d < bestDistance) {
+      bestDistance = d;
+      best = other;
+    }
+  }
+  return best;
+}
+
+function updateCounters() {
+  const n = state.viruses.size;
+  if (state.seq === null) {
+    emptyState.textContent = "Looking for viruses…";
+    emptyState.hidden = false;
+    aliveCount.textContent = "\u00a0";
+    return;
+  }
+  emptyState.hidden = n > 0;
+  emptyState.textContent = "All clear! Press + to release a virus.";
+  aliveCount.textContent = n === 1 ? "1 virus alive" : `${n} viruses alive`;
+}
+
+function setOnline(count) {
+  if (!Number.isInteger(count) || count < 0) return;
+  onlineCount.dataset.online = String(count);
+  // One inline wrapper, so the pill's flex layout doesn't split the sentence into
+  // separate boxes (innerText would then read "3\nplayers online").
+  const text = document.createElement("span");
+  text.append(
+    Object.assign(document.createElement("b"), { textContent: String(count) }),
+    count === 1 ? " player online" : " players online",
+  );
+  onlineCount.replaceChildren(text);
+}
+
+const STATUS_LABELS = { open: "Connected", connecting: "Reconnecting…", closed: "Offline" };
+
+function setStatus(next) {
+  document.body.dataset.connection = next;
+  if (connectionStatus.dataset.state === next && state.rendered) return;
+  connectionStatus.dataset.state = next;
+  // Before the first snapshot this is the first connection, not a reconnection.
+  connectionLabel.textContent = next === "connecting" && !state.rendered ? "Connecting…" : STATUS_LABELS[next];
+}
+
+// ---------------------------------------------------------------------------
+// Applying server state: snapshots and seq-ordered changes
+// ---------------------------------------------------------------------------
+
+// A snapshot replaces everything: viruses it lacks go, missing ones come, buffered
+// changes it already includes are dropped and later ones are applied on top.
+function applySnapshot(message) {
+  if (!Array.isArray(message.viruses) || !Number.isInteger(message.seq)) return;
+  const firstRender = !state.rendered;
+  const incoming = new Map();
+  for (const raw of message.viruses) {
+    const virus = normaliseVirus(raw);
+    if (virus) incoming.set(virus.id, raw);
+  }
+
+  for (const id of [...state.viruses.keys()]) {
+    if (!incoming.has(id)) removeVirus(id, { animate: !firstRender });
+  }
+  // First paint: a quick staggered pop-in (capped so big dishes don't crawl in).
+  const step = firstRender ? Math.min(40, 600 / Math.max(1, incoming.size)) : 0;
+  let i = 0;
+  for (const raw of incoming.values()) addVirus(raw, { animate: true, delayMs: Math.round(i++ * step) });
+
+  state.seq = message.seq;
+  state.rendered = true;
+  clearTimeout(state.resyncTimer);
+  state.resyncTimer = 0;
+  for (const seq of [...state.buffer.keys()]) {
+    if (seq <= state.seq) state.buffer.delete(seq);
+  }
+  drainBuffer();
+  if (Number.isInteger(message.online)) setOnline(message.online);
+  updateCounters();
+}
+
+function applyChange(message) {
+  if (message.type === "virus.created") addVirus(message.virus);
+  else if (message.type === "virus.killed" && typeof message.id === "string") removeVirus(message.id);
+}
+
+function receiveChange(message) {
+  if (!Number.isInteger(message.seq)) {
+    // Off-contract, but creates and kills are idempotent, so applying is harmless.
+    applyChange(message);
+    updateCounters();
+    return;
+  }
+  // Until this socket's snapshot arrives we cannot know where we stand: keep it for later.
+  if (!socket.live) {
+    state.buffer.set(message.seq, message);
+    return;
+  }
+  if (message.seq <= state.seq) return; // already applied (or included in the snapshot)
+  if (message.seq === state.seq + 1) {
+    applyChange(message);
+    state.seq = message.seq;
+    drainBuffer();
+  } else {
+    state.buffer.set(message.seq, message);
+    armGapTimer();
+  }
+  updateCounters();
+}
+
+// Apply every buffered change that is now next in line; stop at the first hole.
+function drainBuffer() {
+  let next;
+  while ((next = state.buffer.get(state.seq + 1))) {
+    state.buffer.delete(state.seq + 1);
+    applyChange(next);
+    state.seq += 1;
+  }
+  if (state.buffer.size === 0) {
+    clearTimeout(state.gapTimer);
+    state.gapTimer = 0;
+  } else if (socket.live) {
+    armGapTimer();
+  }
+}
+
+// The timer runs from the moment a hole opened; filling it in time cancels the resync.
+function armGapTimer() {
+  if (state.gapTimer) return;
+  state.gapTimer = setTimeout(() => {
+    state.gapTimer = 0;
+    if (state.buffer.size > 0) requestResync();
+  }, GAP_TIMEOUT_MS);
+}
+
+function requestResync() {
+  if (state.resyncTimer) return; // one outstanding resync at a time
+  if (!socket.send({ type: "resync" })) return; // not open: the reconnect's snapshot will do
+  // If no snapshot answers, the socket is wedged: start over with a fresh connection.
+  state.resyncTimer = setTimeout(() => {
+    state.resyncTimer = 0;
+    socket.restart();
+  }, RESYNC_TIMEOUT_MS);
+}
+
+function handleMessage(message) {
+  switch (message?.type) {
+    case "snapshot":
+      socket.onSnapshot();
+      applySnapshot(message);
+      break;
+    case "virus.created":
+    case "virus.killed":
+      receiveChange(message);
+      break;
+    case "presence":
+      setOnline(message.online);
+      break;
+    case "error":
+      console.warn("Server says:", message.error);
+      break;
+    default:
+      break; // unknown types are ignored so the server can add new ones safely
+  }
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket with reconnect (exponential backoff, full jitter)
+// ---------------------------------------------------------------------------
+
+const socket = {
+  ws: null,
+  live: false, // true once this connection's snapshot has been applied
+  attempt: 0,
+  retryTimer: 0,
+  stableTimer: 0,
+  stopped: false, // page is being hidden for good (navigation): do not reconnect
+
+  connect() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = 0;
+    if (this.ws || this.stopped) return;
+    // Offline we still try (localhost works without a network) but say "Offline".
+    setStatus(navigator.onLine ? "connecting" : "closed");
+
+    let ws;
+    try {
+      ws = new WebSocket(WS_URL);
+    } catch (error) {
+      console.warn("WebSocket failed to start:", error);
+      this.scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    this.live = false;
+
+    ws.addEventListener("open", () => {
+      if (this.ws !== ws) return;
+      // Changes from an earlier connection are meaningless now: this socket's snapshot rules.
+      state.buffer.clear();
+      clearTimeout(state.gapTimer);
+      state.gapTimer = 0;
+      this.stableTimer = setTimeout(() => (this.attempt = 0), STABLE_AFTER_MS);
+    });
+    ws.addEventListener("message", (event) => {
+      if (this.ws !== ws) return;
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      handleMessage(message);
+    });
+    ws.addEventListener("close", () => {
+      if (this.ws !== ws) return;
+      this.detach();
+      this.scheduleReconnect();
+    });
+    // "error" is always followed by "close"; nothing to do here.
+  },
+
+  onSnapshot() {
+    this.live = true;
+    setStatus("open");
+  },
+
+  // Forget the current socket (if any) without triggering its reconnect path.
+  detach() {
+    clearTimeout(this.stableTimer);
+    clearTimeout(state.resyncTimer);
+    clearTimeout(state.gapTimer);
+    state.resyncTimer = 0;
+    state.gapTimer = 0;
+    this.ws = null;
+    this.live = false;
+  },
+
+  scheduleReconnect() {
+    if (this.stopped || this.retryTimer) return;
+    setStatus(navigator.onLine ? "connecting" : "closed");
+    // Full jitter: a random delay in [0, min(cap, base * 2^attempt)) spreads a crowd of
+    // reconnecting browsers out after a server restart instead of stampeding it.
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
+    this.attempt = Math.min(this.attempt + 1, 16);
+    this.retryTimer = setTimeout(() => this.connect(), Math.random() * ceiling);
+    refreshOverHttp();
+  },
+
+  // Reconnect right now if there is no socket (used on "online" and tab visible).
+  connectNow() {
+    if (this.ws || this.stopped) return;
+    this.connect();
+  },
+
+  restart() {
+    const old = this.ws;
+    this.detach();
+    if (old) {
+      try {
+        old.close(4000, "client restart");
+      } catch {
+        /* already closing */
+      }
+    }
+    this.connect();
+  },
+
+  send(message) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(message));
+    return true;
+  },
+};
+
+window.addEventListener("online", () => {
+  socket.attempt = 0;
+  socket.connectNow();
+});
+window.addEventListener("offline", () => {
+  // A live socket (say, to localhost) may well survive; only an idle one is "Offline".
+  if (!socket.live) setStatus("closed");
+});
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") socket.connectNow();
+});
+// Leaving the page: close quietly instead of flashing "Reconnecting…".
+window.addEventListener("pagehide", (event) => {
+  if (!event.persisted) socket.stopped = true;
+});
+// Restored from the back/forward cache: the old socket is gone, start again.
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) {
+    socket.stopped = false;
+    socket.restart();
+  }
+});
+
+// While the live feed is down, a plain GET keeps the dish roughly current. It only
+// ever applies when no socket snapshot is in charge and it is newer than what we show.
+let lastHttpRefresh = -Infinity;
+async function refreshOverHttp({ force = false } = {}) {
+  const now = performance.now();
+  if (socket.live || (!force && now - lastHttpRefresh < HTTP_REFRESH_MIN_GAP_MS)) return;
+  lastHttpRefresh = now;
+  try {
+    const response = await fetch(API_URL, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (!response.ok) return;
+    const data = await response.json();
+    if (socket.live || !Number.isInteger(data?.seq)) return;
+    if (state.seq === null || data.seq > state.seq) applySnapshot(data);
+  } catch {
+    /* server unreachable: the reconnect loop keeps trying */
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Actions: add and kill over HTTP
+// ---------------------------------------------------------------------------
+
+function request(method, url) {
+  return fetch(url, {
+    method,
+    credentials: "same-origin",
+    headers: { "X-CSRFToken": csrfToken, Accept: "application/json" },
+  });
+}
+
+async function errorText(response) {
+  try {
+    const data = await response.json();
+    if (data && typeof data.error === "string" && data.error.trim()) return data.error.trim();
+  } catch {
+    /* not JSON (e.g. Django's HTML CSRF page) */
+  }
+  return "";
+}
+
+function retryAfterSeconds(response) {
+  const header = response.headers.get("Retry-After");
+  if (!header) return null;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.max(1, Math.ceil(seconds));
+  const date = Date.parse(header); // Retry-After may also be an HTTP date
+  return Number.isNaN(date) ? null : Math.max(1, Math.ceil((date - Date.now()) / 1000));
+}
+
+async function failureMessage(response, action) {
+  if (response.status === 429) {
+    const wait = retryAfterSeconds(response);
+    return wait ? `Slow down! Try again in ${wait} s` : "Slow down! Try again in a moment";
+  }
+  if (response.status === 409 && action === "add") return "The playground is full";
+  if (response.status === 404 && action === "kill") return "Too late — that virus is already gone";
+  const text = await errorText(response);
+  if (text) return text;
+  if (response.status === 403) return "Your session expired — please reload the page";
+  return `Something went wrong (error ${response.status})`;
+}
+
+async function addVirusClicked() {
+  // Visual press feedback for keyboard and touch, where :active is brief or absent.
+  addButton.classList.add("is-pressed");
+  setTimeout(() => addButton.classList.remove("is-pressed"), 120);
+  let response;
+  try {
+    response = await request("POST", API_URL);
+  } catch {
+    showToast("Can't reach the server");
+    return;
+  }
+  if (!response.ok) {
+    showToast(await failureMessage(response, "add"));
+    return;
+  }
+  // Success draws nothing: the virus appears when its push arrives, exactly once.
+  if (!socket.live) refreshOverHttp({ force: true });
+}
+
+async function killVirusClicked(button) {
+  const id = button.dataset.virusId;
+  if (!id || pendingKills.has(id)) return;
+  pendingKills.add(id);
+  button.classList.add("is-hit");
+  let response;
+  try {
+    response = await request("DELETE", `${API_URL}${encodeURIComponent(id)}/`);
+  } catch {
+    pendingKills.delete(id);
+    button.classList.remove("is-hit");
+    showToast("Can't reach the server");
+    return;
+  }
+  if (response.ok) {
+    // Stay in pendingKills until the push removes it: a second tap must not earn a 404.
+    scoreValue.textContent = String(++state.score);
+    // The virus goes when its "virus.killed" push arrives, in every window alike.
+    if (!socket.live) refreshOverHttp({ force: true });
+    return;
+  }
+  if (response.status === 404) {
+    // Someone else got it first. Deletions are final, so dropping it locally is safe
+    // even if we somehow missed the push.
+    removeVirus(id);
+    updateCounters();
+  } else {
+    pendingKills.delete(id);
+    button.classList.remove("is-hit");
+  }
+  showToast(await failureMessage(response, "kill"));
+}
+
+// One delegated listener: "click" covers mouse, touch, Enter and Space on a <button>.
+playground.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-virus-id]");
+  if (button && playground.contains(button)) killVirusClicked(button);
+});
+addButton.addEventListener("click", addVirusClicked);
+
+// "+" anywhere adds a virus (handy for keyboard players); ignored while typing or with modifiers.
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "+" || event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+  if (event.target.closest?.("input, textarea, select, [contenteditable]")) return;
+  event.preventDefault();
+  addButton.click();
+});
+
+// ---------------------------------------------------------------------------
+// Toast
+// ---------------------------------------------------------------------------
+
+let toastTimer = 0;
+function showToast(text) {
+  clearTimeout(toastTimer);
+  // Clearing first makes screen readers announce a repeated message again.
+  toast.textContent = "";
+  toast.classList.add("is-visible");
+  requestAnimationFrame(() => {
+    toast.textContent = text;
+  });
+  toastTimer = setTimeout(() => {
+    toast.classList.remove("is-visible");
+    toastTimer = setTimeout(() => (toast.textContent = ""), 250);
+  }, TOAST_MS);
+}
+
+// ---------------------------------------------------------------------------
+// Start
+// ---------------------------------------------------------------------------
+
+updateCounters();
+socket.connect();
+
+// Read-only handle for debugging in the console; the DOM hooks are the real interface.
+window.virusGame = Object.freeze({
+  get seq() {
+    return state.seq;
+  },
+  get viruses() {
+    return [...state.viruses.keys()];
+  },
+  get live() {
+    return socket.live;
+  },
+  resync: requestResync,
+  reconnect: () => socket.restart(),
+});
