@@ -60,3 +60,15 @@ def test_bad_options_are_refused(args):
     with pytest.raises(CommandError):
         spawn(*args)
     assert Virus.objects.count() == 0
+
+
+def test_once_per_without_a_reachable_cache_refuses_to_spawn(settings, unused_tcp_port):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{unused_tcp_port}/0",
+        }
+    }
+    with pytest.raises(CommandError, match="spawn lock"):
+        spawn("--once-per", "60")
+    assert Virus.objects.count() == 0

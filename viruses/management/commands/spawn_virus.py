@@ -44,22 +44,34 @@ class Command(BaseCommand):
         while True:
             started = time.monotonic()
             try:
-                if self.take_turn(once_per):
-                    self.spawn_round(count, spread)
-            except DatabaseError as exc:
+                self.run_round(count, spread, once_per)
+            except CommandError as exc:
                 if not every:
-                    raise CommandError(f"database unavailable: {exc}") from exc
+                    raise
                 # A loop outlives outages: say so and try again next round.
-                self.stderr.write(f"Round skipped, database unavailable: {exc}")
+                self.stderr.write(f"Round skipped: {exc}")
             if not every:
                 return
             time.sleep(max(0.0, every - (time.monotonic() - started)))
+
+    def run_round(self, count: int, spread: float, once_per: int) -> None:
+        if not self.take_turn(once_per):
+            return
+        try:
+            self.spawn_round(count, spread)
+        except DatabaseError as exc:
+            raise CommandError(f"database unavailable: {exc}") from exc
 
     def take_turn(self, once_per: int) -> bool:
         if not once_per:
             return True
         window = int(time.time() // once_per)
-        if cache.add(f"spawn-virus:{once_per}:{window}", 1, timeout=once_per * 2):
+        try:
+            taken = cache.add(f"spawn-virus:{once_per}:{window}", 1, timeout=once_per * 2)
+        except Exception as exc:
+            # Without the shared lock every node would spawn: skip this round instead.
+            raise CommandError(f"cannot take the spawn lock, cache (Redis) unavailable: {exc}") from exc
+        if taken:
             return True
         self.stdout.write("Another node spawns in this window; skipping.")
         return False

@@ -1,0 +1,222 @@
+"""The game page in a real Chromium, against a real daphne, Redis and database.
+
+Screenshots land in test-artifacts/ (not committed): look at them.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests import harness
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+ARTIFACTS = harness.ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+# Chromium's own phoning home is refused on machines without internet; keep it quiet.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+LIVE = 10_000  # ms a live change may take to show
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    harness.require(Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(chromium, game):
+    """Open the game in a new browser window (its own cookies), wait until it is live."""
+    contexts = []
+
+    def open_one(viewport=None):
+        context = chromium.new_context(viewport=viewport or {"width": 1280, "height": 800})
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(game.url + "/")
+        wait_open(page)
+        return page
+
+    yield open_one
+    for context in contexts:
+        context.close()
+
+
+def wait_open(page, timeout=LIVE):
+    page.wait_for_selector('#connection-status[data-state="open"]', timeout=timeout)
+
+
+def virus_ids(page) -> set[str]:
+    return set(
+        page.eval_on_selector_all(
+            "#playground button[data-virus-id]", "els => els.map(e => e.dataset.virusId)"
+        )
+    )
+
+
+def wait_ids(page, expected: set[str], timeout=LIVE) -> None:
+    page.wait_for_function(
+        """expected => {
+            const ids = [...document.querySelectorAll('#playground button[data-virus-id]')]
+                .map(e => e.dataset.virusId).sort();
+            return JSON.stringify(ids) === JSON.stringify(expected);
+        }""",
+        arg=sorted(expected),
+        timeout=timeout,
+    )
+
+
+def position(page, virus_id: str) -> tuple[float, float]:
+    """The virus's centre as a fraction of the playground's size."""
+    return page.evaluate(
+        """id => {
+            const area = document.querySelector('#playground').getBoundingClientRect();
+            const box = document.querySelector(`[data-virus-id="${id}"]`).getBoundingClientRect();
+            return [(box.x + box.width / 2 - area.x) / area.width,
+                    (box.y + box.height / 2 - area.y) / area.height];
+        }""",
+        virus_id,
+    )
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def database_ids(game) -> set[str]:
+    return {v["id"] for v in game.api().list()["viruses"]}
+
+
+def test_add_shows_the_virus_once_in_both_windows_at_the_same_place(open_page, game):
+    alice, bob = open_page(), open_page()
+    alice.click("#add-virus")
+    wait_ids(alice, database_ids(game))
+    (virus_id,) = database_ids(game)
+    wait_ids(bob, {virus_id})
+    assert alice.locator(f'[data-virus-id="{virus_id}"]').count() == 1
+    a, b = position(alice, virus_id), position(bob, virus_id)
+    assert abs(a[0] - b[0]) < 0.01 and abs(a[1] - b[1]) < 0.01
+    label = alice.get_attribute(f'[data-virus-id="{virus_id}"]', "aria-label")
+    assert "kill" in label.lower()
+    screenshot(alice, "two-windows-alice")
+
+
+def test_kill_in_one_window_disappears_from_the_other(open_page, game):
+    game.manage("spawn_virus", "--count", "3")
+    alice, bob = open_page(), open_page()
+    ids = database_ids(game)
+    wait_ids(alice, ids)
+    victim = sorted(ids)[0]
+    bob.click(f'[data-virus-id="{victim}"]')
+    wait_ids(alice, ids - {victim})
+    wait_ids(bob, ids - {victim})
+    assert database_ids(game) == ids - {victim}
+
+
+def test_spawner_in_another_process_appears_in_both_windows(open_page, game):
+    alice, bob = open_page(), open_page()
+    game.manage("spawn_virus", "--count", "2")
+    ids = database_ids(game)
+    assert len(ids) == 2
+    wait_ids(alice, ids)
+    wait_ids(bob, ids)
+    screenshot(bob, "spawned")
+
+
+def test_delete_in_the_admin_disappears_from_an_open_page(open_page, game):
+    game.manage("spawn_virus", "--count", "2")
+    player = open_page()
+    ids = database_ids(game)
+    wait_ids(player, ids)
+    victim = sorted(ids)[0]
+    harness.subprocess.run(
+        [harness.PYTHON, "manage.py", "createsuperuser", "--no-input", "--username", "admin"],
+        cwd=harness.ROOT,
+        env={**game.env, "DJANGO_SUPERUSER_PASSWORD": "correct-horse-battery", "DJANGO_SUPERUSER_EMAIL": ""},
+        check=True,
+        capture_output=True,
+    )
+    admin = open_page().context.new_page()
+    admin.goto(f"{game.url}/admin/login/?next=/admin/viruses/virus/{victim}/delete/")
+    admin.fill("#id_username", "admin")
+    admin.fill("#id_password", "correct-horse-battery")
+    admin.click("input[type=submit]")
+    admin.click("form input[type=submit]")  # "Yes, I'm sure"
+    admin.wait_for_url("**/admin/viruses/virus/")
+    wait_ids(player, ids - {victim})
+
+
+def test_page_reconnects_after_a_server_restart_and_shows_the_database(open_page, game):
+    game.manage("spawn_virus", "--count", "2")
+    player = open_page()
+    wait_ids(player, database_ids(game))
+    game.stop()
+    player.wait_for_selector('#connection-status:not([data-state="open"])', timeout=LIVE)
+    screenshot(player, "reconnecting")
+    # Changes while the page is cut off: it must catch up from the snapshot.
+    spawned = game.manage("spawn_virus", "--count", "2").stdout.split()
+    victim = spawned[spawned.index("Spawned") + 1]
+    game.manage("shell", "-c", f"from viruses.models import Virus; Virus.objects.get(pk='{victim}').delete()")
+    game.start()
+    wait_open(player, timeout=30_000)
+    wait_ids(player, database_ids(game))
+    assert len(virus_ids(player)) == 3
+
+
+def test_keyboard_tab_to_a_virus_and_enter_kills_it(open_page, game):
+    game.manage("spawn_virus")
+    (virus_id,) = database_ids(game)
+    player = open_page()
+    wait_ids(player, {virus_id})
+    for _ in range(20):
+        player.keyboard.press("Tab")
+        if player.evaluate("document.activeElement.dataset.virusId") == virus_id:
+            break
+    else:
+        pytest.fail("Tab never reached the virus")
+    player.keyboard.press("Enter")
+    wait_ids(player, set())
+    assert database_ids(game) == set()
+
+
+def test_refused_add_says_why(chromium, game_env, tmp_path):
+    server = harness.GameServer({**game_env, "VIRUS_MAX_ALIVE": "1"}, tmp_path / "full.log").start()
+    try:
+        server.manage("spawn_virus")
+        context = chromium.new_context()
+        page = context.new_page()
+        page.goto(server.url + "/")
+        wait_open(page)
+        page.click("#add-virus")
+        page.get_by_text("full", exact=False).first.wait_for(timeout=LIVE)
+        screenshot(page, "playground-full")
+        assert len(virus_ids(page)) == 1
+        context.close()
+    finally:
+        server.stop()
+
+
+def test_phone_layout_fits_the_screen(open_page, game):
+    game.manage("spawn_virus", "--count", "6")
+    phone = open_page(viewport={"width": 390, "height": 844})
+    wait_ids(phone, database_ids(game))
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390
+    add = phone.locator("#add-virus").bounding_box()
+    assert add["x"] + add["width"] <= 390 and add["y"] + add["height"] <= 844
+    screenshot(phone, "phone")
