@@ -41,6 +41,12 @@ class Command(BaseCommand):
             raise CommandError("--spread and --every cannot be negative")
         if every and spread > every:
             raise CommandError("--spread cannot be longer than --every")
+        try:
+            self.loop(count, spread, every, once_per)
+        except KeyboardInterrupt:
+            self.stdout.write("Spawner stopped.")
+
+    def loop(self, count: int, spread: float, every: float, once_per: int) -> None:
         while True:
             started = time.monotonic()
             try:
