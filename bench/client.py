@@ -1,0 +1,339 @@
+"""Many WebSocket players in one asyncio process, cheap enough not to be the bottleneck.
+
+Each player is a bare `asyncio.Protocol` speaking just the client side of RFC 6455 that
+the game needs (no extensions, unmasked server frames, masked client frames, ping/pong,
+close). A player keeps the state the contract lets it build (seq + viruses), applies
+changes in seq order, buffers changes that arrive ahead of a hole, and when a hole stays
+open for GAP_TIMEOUT asks for a fresh snapshot with `{"type": "resync"}` (at most one
+outstanding, spaced so the server's flood limit is never hit), like the game page does.
+
+Arrival times are taken when the bytes reach the process (`data_received`), before any
+parsing, so the client's own parsing does not inflate the measured fan-out.
+"""
+
+import asyncio
+import base64
+import json
+import os
+import time
+
+GAP_TIMEOUT = 1.5  # s a hole in the seq stream may stay open before a resync (as game.js)
+RESYNC_SPACING = 0.6  # s between resyncs of one player: 20 per 10 s is the server's flood limit
+VIRUS_TYPES = ("virus.created", "virus.killed")
+
+
+class Refused(Exception):
+    """The server did not complete the handshake and snapshot."""
+
+
+class Player(asyncio.Protocol):
+    def __init__(self, swarm: "Swarm", host: str, port: int, path: str):
+        self.swarm = swarm
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}:{port}\r\n\r\n"
+        ).encode()
+        self.transport: asyncio.Transport | None = None
+        self.upgraded = False
+        self.inbox = bytearray()
+        self.fragments: list[bytes] = []
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.open = False
+        self.close_code: int | None = None
+        # Game state.
+        self.seq = 0
+        self.viruses: dict[str, dict] = {}
+        self.online = 0
+        self.pending: dict[int, dict] = {}  # seq -> change that arrived ahead of a hole
+        self.gap_timer: asyncio.TimerHandle | None = None
+        self.resync_pending = False
+        self.last_resync = -1e9
+        self.resyncs = 0
+        self.gaps = 0
+        self.virus_messages = 0
+
+    # -- transport -----------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(self.request)
+
+    def connection_lost(self, exc):
+        was_open = self.open
+        self.open = False
+        if not self.ready.done():
+            self.ready.set_exception(Refused(f"connection lost before the snapshot ({exc})"))
+        if was_open:
+            self.swarm.on_closed(self)
+
+    def data_received(self, data: bytes):
+        now = time.perf_counter()
+        buf = self.inbox
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = bytes(buf[: buf.find(b"\r\n")])
+            if b" 101 " not in status:
+                self.fail(f"handshake answered {status.decode(errors='replace')}")
+                return
+            del buf[: end + 4]
+            self.upgraded = True
+        while len(buf) >= 2:
+            b0, b1 = buf[0], buf[1]
+            length = b1 & 0x7F
+            pos = 2
+            if length == 126:
+                if len(buf) < 4:
+                    return
+                length = int.from_bytes(buf[2:4], "big")
+                pos = 4
+            elif length == 127:
+                if len(buf) < 10:
+                    return
+                length = int.from_bytes(buf[2:10], "big")
+                pos = 10
+            if b1 & 0x80:  # servers never mask, but be tolerant
+                mask = buf[pos : pos + 4]
+                pos += 4
+            else:
+                mask = None
+            if len(buf) < pos + length:
+                return
+            payload = bytes(buf[pos : pos + length])
+            del buf[: pos + length]
+            if mask:
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            self.frame(b0 & 0x80, b0 & 0x0F, payload, now)
+
+    def frame(self, fin: int, opcode: int, payload: bytes, now: float) -> None:
+        if opcode in (0, 1, 2):
+            self.fragments.append(payload)
+            if not fin:
+                return
+            data = b"".join(self.fragments)
+            self.fragments = []
+            self.message(json.loads(data), now)
+        elif opcode == 8:  # close
+            self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            self.write_frame(8, payload[:2])
+            self.transport.close()
+        elif opcode == 9:  # ping
+            self.write_frame(10, payload)
+
+    def write_frame(self, opcode: int, payload: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        length = len(payload)
+        if length < 126:
+            header = bytes([0x80 | opcode, 0x80 | length])
+        else:
+            header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
+        self.transport.write(header + mask + masked)
+
+    def send_json(self, message: dict) -> None:
+        self.write_frame(1, json.dumps(message).encode())
+
+    def fail(self, reason: str) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(Refused(reason))
+        if self.transport:
+            self.transport.close()
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            self.swarm.on_closed(self)
+        self.write_frame(8, (1000).to_bytes(2, "big"))
+        if self.transport:
+            self.transport.close()
+
+    # -- the game protocol ---------------------------------------------------------------
+
+    def message(self, message: dict, now: float) -> None:
+        kind = message.get("type")
+        if kind in VIRUS_TYPES:
+            self.virus_messages += 1
+            key = (kind, message["virus"]["id"] if kind == "virus.created" else message["id"])
+            self.swarm.arrived(key, now)
+            seq = message["seq"]
+            if seq <= self.seq:
+                return  # already applied, or included in the snapshot
+            if seq == self.seq + 1:
+                self.apply(message)
+                self.drain()
+            else:
+                # Ahead of a hole: keep it; resync only if the hole stays open (as the page does).
+                self.pending[seq] = message
+                self.arm_gap_timer()
+        elif kind == "snapshot":
+            self.seq = message["seq"]
+            self.viruses = {v["id"]: v for v in message["viruses"]}
+            self.online = message.get("online", 0)
+            self.resync_pending = False
+            for seq in [s for s in self.pending if s <= self.seq]:
+                del self.pending[seq]
+            self.drain()
+            if not self.ready.done():
+                self.open = True
+                self.ready.set_result(self)
+        elif kind == "presence":
+            self.online = message["online"]
+        elif kind == "error":
+            self.swarm.errors += 1
+
+    def apply(self, message: dict) -> None:
+        self.seq = message["seq"]
+        if message["type"] == "virus.created":
+            self.viruses[message["virus"]["id"]] = message["virus"]
+        else:
+            self.viruses.pop(message["id"], None)
+
+    def drain(self) -> None:
+        while self.seq + 1 in self.pending:
+            self.apply(self.pending.pop(self.seq + 1))
+        if not self.pending and self.gap_timer:
+            self.gap_timer.cancel()
+            self.gap_timer = None
+        elif self.pending:
+            self.arm_gap_timer()
+
+    def arm_gap_timer(self) -> None:
+        if self.gap_timer is None:
+            self.gap_timer = asyncio.get_running_loop().call_later(GAP_TIMEOUT, self.gap_expired)
+
+    def gap_expired(self) -> None:
+        self.gap_timer = None
+        if self.pending:
+            self.gaps += 1
+            self.resync()
+
+    @property
+    def behind(self) -> bool:
+        return bool(self.pending) or self.resync_pending
+
+    def resync(self) -> None:
+        """Ask for a snapshot now, or as soon as the flood limit allows."""
+        if self.resync_pending or not self.open:
+            return
+        self.resync_pending = True
+        wait = self.last_resync + RESYNC_SPACING - time.monotonic()
+        if wait > 0:
+            asyncio.get_running_loop().call_later(wait, self._send_resync)
+        else:
+            self._send_resync()
+
+    def _send_resync(self) -> None:
+        if not self.open:
+            return
+        self.last_resync = time.monotonic()
+        self.resyncs += 1
+        self.send_json({"type": "resync"})
+
+
+class Swarm:
+    """All players of one benchmark, and the arrival record of every change they saw."""
+
+    def __init__(self, host: str, port: int, path: str = "/ws/viruses/"):
+        self.host, self.port, self.path = host, port, path
+        self.players: list[Player] = []
+        self.arrivals: dict[tuple, list] = {}  # key -> [count, first, last]
+        self.waiters: dict[tuple, tuple[int, asyncio.Future]] = {}
+        self.errors = 0
+        self.closed_by_server = 0
+        self.last_arrival = 0.0
+
+    @property
+    def open_players(self) -> list[Player]:
+        return [p for p in self.players if p.open]
+
+    async def connect_one(self, wait: float) -> Player:
+        loop = asyncio.get_running_loop()
+        player = Player(self, self.host, self.port, self.path)
+        try:
+            async with asyncio.timeout(wait):
+                await loop.create_connection(lambda: player, self.host, self.port)
+                await player.ready
+        except (OSError, TimeoutError, Refused) as exc:
+            if player.transport:
+                player.transport.close()
+            raise Refused(f"{type(exc).__name__}: {exc}") from None
+        self.players.append(player)
+        return player
+
+    async def connect(self, count: int, *, concurrency: int, wait: float = 30) -> dict:
+        """Connect `count` players, `concurrency` handshakes at a time; report refusals and timing."""
+        semaphore = asyncio.Semaphore(concurrency)
+        times: list[float] = []
+        refused: list[str] = []
+
+        async def one():
+            async with semaphore:
+                started = time.perf_counter()
+                try:
+                    await self.connect_one(wait)
+                    times.append(time.perf_counter() - started)
+                except Refused as exc:
+                    refused.append(str(exc))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(count)))
+        times.sort()
+        return {
+            "requested": count,
+            "connected": len(times),
+            "refused": len(refused),
+            "refusal_reasons": sorted(set(refused))[:5],
+            "seconds": time.perf_counter() - started,
+            "handshake_p50_ms": 1000 * times[len(times) // 2] if times else None,
+            "handshake_p99_ms": 1000 * times[min(len(times) - 1, int(len(times) * 0.99))] if times else None,
+        }
+
+    def disconnect(self, count: int) -> None:
+        for player in self.open_players[:count]:
+            player.close()
+        self.players = [p for p in self.players if p.open]
+
+    def close_all(self) -> None:
+        for player in self.players:
+            player.close()
+        self.players = []
+
+    def on_closed(self, player: Player) -> None:
+        self.closed_by_server += 1
+
+    # -- arrivals ------------------------------------------------------------------------
+
+    def reset_arrivals(self) -> None:
+        self.arrivals = {}
+        self.waiters = {}
+
+    def arrived(self, key: tuple, now: float) -> None:
+        record = self.arrivals.get(key)
+        if record is None:
+            record = self.arrivals[key] = [0, now, now]
+        record[0] += 1
+        record[2] = now
+        self.last_arrival = now
+        waiter = self.waiters.get(key)
+        if waiter and record[0] >= waiter[0] and not waiter[1].done():
+            waiter[1].set_result(None)
+
+    async def wait_for(self, key: tuple, count: int, wait: float) -> bool:
+        """Wait until `count` players received the change `key`; False on timeout."""
+        record = self.arrivals.get(key)
+        if record and record[0] >= count:
+            return True
+        future = asyncio.get_running_loop().create_future()
+        self.waiters[key] = (count, future)
+        try:
+            await asyncio.wait_for(future, wait)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.waiters.pop(key, None)

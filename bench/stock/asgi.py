@@ -1,0 +1,50 @@
+"""The stock Channels consumer: group events carry dicts, each client re-encodes with send_json."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.stock.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer  # noqa: E402
+from channels.layers import get_channel_layer  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from viruses import broadcast  # noqa: E402
+from viruses.consumers import VirusConsumer  # noqa: E402
+
+
+def _event(kind: str, message: dict) -> dict:
+    """A stock group event: the message as a dict, encoded later by every consumer."""
+    return {"type": kind, "message": message}
+
+
+async def apush(event: dict) -> bool:
+    """A stock push: `group_send` of the dict event (the project's logs read its text)."""
+    try:
+        await get_channel_layer().group_send(broadcast.GROUP, event)
+    except Exception:
+        return False
+    return True
+
+
+broadcast._event = _event
+broadcast.apush = apush
+
+
+class StockConsumer(VirusConsumer, AsyncJsonWebsocketConsumer):
+    async def relay(self, event):
+        await self.send_json(event["message"])
+
+    virus_created = virus_killed = presence = relay
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(URLRouter([path("ws/viruses/", StockConsumer.as_asgi())])),
+    }
+)
