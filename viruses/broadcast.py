@@ -6,11 +6,16 @@ so a consumer relays it without re-encoding it per client.
 
 import json
 import logging
+import re
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from .logs import kv
+
 GROUP = "viruses"
+_SEQ = re.compile(r'"seq":(\d+)')
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +57,15 @@ async def apush(event: dict) -> bool:
     A failure is logged, never raised: pushes run after commit, so they cannot undo the
     change, and clients catch up from the seq gap (resync) or their next snapshot.
     """
+    seq = _SEQ.search(event["text"])
+    seq = seq.group(1) if seq else None
+    started = time.monotonic()
     try:
         await get_channel_layer().group_send(GROUP, event)
     except Exception as exc:
-        logger.error("push failed: %s not delivered (%s: %s)", event["type"], type(exc).__name__, exc)
+        logger.error(kv("push.error", type=event["type"], seq=seq, error=f"{type(exc).__name__}: {exc}"))
         return False
-    logger.debug("pushed %s", event["type"])
+    logger.info(kv("push", type=event["type"], seq=seq, ms=(time.monotonic() - started) * 1000))
     return True
 
 

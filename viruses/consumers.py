@@ -6,9 +6,11 @@ import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from . import broadcast, selectors
-from .presence import server_presence
+from .logs import kv
+from .presence import SERVER, server_presence
 
 MAX_MESSAGE_BYTES = 64 * 1024
 FLOOD_MESSAGES = 20  # client messages allowed per FLOOD_WINDOW seconds
@@ -29,7 +31,19 @@ class VirusConsumer(AsyncWebsocketConsumer):
     push), so each change reaches the client by exactly one path.
     """
 
+    refused = False
+
     async def connect(self):
+        address = client_address(self.scope)
+        if await self.over_address_cap(address):
+            # Told why (1008, policy violation) and never joined: nothing to undo on disconnect.
+            self.refused = True
+            await self.accept()
+            await self.close(code=1008)
+            limit = settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS
+            logger.warning(kv("ws.refused", reason="connections_per_address", client=address, limit=limit))
+            return
+        self.opened = time.monotonic()
         # Join before reading the snapshot: a change committed in between is then both
         # in the snapshot and queued for us, and the client drops the duplicate by seq.
         await self.channel_layer.group_add(broadcast.GROUP, self.channel_name)
@@ -41,23 +55,32 @@ class VirusConsumer(AsyncWebsocketConsumer):
             user_agent=header(self.scope, b"user-agent"),
         )
         await self.send_snapshot()
-        logger.info("connect %s from %s", self.channel_name, client_address(self.scope))
+        logger.info(kv("ws.connect", channel=self.channel_name, client=address, server=SERVER))
 
     async def disconnect(self, code):
+        if self.refused:
+            return
         try:
             await self.channel_layer.group_discard(broadcast.GROUP, self.channel_name)
         finally:
             await server_presence.leave(self.channel_name)
-            logger.info("disconnect %s code=%s", self.channel_name, code)
+            seconds = time.monotonic() - getattr(self, "opened", time.monotonic())
+            logger.info(kv("ws.disconnect", channel=self.channel_name, code=code, seconds=seconds))
+
+    async def over_address_cap(self, address: str) -> bool:
+        limit = settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS
+        if limit <= 0 or not address:
+            return False
+        return await database_sync_to_async(selectors.connections_from)(address) >= limit
 
     async def receive(self, text_data=None, bytes_data=None):
         data = text_data if text_data is not None else bytes_data
         if len(data) > MAX_MESSAGE_BYTES:
-            logger.warning("closing %s: %d-byte message", self.channel_name, len(data))
+            logger.warning(kv("ws.close", channel=self.channel_name, reason="too_big", bytes=len(data)))
             await self.close(code=1009)
             return
         if self.flooding():
-            logger.warning("closing %s: more than %d messages", self.channel_name, FLOOD_MESSAGES)
+            logger.warning(kv("ws.close", channel=self.channel_name, reason="flood", limit=FLOOD_MESSAGES))
             await self.close(code=1008)
             return
         try:

@@ -70,7 +70,7 @@ class Connection(models.Model):
 
     channel_name = models.CharField(max_length=255, unique=True)
     server = models.CharField(max_length=255, db_index=True)
-    client_address = models.CharField(max_length=64, blank=True)
+    client_address = models.CharField(max_length=64, blank=True, db_index=True)
     user_agent = models.CharField(max_length=255, blank=True)
     connected_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(db_index=True)

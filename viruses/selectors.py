@@ -28,5 +28,10 @@ def online_count() -> int:
     return Connection.objects.filter(last_seen__gte=stale_before()).count()
 
 
+def connections_from(address: str) -> int:
+    """Count open sockets of one client address on live servers (indexed; one query)."""
+    return Connection.objects.filter(client_address=address[:64], last_seen__gte=stale_before()).count()
+
+
 def stale_before():
     return timezone.now() - timedelta(seconds=STALE_AFTER)

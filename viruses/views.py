@@ -14,6 +14,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods
 
 from . import broadcast, ratelimit, selectors, services
+from .logs import kv
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ def json_errors(view):
         except services.GameError as exc:
             return error(str(exc), status=exc.status)
         except DatabaseError as exc:
-            logger.error("%s %s: database unavailable: %s", request.method, request.path, exc)
+            logger.error(
+                kv("http.error", method=request.method, path=request.path, error="database", detail=exc)
+            )
             return error("the database is unavailable, try again shortly", status=503)
 
     return wrapper
@@ -42,6 +45,7 @@ def rate_limited(request) -> JsonResponse | None:
     wait = ratelimit.retry_after(request.META.get("REMOTE_ADDR", ""))
     if not wait:
         return None
+    logger.info(kv("http.rate_limited", client=request.META.get("REMOTE_ADDR", ""), retry_after=wait))
     response = error(f"too many actions, wait {wait} s", status=429)
     response["Retry-After"] = str(wait)
     return response
@@ -94,7 +98,7 @@ def _database_ok() -> bool:
             cursor.execute("SELECT 1")
         return True
     except DatabaseError as exc:
-        logger.error("healthz: database down: %s", exc)
+        logger.error(kv("healthz.down", part="database", detail=exc))
         return False
 
 
@@ -103,7 +107,7 @@ def _channel_layer_ok() -> bool:
         async_to_sync(_layer_round_trip)()
         return True
     except Exception as exc:
-        logger.error("healthz: channel layer down: %s: %s", type(exc).__name__, exc)
+        logger.error(kv("healthz.down", part="channel_layer", detail=f"{type(exc).__name__}: {exc}"))
         return False
 
 
@@ -111,11 +115,14 @@ async def _layer_round_trip() -> None:
     """Send a message to a fresh channel and read it back: a real trip through the layer."""
     layer = get_channel_layer()
     async with asyncio.timeout(3):
-        channel = await layer.new_channel("healthz")
+        # The default prefix: this process's consumers already block reading that one Redis
+        # list, and channels-redis lets one reader at a time; a channel of its own ("healthz.")
+        # would wait behind them and time out whenever a socket is open.
+        channel = await layer.new_channel()
         await layer.send(channel, {"type": "healthz"})
         await layer.receive(channel)
 
 
 def csrf_failure(request, reason=""):
-    logger.warning("%s %s refused: CSRF %s", request.method, request.path, reason)
+    logger.warning(kv("http.csrf_refused", method=request.method, path=request.path, reason=reason))
     return error(f"CSRF check failed: {reason}", status=403)

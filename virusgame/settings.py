@@ -38,6 +38,9 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+# Origins a WebSocket handshake may come from (channels' OriginValidator, virusgame/asgi.py):
+# host names (any scheme and port) or full origins such as https://game.example.com.
+WS_ALLOWED_ORIGINS = env_list("DJANGO_WS_ALLOWED_ORIGINS") or ALLOWED_HOSTS
 
 INSTALLED_APPS = [
     # First, so that `runserver` is daphne's ASGI server with WebSocket support.
@@ -62,6 +65,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "viruses.middleware.content_security_policy",
 ]
 
 ROOT_URLCONF = "virusgame.urls"
@@ -180,22 +184,36 @@ SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD")
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Set on the game's HTML pages (viruses/middleware.py); the admin keeps its own inline styles.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 # The game.
 VIRUS_MAX_ALIVE = env_int("VIRUS_MAX_ALIVE", 100)
 VIRUS_RATE_LIMIT = env_int("VIRUS_RATE_LIMIT", 120)
+# Open WebSockets per client address (all nodes together); more are closed with 1008. 0 = no cap.
+VIRUS_MAX_CONNECTIONS_PER_ADDRESS = env_int("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", 20)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # key=value lines (viruses/logs.py): ts=... level=INFO logger=viruses.consumers event=ws.connect ...
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "kv": {
+            "format": "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+            "datefmt": "%Y-%m-%dT%H:%M:%S%z",
+        },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"layer_drops": {"()": "viruses.logs.LayerDropFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
-        # channels-redis logs every dropped message at INFO; keep them visible but terse.
+        # channels-redis logs messages dropped for full channels at INFO: rewritten as
+        # event=layer.drop lines.
+        "channels_redis.core": {"filters": ["layer_drops"]},
         "django.db.backends": {"level": "INFO"},
     },
 }

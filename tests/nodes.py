@@ -1,0 +1,224 @@
+"""Production-shaped components for the production and scale-out tests.
+
+- `Node`: daphne run with the flags of the deploy kit's systemd unit (on a loopback TCP
+  port instead of the unit's unix socket), so the tests exercise what operators run.
+- `Nginx`: a real nginx, a child process of the test on a loopback port, whose site is
+  generated from `deploy/nginx/virusgame.conf` (upstream pointed at the nodes' ports, TLS
+  left out).
+"""
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests import harness
+
+DEPLOY = harness.ROOT / "deploy"
+UNIT = DEPLOY / "systemd" / "virusgame@.service"
+SITE = DEPLOY / "nginx" / "virusgame.conf"
+
+
+def unit_daphne_args() -> list[str]:
+    """The daphne flags of the systemd unit, without its unix socket and application."""
+    text = UNIT.read_text()
+    command = re.search(r"^ExecStart=((?:.*\\\n)*.*)$", text, re.MULTILINE).group(1)
+    words = shlex.split(command.replace("\\\n", " "))
+    args, skip = [], False
+    for word in words[1:]:
+        if skip:
+            skip = False
+        elif word == "--unix-socket":
+            skip = True
+        elif word != "virusgame.asgi:application":
+            args.append(word)
+    return args
+
+
+class Node(harness.GameServer):
+    """A daphne process started with the given flags (default: the systemd unit's)."""
+
+    def __init__(self, env, log_path, port=None, daphne_args=None):
+        super().__init__(env, log_path, port)
+        self.daphne_args = unit_daphne_args() if daphne_args is None else list(daphne_args)
+
+    def launch(self) -> "Node":
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [
+                harness.PYTHON,
+                "-m",
+                "daphne",
+                *self.daphne_args,
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "virusgame.asgi:application",
+            ],
+            cwd=harness.ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def start(self, timeout: float = 20) -> "Node":
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def api(self, client_address: str | None = None) -> harness.Api:
+        """A browser-like client; with `client_address`, as if behind a proxy that says so."""
+        api = harness.Api(self.url)
+        if client_address:
+            api.client.headers["X-Forwarded-For"] = client_address
+        return api
+
+
+def start_nodes(count: int, env: dict[str, str], directory: Path, **kwargs) -> list[Node]:
+    """Start `count` nodes sharing `env` (one database, one Redis) in parallel."""
+    nodes = [Node(env, directory / f"daphne-{i}.log", **kwargs).launch() for i in range(count)]
+    try:
+        for node in nodes:
+            node.wait_ready()
+    except Exception:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+def site_for_test(ports: list[int], listen_port: int) -> str:
+    """deploy/nginx/virusgame.conf with the upstream on TCP ports and plain HTTP on loopback.
+
+    Kept: the WebSocket upgrade map, the upstream's balancing, every proxy_* directive and
+    every location. Dropped: the port-80 redirect server and the ssl_* lines. A change to
+    the file's shape that breaks this breaks the test, which is the point.
+    """
+    text = "\n".join(line for line in SITE.read_text().splitlines() if not line.strip().startswith("#"))
+    blocks = _top_level_blocks(text)
+    out = []
+    for head, body in blocks:
+        if head.startswith("map "):
+            out.append(f"{head} {{{body}}}")
+        elif head.startswith("upstream "):
+            servers = "".join(f"\n    server 127.0.0.1:{port} max_fails=3 fail_timeout=5s;" for port in ports)
+            unix = list(re.finditer(r"\n\s*server unix:[^;]*;", body))
+            assert unix, "the site's upstream lists daphne's unix sockets"
+            body = (
+                body[: unix[0].start()]
+                + servers
+                + re.sub(r"\n\s*server unix:[^;]*;", "", body[unix[0].start() :])
+            )
+            out.append(f"{head} {{{body}}}")
+        elif head == "server" and re.search(r"listen\s+443", body):
+            body = re.sub(r"\n\s*listen [^;]*;", "", body)
+            body = re.sub(r"\n\s*ssl_[a-z_]+ [^;]*;", "", body)
+            out.append(f"server {{\n    listen 127.0.0.1:{listen_port};{body}}}")
+    assert [b.split()[0] for b in out] == ["map", "upstream", "server"], out
+    return "\n\n".join(out) + "\n"
+
+
+def _top_level_blocks(text: str) -> list[tuple[str, str]]:
+    blocks, depth, start, head = [], 0, 0, ""
+    for i, char in enumerate(text):
+        if char == "{":
+            if depth == 0:
+                head = text[start:i].strip().split(";")[-1].strip()
+                body_start = i + 1
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                blocks.append((head, text[body_start:i]))
+                start = i + 1
+    return blocks
+
+
+class Nginx:
+    """nginx in the foreground, as a child of the test, never the system service."""
+
+    def __init__(self, directory: Path, upstream_ports: list[int], port: int | None = None):
+        self.directory = directory
+        self.port = port or harness.free_port()
+        self.upstream_ports = upstream_ports
+        self.process: subprocess.Popen | None = None
+        self.log_path = directory / "nginx.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/viruses/"
+
+    def write_config(self) -> Path:
+        d = self.directory
+        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (d / sub).mkdir(exist_ok=True)
+        (d / "site.conf").write_text(site_for_test(self.upstream_ports, self.port))
+        user = "user root root;\n" if os.geteuid() == 0 else ""
+        conf = d / "nginx.conf"
+        conf.write_text(
+            f"""{user}worker_processes 1;
+events {{ worker_connections 256; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    include {d}/site.conf;
+}}
+"""
+        )
+        return conf
+
+    def start(self, timeout: float = 10) -> "Nginx":
+        conf = self.write_config()
+        command = [nginx_binary(), "-p", str(self.directory), "-e", "stderr", "-c", str(conf)]
+        directives = f"daemon off; pid {self.directory}/nginx.pid; error_log stderr;"
+        check = subprocess.run([*command, "-t", "-g", directives], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [*command, "-g", directives], stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited with {self.process.returncode}:\n{self.read_log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"nginx not answering within {timeout} s:\n{self.read_log()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # fast shutdown: open sockets would delay SIGQUIT
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def read_log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

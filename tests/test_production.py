@@ -1,0 +1,429 @@
+"""Production mode and hardening, on real processes: check --deploy, `make serve`, daphne
+run with the deploy kit's flags, security headers, WebSocket limits, logs, game_status."""
+
+import asyncio
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from tests import harness, nodes
+from tests.harness import player
+from viruses import broadcast, logs
+
+pytestmark = pytest.mark.timeout(120)
+
+ENV_EXAMPLE = harness.ROOT / "deploy" / "env.example"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def documented_env() -> dict[str, str]:
+    """deploy/env.example as docs/production.md installs it (a real secret key)."""
+    env = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip().strip("'")
+    env["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
+    return env
+
+
+def run_manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VIRUS_", "REDIS_", "DATABASE_"))
+    }
+    return subprocess.run(
+        [harness.PYTHON, "manage.py", *args],
+        cwd=harness.ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_deploy_is_clean_for_the_documented_production_environment():
+    env = documented_env()
+    assert env["DJANGO_DEBUG"] == "false"
+    result = run_manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+    # The check has teeth: the same environment with debug on fails it.
+    result = run_manage({**env, "DJANGO_DEBUG": "true"}, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0
+    assert "security.W018" in result.stderr
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key():
+    env = documented_env()
+    del env["DJANGO_SECRET_KEY"]
+    result = run_manage(env, "check")
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_make_serve_migrates_collects_static_and_serves_with_debug_off(game_env, tmp_path):
+    port = harness.free_port()
+    static_root = tmp_path / "static"
+    env = {**game_env, "DJANGO_STATIC_ROOT": str(static_root)}
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    # -o: never rebuild the virtualenv from here; `make test` has just made sure of it.
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "-o", ".venv/.installed", "serve", f"SERVE_PORT={port}"],
+        cwd=harness.ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        page = httpx.get(base + "/")
+        assert page.status_code == 200
+        hashed = re.search(r'href="(/static/viruses/game\.[0-9a-f]{12}\.css)"', page.text)
+        assert hashed, "collectstatic ran and the page links the hashed file"
+        asset = httpx.get(base + hashed.group(1))
+        assert asset.status_code == 200
+        assert "immutable" in asset.headers["cache-control"]
+        missing = httpx.get(base + "/no-such-page")
+        assert missing.status_code == 404
+        assert "Traceback" not in missing.text and "URLconf" not in missing.text  # DEBUG is off
+        assert (static_root / "staticfiles.json").exists()
+        # daphne got the deploy kit's message-size limit.
+        assert "--websocket-max-message-size 65536" in (tmp_path / "serve.log").read_text()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(15)
+        log.close()
+
+
+def test_deploy_kit_runs_daphne_with_the_flags_that_matter():
+    unit = nodes.unit_daphne_args()
+    assert "--proxy-headers" in unit
+    assert unit[unit.index("--websocket-max-message-size") + 1] == "65536"
+    ping = int(unit[unit.index("--ping-interval") + 1])
+    site = nodes.SITE.read_text()
+    assert int(re.search(r"proxy_read_timeout (\d+)s;", site).group(1)) > ping
+    assert "X-Forwarded-For   $remote_addr;" in site  # overwritten, never appended
+    procfile = (harness.ROOT / "Procfile").read_text()
+    assert "--websocket-max-message-size 65536" in procfile
+    assert "--websocket-max-message-size 65536" in (harness.ROOT / "Makefile").read_text()
+
+
+def test_deploy_kit_spawns_three_per_minute_once_per_window_everywhere():
+    flags = "spawn_virus --count 3 --spread 55 --once-per 60"
+    for path in [
+        "deploy/cron/virusgame",
+        "deploy/systemd/virusgame-spawner.service",
+        "Procfile",
+        "docs/production.md",
+        "README.md",
+    ]:
+        assert flags in (harness.ROOT / path).read_text(), path
+
+
+# --- Security headers -----------------------------------------------------------------
+
+
+def test_security_headers_on_the_page_and_the_api(game):
+    api = game.api()
+    page = api.client.get("/")
+    for response in (page, api.client.get("/api/viruses/"), api.create()):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "same-origin"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    csp = page.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    # Nothing inline for the policy to block: no <script> or <style> bodies, no handlers.
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page.text)
+    assert "<style" not in page.text
+    assert not re.search(r"\son[a-z]+=", page.text)
+
+
+BROWSE_UNDER_CSP = """
+import json, sys
+from playwright.sync_api import sync_playwright
+
+url, chromium, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+with sync_playwright() as pw:
+    browser = pw.chromium.launch(executable_path=chromium, args=args)
+    page = browser.new_page()
+    console = []
+    page.on("console", lambda message: console.append(message.text))
+    response = page.goto(url)
+    page.wait_for_selector('#connection-status[data-state="open"]', timeout=15000)
+    page.click("#add-virus")
+    page.wait_for_selector("#playground button[data-virus-id]", timeout=10000)
+    print(json.dumps({"csp": response.headers.get("content-security-policy"), "console": console}))
+    browser.close()
+"""
+
+
+@pytest.mark.e2e
+def test_the_page_works_under_its_content_security_policy(game):
+    harness.require(Path(CHROMIUM).exists(), "Chromium is not installed")
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    # A process of its own: Playwright's sync API cannot share this one's event loops.
+    result = subprocess.run(
+        [harness.PYTHON, "-c", BROWSE_UNDER_CSP, game.url + "/", CHROMIUM, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert "default-src 'self'" in seen["csp"]
+    assert not [text for text in seen["console"] if "Content Security Policy" in text], seen["console"]
+
+
+# --- WebSocket hardening --------------------------------------------------------------
+
+
+@pytest.fixture
+def start_node(game_env, tmp_path):
+    """Start daphne as the systemd unit does, with extra settings."""
+    started = []
+
+    def start(daphne_args=None, **env) -> nodes.Node:
+        node = nodes.Node(
+            {**game_env, **env}, tmp_path / f"daphne-{len(started)}.log", daphne_args=daphne_args
+        )
+        started.append(node)
+        return node.start()
+
+    yield start
+    for node in started:
+        node.stop()
+
+
+async def close_code(ws, timeout: float = 10) -> int | None:
+    """Read until the server closes the socket; return its close code."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else 1006  # no close frame: abnormal closure
+
+
+async def test_websocket_origin_allow_list_comes_from_settings(start_node):
+    node = start_node(DJANGO_WS_ALLOWED_ORIGINS="https://game.example.com")
+    async with websockets.connect(node.ws_url, origin="https://game.example.com") as ws:
+        assert json.loads(await ws.recv())["type"] == "snapshot"
+    # Host names in DJANGO_ALLOWED_HOSTS no longer suffice, nor another scheme or no Origin.
+    for origin in ["http://game.example.com", node.url, "https://evil.example", None]:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(node.ws_url, origin=origin):
+                pass
+        assert refused.value.response.status_code == 403, origin
+
+
+async def test_websocket_origins_default_to_the_allowed_hosts(game):
+    async with websockets.connect(game.ws_url, origin="https://localhost:8443") as ws:
+        assert json.loads(await ws.recv())["type"] == "snapshot"
+    for origin in ["https://localhost.evil.example", None]:
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(game.ws_url, origin=origin):
+                pass
+
+
+async def test_oversize_message_is_stopped_by_daphne_with_the_deploy_flags(start_node):
+    node = start_node()  # --websocket-max-message-size 65536, as deployed
+    async with player(node) as alice:
+        await alice.send("x" * 60_000)  # under the cap: answered, socket open
+        assert (await alice.recv())["type"] == "error"
+        await alice.send(secrets.token_hex(40_000))  # 80 KB
+        # daphne (autobahn) fails the connection: it drops it, 1009 is not always sent.
+        assert await close_code(alice.ws) in (1006, 1009)
+    assert "reason=too_big" not in node.read_log()  # refused before the app saw it
+
+
+async def test_oversize_message_is_closed_by_the_app_without_the_flag(start_node):
+    node = start_node(daphne_args=[])  # daphne's default limit is 1 MiB
+    async with player(node) as alice:
+        await alice.send(secrets.token_hex(40_000))
+        assert await close_code(alice.ws) == 1009
+    await asyncio.sleep(0.3)
+    assert "event=ws.close" in node.read_log() and "reason=too_big" in node.read_log()
+
+
+async def test_flooding_a_socket_closes_it_with_1008(game):
+    async with player(game) as alice:
+        for _ in range(25):
+            await alice.send({"type": "resync"})
+        assert await close_code(alice.ws) == 1008
+        async with player(game) as bob:  # the server is fine, and so are other clients
+            assert bob.online >= 1
+
+
+async def test_connections_per_client_address_are_capped(start_node):
+    node = start_node(VIRUS_MAX_CONNECTIONS_PER_ADDRESS="2")
+
+    def connect(address):
+        return websockets.connect(
+            node.ws_url, origin=node.url, additional_headers={"X-Forwarded-For": address}
+        )
+
+    async with connect("203.0.113.7") as first, connect("203.0.113.7") as second:
+        for ws in (first, second):
+            assert json.loads(await ws.recv())["type"] == "snapshot"
+        async with connect("203.0.113.7") as third:
+            assert await close_code(third) == 1008
+        async with connect("203.0.113.8") as other:  # another player is not affected
+            assert json.loads(await other.recv())["type"] == "snapshot"
+        await first.close()
+        for _ in range(50):  # the closed socket's row goes within moments
+            async with connect("203.0.113.7") as again:
+                try:
+                    assert json.loads(await asyncio.wait_for(again.recv(), 10))["type"] == "snapshot"
+                    break
+                except websockets.ConnectionClosed:
+                    pass
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("a freed slot was not reusable")
+    refused = [logs.parse(line) for line in node.read_log().splitlines() if "event=ws.refused" in line]
+    assert refused and refused[0]["client"] == "203.0.113.7" and refused[0]["limit"] == "2"
+
+
+# --- Logs --------------------------------------------------------------------------------
+
+
+async def test_no_message_bodies_in_logs(start_node):
+    marker = f"SECRET-{secrets.token_hex(8)}"
+    node = start_node(LOG_LEVEL="DEBUG")
+    async with player(node) as alice:
+        await alice.send({"type": marker})
+        assert marker in (await alice.recv())["error"]  # told to the client, never logged
+        await alice.send(f"not json {marker}")
+        await alice.recv()
+        await alice.send({"type": "resync", "note": marker})
+        await alice.recv()
+    api = node.api()
+    api.client.post("/api/viruses/", content=marker, headers=api.headers())
+    api.client.post("/api/viruses/", content=marker)  # refused by CSRF, and logged as such
+    await asyncio.sleep(0.5)
+    log = node.read_log()
+    assert "event=ws.connect" in log and "event=http.csrf_refused" in log
+    assert marker not in log
+
+
+async def test_structured_lines_for_connects_pushes_and_disconnects(start_node):
+    node = start_node(DJANGO_ALLOWED_HOSTS="127.0.0.1")
+    async with player(node) as alice:
+        node.api().create()
+        await alice.until(lambda m: m["type"] == "virus.created")
+    await asyncio.sleep(0.5)
+    events = {}
+    for line in node.read_log().splitlines():
+        fields = logs.parse(line)
+        if "event" in fields:
+            assert fields["ts"] and fields["level"] and fields["logger"], line
+            events.setdefault(fields["event"], []).append(fields)
+    connect = events["ws.connect"][0]
+    assert connect["client"] == "127.0.0.1" and connect["channel"] and connect["server"]
+    assert any(p["type"] == "virus.created" and p["seq"] == "1" for p in events["push"])
+    assert events["ws.disconnect"][0]["channel"] == connect["channel"]
+    assert "code" in events["ws.disconnect"][0] and "seconds" in events["ws.disconnect"][0]
+
+
+def test_log_fields_quote_what_needs_quoting():
+    line = logs.kv("x", a="plain", b="two words", c='say "hi"', d=None, e=1.23456)
+    assert line == 'event=x a=plain b="two words" c="say \\"hi\\"" d=- e=1.235'
+    assert logs.parse(line) == {
+        "event": "x",
+        "a": "plain",
+        "b": "two words",
+        "c": 'say "hi"',
+        "d": "-",
+        "e": "1.235",
+    }
+
+
+async def test_channel_layer_drops_are_logged_as_structured_lines(redis_server, caplog):
+    from channels_redis.core import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix=f"drop{secrets.token_hex(4)}", capacity=1)
+    stuck = await layer.new_channel()  # a consumer that never reads (a frozen client)
+    await layer.group_add("viruses", stuck)
+    with caplog.at_level(logging.INFO, logger="channels_redis.core"):
+        for _ in range(3):
+            await layer.group_send("viruses", {"type": "presence", "text": "{}"})
+    drops = [logs.parse(r.getMessage()) for r in caplog.records if "layer.drop" in r.getMessage()]
+    assert drops and drops[0] == {"event": "layer.drop", "dropped": "1", "channels": "1", "group": "viruses"}
+    await layer.flush()
+    await layer.close_pools()
+
+
+async def test_failed_pushes_are_logged_as_errors(monkeypatch, caplog):
+    class DownLayer:
+        async def group_send(self, group, message):
+            raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(broadcast, "get_channel_layer", DownLayer)
+    with caplog.at_level(logging.INFO, logger="viruses.broadcast"):
+        assert not await broadcast.apush(broadcast.virus_killed(seq=7, virus_id="x"))
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR
+    assert logs.parse(record.getMessage()) == {
+        "event": "push.error",
+        "type": "virus.killed",
+        "seq": "7",
+        "error": "ConnectionError: redis is down",
+    }
+
+
+# --- game_status -------------------------------------------------------------------------
+
+
+async def test_game_status_shows_live_counts(game):
+    async with player(game), player(game) as bob:
+        for _ in range(2):
+            game.api().create()
+        await bob.until(lambda m: m.get("seq") == 2)
+        # A row left by a server that died long ago (its heartbeat stopped).
+        code = (
+            "from datetime import timedelta; from django.utils import timezone; "
+            "from viruses.models import Connection; "
+            "Connection.objects.create(channel_name='dead.1', server='gone:1:abc', "
+            "last_seen=timezone.now() - timedelta(minutes=5))"
+        )
+        await asyncio.to_thread(game.manage, "shell", "-c", code)
+        result = await asyncio.to_thread(game.manage, "game_status", "--json")
+        text = (await asyncio.to_thread(game.manage, "game_status")).stdout
+    status = json.loads(result.stdout)
+    assert status["seq"] == 2 and status["viruses"] == 2 and status["max_alive"] == 100
+    assert status["online"] == 2 and status["stale"] == 1
+    states = {s["server"]: (s["state"], s["connections"]) for s in status["servers"]}
+    assert states.pop("gone:1:abc") == ("stale", 1)
+    assert list(states.values()) == [("alive", 2)]
+    assert text.splitlines()[0] == "seq=2 viruses=2 max_alive=100 online=2 stale=1"
+    assert "server=gone:1:abc state=stale connections=1" in text
