@@ -90,8 +90,3 @@ def plain_static_files(settings):
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
 
-
-def pytest_collection_modifyitems(config, items):
-    """Browser tests last: Playwright's sync API, held open by a session fixture, leaves an
-    event loop marked running in this thread, which breaks every async test run after it."""
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)

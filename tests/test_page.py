@@ -27,8 +27,10 @@ CHROMIUM_ARGS = [
 LIVE = 10_000  # ms a live change may take to show
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """One browser for this module; closed before other modules' async tests run, since
+    Playwright's sync API keeps an event loop running in this thread while it is open."""
     harness.require(Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
