@@ -114,7 +114,9 @@ REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "virusgame")  # to share one Redis
 if REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis's core layer with one Redis reader per process for all of its
+            # sockets (viruses/broadcast.py): same Redis data, a fraction of the fan-out cost.
+            "BACKEND": "viruses.broadcast.LocalFanoutRedisChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {

@@ -7,10 +7,12 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.stock.settings")
 django_asgi_app = get_asgi_application()
 
+from channels.consumer import AsyncConsumer  # noqa: E402
 from channels.generic.websocket import AsyncJsonWebsocketConsumer  # noqa: E402
 from channels.layers import get_channel_layer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from viruses import broadcast  # noqa: E402
@@ -36,15 +38,25 @@ broadcast.apush = apush
 
 
 class StockConsumer(VirusConsumer, AsyncJsonWebsocketConsumer):
+    # Channels' own dispatch (aclose_old_connections() before every handler), whatever the
+    # project's consumer does instead.
+    dispatch = AsyncConsumer.dispatch
+
     async def relay(self, event):
         await self.send_json(event["message"])
 
     virus_created = virus_killed = presence = relay
 
 
+def origin_checked(app):
+    """As virusgame/asgi.py does it."""
+    origins = getattr(settings, "WS_ALLOWED_ORIGINS", None)
+    return OriginValidator(app, origins) if origins else AllowedHostsOriginValidator(app)
+
+
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(URLRouter([path("ws/viruses/", StockConsumer.as_asgi())])),
+        "websocket": origin_checked(URLRouter([path("ws/viruses/", StockConsumer.as_asgi())])),
     }
 )

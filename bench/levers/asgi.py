@@ -1,0 +1,41 @@
+"""The project's ASGI application with the consumer varied by BENCH_LEVERS.
+
+- `dbhop`: group events go through Channels' own `dispatch`, which runs
+  `aclose_old_connections()` (a sync_to_async thread hop) before every handler, as the
+  project did before it relayed group events directly (viruses/consumers.py).
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.levers.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.consumer import AsyncConsumer  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from bench.levers import enabled  # noqa: E402
+from viruses.consumers import VirusConsumer  # noqa: E402
+
+
+class LeverConsumer(VirusConsumer):
+    if enabled("dbhop"):
+        dispatch = AsyncConsumer.dispatch
+
+
+def origin_checked(app):
+    """As virusgame/asgi.py does it."""
+    origins = getattr(settings, "WS_ALLOWED_ORIGINS", None)
+    return OriginValidator(app, origins) if origins else AllowedHostsOriginValidator(app)
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": origin_checked(URLRouter([path("ws/viruses/", LeverConsumer.as_asgi())])),
+    }
+)

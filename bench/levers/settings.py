@@ -1,0 +1,28 @@
+"""The project's settings with the channel layer varied by BENCH_LEVERS.
+
+- `corelayer`: channels-redis's stock core layer (`RedisChannelLayer`) instead of the
+  project's `LocalFanoutRedisChannelLayer` (viruses/broadcast.py).
+- `pubsub`: channels-redis's `RedisPubSubChannelLayer`.
+- `capacity100`: the core layer's default capacity (100) instead of the project's 1000.
+- `pool100`: the default connection pool (100) instead of the project's 2000.
+"""
+
+from bench.levers import enabled
+from virusgame.settings import *  # noqa: F403
+from virusgame.settings import CHANNEL_LAYERS
+
+config = CHANNEL_LAYERS["default"].get("CONFIG", {})
+if enabled("corelayer"):
+    CHANNEL_LAYERS["default"]["BACKEND"] = "channels_redis.core.RedisChannelLayer"
+if enabled("pubsub"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": config["hosts"], "prefix": config.get("prefix", "asgi")},
+        }
+    }
+if enabled("capacity100"):
+    config["capacity"] = 100
+if enabled("pool100"):
+    for host in config["hosts"]:
+        host.pop("max_connections", None)
