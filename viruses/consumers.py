@@ -1,12 +1,17 @@
 """The WebSocket end of the data path: one consumer per open browser tab."""
 
+import contextlib
+import functools
 import json
 import logging
 import time
 
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from . import broadcast, selectors
 from .logs import kv
@@ -15,6 +20,12 @@ from .presence import SERVER, server_presence
 MAX_MESSAGE_BYTES = 64 * 1024
 FLOOD_MESSAGES = 20  # client messages allowed per FLOOD_WINDOW seconds
 FLOOD_WINDOW = 10.0
+# A client that stops reading is closed (1013) once this much more waits for it on top of
+# full kernel and Twisted buffers, or once its socket has not drained for this long.
+SLOW_READER_BYTES = 1024 * 1024
+SLOW_READER_SECONDS = 10.0
+# What an outage of the database or the channel layer (Redis) raises in a consumer.
+UNAVAILABLE = (DatabaseError, RedisError, OSError)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +43,19 @@ class VirusConsumer(AsyncWebsocketConsumer):
     """
 
     refused = False
+    accepted = joined = closing = False
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        except UNAVAILABLE as exc:
+            # Redis or the database went away: close with "try again later" (the client
+            # reconnects and gets a snapshot) rather than die with a traceback and 1011.
+            logger.warning(kv("ws.close", channel=self.channel_name, reason="unavailable", error=exc))
+            await self.close_quietly(1013)
+        finally:
+            # However the consumer ends, crashes included, it must not stay counted or grouped.
+            await self.leave()
 
     async def connect(self):
         address = client_address(self.scope)
@@ -49,6 +73,8 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(broadcast.GROUP, self.channel_name)
         await self.accept()
         self.recent: list[float] = []
+        self.outbox = SendBuffer.watch(daphne_protocol(self.base_send))
+        self.joined = True
         await server_presence.join(
             self.channel_name,
             client_address=client_address(self.scope),
@@ -60,12 +86,46 @@ class VirusConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code):
         if self.refused:
             return
+        await self.leave()
+        seconds = time.monotonic() - getattr(self, "opened", time.monotonic())
+        logger.info(kv("ws.disconnect", channel=self.channel_name, code=code, seconds=seconds))
+
+    async def accept(self, subprotocol=None, headers=None):
+        await super().accept(subprotocol, headers)
+        self.accepted = True
+
+    async def close(self, code=None, reason=None):
+        # daphne's autobahn refuses application close codes other than 1000 and 3000-4999:
+        # the app would crash and the client get 1011. Send the RFC 6455 code (1008, 1009,
+        # 1013) as a close frame ourselves, as daphne does for its own 1011.
+        protocol = daphne_protocol(self.base_send)
+        if self.accepted and protocol is not None and code not in (None, 1000) and not 3000 <= code <= 4999:
+            protocol.sendCloseFrame(code=code)
+            return
+        await super().close(code=code, reason=reason)
+
+    async def leave(self) -> None:
+        """Leave the group and the online count; safe to repeat, and during outages."""
+        if not self.joined:
+            return
+        self.joined = False
         try:
             await self.channel_layer.group_discard(broadcast.GROUP, self.channel_name)
-        finally:
+        except UNAVAILABLE as exc:  # membership then expires (settings: group_expiry)
+            logger.warning(kv("ws.leave_failed", channel=self.channel_name, part="channel_layer", error=exc))
+        try:
             await server_presence.leave(self.channel_name)
-            seconds = time.monotonic() - getattr(self, "opened", time.monotonic())
-            logger.info(kv("ws.disconnect", channel=self.channel_name, code=code, seconds=seconds))
+        except UNAVAILABLE as exc:  # the row then goes stale and is reaped (presence.py)
+            logger.warning(kv("ws.leave_failed", channel=self.channel_name, part="database", error=exc))
+
+    async def close_quietly(self, code: int) -> None:
+        """Close once, accepting first so the client gets the code instead of a 403."""
+        if self.closing:
+            return
+        self.closing = True
+        if not self.accepted:
+            await self.accept()
+        await self.close(code=code)
 
     async def over_address_cap(self, address: str) -> bool:
         limit = settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS
@@ -86,7 +146,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         try:
             await self.handle(data)
         except ClientError as exc:
-            await self.send(text_data=broadcast.error(str(exc)))
+            await self.send_text(broadcast.error(str(exc)))
 
     async def handle(self, data: str | bytes) -> None:
         try:
@@ -101,7 +161,22 @@ class VirusConsumer(AsyncWebsocketConsumer):
 
     async def send_snapshot(self) -> None:
         seq, viruses, online = await database_sync_to_async(_snapshot)()
-        await self.send(text_data=broadcast.snapshot(seq=seq, viruses=viruses, online=online))
+        await self.send_text(broadcast.snapshot(seq=seq, viruses=viruses, online=online))
+
+    async def send_text(self, text: str) -> None:
+        """Send, unless the client has stopped reading: then close it (1013) instead."""
+        if self.closing:
+            return
+        if self.outbox.stuck(len(text)):
+            logger.warning(
+                kv("ws.close", channel=self.channel_name, reason="slow_reader", **self.outbox.state())
+            )
+            await self.close_quietly(1013)
+            return
+        try:
+            await self.send(text_data=text)
+        except Disconnected:  # the client closed between two sends; websocket.disconnect follows
+            self.closing = True
 
     def flooding(self) -> bool:
         now = time.monotonic()
@@ -120,12 +195,66 @@ class VirusConsumer(AsyncWebsocketConsumer):
 
     async def relay(self, event):
         """Forward a group event, already encoded once for all clients by `broadcast`."""
-        await self.send(text_data=event["text"])
+        await self.send_text(event["text"])
 
     virus_created = virus_killed = presence = relay
 
 
 RELAYED = frozenset({"virus.created", "virus.killed", "presence"})  # the group events
+
+
+class SendBuffer:
+    """Tells whether a client drains its socket, through Twisted's producer API.
+
+    `send()` never blocks: daphne hands every message to a Twisted transport that buffers
+    without limit, so a client that stops reading would grow the server's memory for as long
+    as changes happen. Registered as a streaming producer, this object is paused by Twisted
+    once 64 KiB wait in its buffer (the kernel's buffers being full already) and resumed when
+    everything has been written. Other ASGI servers: nothing is watched (`stuck` is False).
+    """
+
+    def __init__(self):
+        self.paused_at: float | None = None
+        self.backlog = 0  # bytes sent since the transport paused us
+
+    @classmethod
+    def watch(cls, protocol) -> "SendBuffer":
+        buffer = cls()
+        with contextlib.suppress(AttributeError):  # not daphne: nothing to watch
+            transport = protocol.transport
+            if transport.producer is not None:
+                # The HTTP channel that did the upgrade, idle since: it would only stop
+                # reading from the socket, so the client's close or pong would go unread.
+                transport.unregisterProducer()
+            transport.registerProducer(buffer, True)
+        return buffer
+
+    def pauseProducing(self) -> None:  # Twisted IPushProducer
+        if self.paused_at is None:
+            self.paused_at = time.monotonic()
+
+    def resumeProducing(self) -> None:
+        self.paused_at, self.backlog = None, 0
+
+    def stopProducing(self) -> None:
+        pass
+
+    def stuck(self, size: int) -> bool:
+        """Count `size` more bytes to send; True when the client is not reading them."""
+        if self.paused_at is None:
+            return False
+        self.backlog += size
+        return self.backlog > SLOW_READER_BYTES or time.monotonic() - self.paused_at > SLOW_READER_SECONDS
+
+    def state(self) -> dict:
+        return {"backlog": self.backlog, "paused_s": time.monotonic() - (self.paused_at or time.monotonic())}
+
+
+def daphne_protocol(send):
+    """daphne's `send` is partial(server.handle_reply, protocol): return that protocol, or None."""
+    if isinstance(send, functools.partial) and send.args and hasattr(send.args[0], "sendCloseFrame"):
+        return send.args[0]
+    return None
 
 
 def _snapshot() -> tuple[int, list[dict], int]:

@@ -1,8 +1,8 @@
 """Who is online: `Connection` rows, a per-server heartbeat, and coalesced presence pushes.
 
-Each server process keeps `last_seen` fresh on its own rows; rows of a server that died
-(SIGKILL, power loss) go stale, stop counting at once and are reaped by the next
-heartbeat of any live server.
+Each server process keeps `last_seen` fresh on the rows of its open sockets; rows of a
+server that died (SIGKILL, power loss) go stale, stop counting at once and are reaped by the
+next heartbeat of any live server, which also takes their channels out of the group.
 """
 
 import asyncio
@@ -13,11 +13,12 @@ import uuid
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.utils import timezone
 
 from . import broadcast
 from .models import Connection
-from .selectors import HEARTBEAT, online_count, stale_before
+from .selectors import online_count, stale_before
 
 SERVER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 ANNOUNCE_DELAY = 0.25  # joins and leaves within this window share one presence push
@@ -39,10 +40,16 @@ def connection_closed(*, channel_name: str) -> None:
     Connection.objects.filter(channel_name=channel_name).delete()
 
 
-def heartbeat() -> int:
-    """Refresh this server's rows, reap dead servers' rows; return how many were reaped."""
-    Connection.objects.filter(server=SERVER).update(last_seen=timezone.now())
-    reaped, _ = Connection.objects.filter(last_seen__lt=stale_before()).delete()
+def heartbeat(channels: list[str]) -> list[str]:
+    """Refresh the rows of this server's open sockets, reap stale rows; return their channels.
+
+    Only open sockets are refreshed: a row whose delete failed (database briefly down) goes
+    stale like a dead server's.
+    """
+    Connection.objects.filter(server=SERVER, channel_name__in=channels).update(last_seen=timezone.now())
+    stale = Connection.objects.filter(last_seen__lt=stale_before())
+    reaped = list(stale.values_list("channel_name", flat=True))
+    stale.filter(channel_name__in=reaped).delete()
     return reaped
 
 
@@ -76,8 +83,8 @@ class ServerPresence:
         await asyncio.sleep(ANNOUNCE_DELAY)
         try:
             online = await database_sync_to_async(online_count)()
-        except Exception:
-            logger.exception("presence: could not count connections")
+        except Exception as exc:  # the database is down: the next join, leave or beat retries
+            logger.warning("presence: could not count connections: %s: %s", type(exc).__name__, exc)
             return
         self._last_announced = online
         await broadcast.apush(broadcast.presence(online=online))
@@ -89,18 +96,24 @@ class ServerPresence:
     async def _beat(self) -> None:
         layer = get_channel_layer()
         while self.channels:
-            await asyncio.sleep(HEARTBEAT)
+            await asyncio.sleep(settings.VIRUS_PRESENCE_HEARTBEAT)
             try:
-                reaped = await database_sync_to_async(heartbeat)()
-                if reaped:
-                    logger.info("presence: reaped %d connections of dead servers", reaped)
+                # Renews group membership (it expires for consumers that crashed), whether
+                # or not the database answers.
                 for channel_name in list(self.channels):
-                    # Renews group membership, which expires for consumers that crashed.
                     await layer.group_add(broadcast.GROUP, channel_name)
+            except Exception as exc:  # Redis is down: its restart emptied the group anyway
+                logger.warning("presence: group renewal failed: %s: %s", type(exc).__name__, exc)
+            try:
+                reaped = await database_sync_to_async(heartbeat)(list(self.channels))
+                if reaped:
+                    logger.info("presence: reaped %d connections of dead servers", len(reaped))
+                for channel_name in reaped:
+                    await layer.group_discard(broadcast.GROUP, channel_name)
                 if await database_sync_to_async(online_count)() != self._last_announced:
                     self.announce_soon()
-            except Exception:
-                logger.exception("presence: heartbeat failed")
+            except Exception as exc:  # retried at the next beat
+                logger.warning("presence: heartbeat failed: %s: %s", type(exc).__name__, exc)
 
 
 def _running_here(task: asyncio.Task | None) -> bool:

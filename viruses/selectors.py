@@ -2,16 +2,12 @@
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from . import broadcast
 from .models import ChangeCounter, Connection, Virus
-
-# A server refreshes its connections' `last_seen` every HEARTBEAT seconds; rows older
-# than STALE_AFTER belong to a server that died and no longer count as online.
-HEARTBEAT = 15
-STALE_AFTER = 3 * HEARTBEAT
 
 
 def virus_state() -> tuple[int, list[dict]]:
@@ -34,4 +30,8 @@ def connections_from(address: str) -> int:
 
 
 def stale_before():
-    return timezone.now() - timedelta(seconds=STALE_AFTER)
+    """Rows not refreshed since then belong to a server that died: they no longer count.
+
+    A server refreshes its connections' `last_seen` every VIRUS_PRESENCE_HEARTBEAT seconds.
+    """
+    return timezone.now() - timedelta(seconds=3 * settings.VIRUS_PRESENCE_HEARTBEAT)

@@ -195,6 +195,9 @@ CONTENT_SECURITY_POLICY = (
 # The game.
 VIRUS_MAX_ALIVE = env_int("VIRUS_MAX_ALIVE", 100)
 VIRUS_RATE_LIMIT = env_int("VIRUS_RATE_LIMIT", 120)
+# Seconds between a server's presence heartbeats; its sockets stop counting as online
+# 3 heartbeats after it dies (SIGKILL, power loss) and its group memberships are dropped.
+VIRUS_PRESENCE_HEARTBEAT = env_int("VIRUS_PRESENCE_HEARTBEAT", 15)
 # Open WebSockets per client address (all nodes together); more are closed with 1008. 0 = no cap.
 VIRUS_MAX_CONNECTIONS_PER_ADDRESS = env_int("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", 20)
 
