@@ -9,9 +9,7 @@ STAMP := $(VENV)/.installed
 run: $(STAMP)
 	$(BIN)/python -m tools.dev
 
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

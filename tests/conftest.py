@@ -7,6 +7,7 @@ import pytest
 from channels.layers import get_channel_layer
 
 from tests import harness
+from tests.delivery import Cluster
 from viruses import broadcast
 
 
@@ -54,6 +55,14 @@ def game(game_env, tmp_path):
 
 
 @pytest.fixture
+def cluster(game_env, tmp_path):
+    """Daphne processes of one game, started on demand (tests/delivery.py)."""
+    cluster = Cluster(game_env, tmp_path)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
 async def pushes():
     """Listen to the game's group on the configured channel layer, as a consumer does."""
     layer = get_channel_layer()
@@ -89,4 +98,3 @@ def plain_static_files(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
-

@@ -28,6 +28,16 @@ from tools.local_redis import LocalRedis
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 REQUIRE_ALL = os.environ.get("REQUIRE_ALL", "") not in ("", "0")
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+# Chromium's own phoning home is refused on machines without internet; keep it quiet.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def require(condition: bool, reason: str) -> None:
@@ -142,14 +152,12 @@ class RedisServer:
         self.local.start()
 
 
-class GameServer:
-    """One daphne process serving the project, with helpers to drive it."""
+class ChildProcess:
+    """A server run as a child of the test, logging to `log_path`, healthy when /healthz is 200."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None):
-        self.env = env
-        self.port = port or free_port()
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
+    process: subprocess.Popen | None = None
+    log_path: Path
+    port: int
 
     @property
     def url(self) -> str:
@@ -158,6 +166,43 @@ class GameServer:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/viruses/"
+
+    def wait_healthy(self, name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.process.returncode}:\n{self.read_log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not healthy within {timeout} s:\n{self.read_log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def read_log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class GameServer(ChildProcess):
+    """One daphne process serving the project, with helpers to drive it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None):
+        self.env = env
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20) -> "GameServer":
         self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
@@ -172,31 +217,7 @@ class GameServer:
         return self
 
     def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited with {self.process.returncode}:\n{self.read_log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"daphne not healthy within {timeout} s:\n{self.read_log()}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if getattr(self, "log", None):
-            self.log.close()
-
-    def read_log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        self.wait_healthy("daphne", timeout)
 
     def manage(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run `manage.py` in another process against this server's database and Redis."""

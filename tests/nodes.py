@@ -13,10 +13,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
-
-import httpx
 
 from tests import harness
 
@@ -146,7 +143,7 @@ def _top_level_blocks(text: str) -> list[tuple[str, str]]:
     return blocks
 
 
-class Nginx:
+class Nginx(harness.ChildProcess):
     """nginx in the foreground, as a child of the test, never the system service."""
 
     def __init__(self, directory: Path, upstream_ports: list[int], port: int | None = None):
@@ -155,14 +152,6 @@ class Nginx:
         self.upstream_ports = upstream_ports
         self.process: subprocess.Popen | None = None
         self.log_path = directory / "nginx.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/viruses/"
 
     def write_config(self) -> Path:
         d = self.directory
@@ -197,28 +186,8 @@ http {{
         self.process = subprocess.Popen(
             [*command, "-g", directives], stdout=self.log, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}:\n{self.read_log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"nginx not answering within {timeout} s:\n{self.read_log()}")
+        self.wait_healthy("nginx", timeout)
+        return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # fast shutdown: open sockets would delay SIGQUIT
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if getattr(self, "log", None):
-            self.log.close()
-
-    def read_log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        super().stop(signal.SIGTERM, timeout=5)  # fast shutdown: open sockets would delay SIGQUIT

@@ -13,16 +13,9 @@ import time
 import pytest
 from channels_redis.core import RedisChannelLayer
 
-from tests.delivery import AsyncApi, Cluster, Player, api_state, converge, db_scalar, rss_mib, wait_for
+from tests.delivery import AsyncApi, Player, api_state, converge, db_scalar, rss_mib, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def cluster(game_env, tmp_path):
-    cluster = Cluster(game_env, tmp_path)
-    yield cluster
-    cluster.stop()
 
 
 def spawned(result) -> int:

@@ -16,18 +16,11 @@ import psycopg
 import pytest
 import websockets
 
-from tests.delivery import AsyncApi, Cluster, Player, TcpProxy, api_state, converge, sqlite_path, wait_for
+from tests.delivery import AsyncApi, Player, TcpProxy, api_state, converge, sqlite_path, wait_for
 from tests.harness import uses_postgres
 from tools.local_redis import LocalRedis
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def cluster(game_env, tmp_path):
-    cluster = Cluster(game_env, tmp_path)
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from viruses import broadcast, logs
 pytestmark = pytest.mark.timeout(120)
 
 ENV_EXAMPLE = harness.ROOT / "deploy" / "env.example"
-CHROMIUM = "/usr/bin/chromium"
 
 
 def documented_env() -> dict[str, str]:
@@ -183,18 +182,17 @@ with sync_playwright() as pw:
 
 @pytest.mark.e2e
 def test_the_page_works_under_its_content_security_policy(game):
-    harness.require(Path(CHROMIUM).exists(), "Chromium is not installed")
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
+    harness.require(Path(harness.CHROMIUM).exists(), "Chromium is not installed")
     # A process of its own: Playwright's sync API cannot share this one's event loops.
     result = subprocess.run(
-        [harness.PYTHON, "-c", BROWSE_UNDER_CSP, game.url + "/", CHROMIUM, json.dumps(args)],
+        [
+            harness.PYTHON,
+            "-c",
+            BROWSE_UNDER_CSP,
+            game.url + "/",
+            harness.CHROMIUM,
+            json.dumps(harness.CHROMIUM_ARGS),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

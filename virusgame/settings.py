@@ -115,8 +115,8 @@ if REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
             # channels-redis's core layer with one Redis reader per process for all of its
-            # sockets (viruses/broadcast.py): same Redis data, a fraction of the fan-out cost.
-            "BACKEND": "viruses.broadcast.LocalFanoutRedisChannelLayer",
+            # sockets (viruses/layers.py): same Redis data, a fraction of the fan-out cost.
+            "BACKEND": "viruses.layers.LocalFanoutRedisChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {

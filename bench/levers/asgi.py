@@ -14,7 +14,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.consumer import AsyncConsumer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator  # noqa: E402
+from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
@@ -27,15 +27,11 @@ class LeverConsumer(VirusConsumer):
         dispatch = AsyncConsumer.dispatch
 
 
-def origin_checked(app):
-    """As virusgame/asgi.py does it."""
-    origins = getattr(settings, "WS_ALLOWED_ORIGINS", None)
-    return OriginValidator(app, origins) if origins else AllowedHostsOriginValidator(app)
-
-
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": origin_checked(URLRouter([path("ws/viruses/", LeverConsumer.as_asgi())])),
+        "websocket": OriginValidator(
+            URLRouter([path("ws/viruses/", LeverConsumer.as_asgi())]), settings.WS_ALLOWED_ORIGINS
+        ),
     }
 )

@@ -11,7 +11,7 @@ from channels.consumer import AsyncConsumer  # noqa: E402
 from channels.generic.websocket import AsyncJsonWebsocketConsumer  # noqa: E402
 from channels.layers import get_channel_layer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator  # noqa: E402
+from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
@@ -48,15 +48,11 @@ class StockConsumer(VirusConsumer, AsyncJsonWebsocketConsumer):
     virus_created = virus_killed = presence = relay
 
 
-def origin_checked(app):
-    """As virusgame/asgi.py does it."""
-    origins = getattr(settings, "WS_ALLOWED_ORIGINS", None)
-    return OriginValidator(app, origins) if origins else AllowedHostsOriginValidator(app)
-
-
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": origin_checked(URLRouter([path("ws/viruses/", StockConsumer.as_asgi())])),
+        "websocket": OriginValidator(
+            URLRouter([path("ws/viruses/", StockConsumer.as_asgi())]), settings.WS_ALLOWED_ORIGINS
+        ),
     }
 )
