@@ -6,7 +6,6 @@ so a consumer relays it without re-encoding it per client.
 
 import json
 import logging
-import re
 import time
 
 from asgiref.sync import async_to_sync
@@ -15,7 +14,6 @@ from channels.layers import get_channel_layer
 from .logs import kv
 
 GROUP = "viruses"
-_SEQ = re.compile(r'"seq":(\d+)')
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +55,7 @@ async def apush(event: dict) -> bool:
     A failure is logged, never raised: pushes run after commit, so they cannot undo the
     change, and clients catch up from the seq gap (resync) or their next snapshot.
     """
-    seq = _SEQ.search(event["text"])
-    seq = seq.group(1) if seq else None
+    seq = event.get("seq")
     started = time.monotonic()
     try:
         await get_channel_layer().group_send(GROUP, event)
@@ -75,7 +72,8 @@ def push(event: dict) -> bool:
 
 
 def _event(kind: str, message: dict) -> dict:
-    return {"type": kind, "text": _encode(message)}
+    # `seq` rides along outside the text only for the log line in `apush`.
+    return {"type": kind, "seq": message.get("seq"), "text": _encode(message)}
 
 
 def _encode(message: dict) -> str:
