@@ -16,7 +16,7 @@ from django.conf import settings  # noqa: E402
 from viruses.routing import websocket_urlpatterns  # noqa: E402
 
 # A server holds thousands of long-lived socket objects; each full pass of the cyclic GC over
-# them stalls every client at once (fan-out p99 at 1000 sockets: 294 -> 103 ms without those
+# them stalls every client at once (fan-out p99 at 1000 sockets: 294 -> 81 ms without those
 # stalls, docs/performance.md). Keep start-up objects out of collections, collect less often.
 gc.freeze()
 gc.set_threshold(50_000, 20, 100)
