@@ -90,7 +90,9 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        # 0: under ASGI Django runs each request's sync code in a thread of its own, so
+        # persistent connections pile up per thread (PostgreSQL: "too many clients").
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
         conn_health_checks=True,
     )
 }
@@ -220,6 +222,8 @@ LOGGING = {
         # event=layer.drop lines.
         "channels_redis.core": {"filters": ["layer_drops"]},
         "django.db.backends": {"level": "INFO"},
+        # `runserver` prints its own access log line; this one would repeat it.
+        "django.channels.server": {"level": "WARNING"},
     },
 }
 CSRF_FAILURE_VIEW = "viruses.views.csrf_failure"
