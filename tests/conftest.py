@@ -4,7 +4,7 @@ import asyncio
 import json
 
 import pytest
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers, get_channel_layer
 
 from tests import harness
 from tests.delivery import Cluster
@@ -89,6 +89,15 @@ class GroupListener:
         except TimeoutError:
             return True
         return False
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """A layer per test: each async test has an event loop of its own, and a layer's locks
+    and reader belong to the loop that first used them (a server has one loop)."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -105,13 +105,14 @@ class VirusConsumer(AsyncWebsocketConsumer):
             return
         self.joined = False
         try:
-            await self.channel_layer.group_discard(broadcast.GROUP, self.channel_name)
-        except UNAVAILABLE as exc:  # membership then expires (settings: group_expiry)
-            logger.warning(kv("ws.leave_failed", channel=self.channel_name, part="channel_layer", error=exc))
-        try:
+            # First, so that no heartbeat renews the group membership we are about to drop.
             await server_presence.leave(self.channel_name)
         except UNAVAILABLE as exc:  # the row then goes stale and is reaped (presence.py)
             logger.warning(kv("ws.leave_failed", channel=self.channel_name, part="database", error=exc))
+        try:
+            await self.channel_layer.group_discard(broadcast.GROUP, self.channel_name)
+        except UNAVAILABLE as exc:  # membership then expires (settings: group_expiry)
+            logger.warning(kv("ws.leave_failed", channel=self.channel_name, part="channel_layer", error=exc))
 
     async def close_quietly(self, code: int) -> None:
         """Close once, accepting first so the client gets the code instead of a 403."""

@@ -71,7 +71,7 @@ class ServerPresence:
         self.announce_soon()
 
     async def leave(self, channel_name: str) -> None:
-        self.channels.discard(channel_name)
+        self.channels.discard(channel_name)  # at once: the heartbeat stops renewing it
         await database_sync_to_async(connection_closed)(channel_name=channel_name)
         self.announce_soon()
 
@@ -100,8 +100,12 @@ class ServerPresence:
             try:
                 # Renews group membership (it expires for consumers that crashed), whether
                 # or not the database answers.
-                for channel_name in list(self.channels):
+                renewed = list(self.channels)
+                for channel_name in renewed:
                     await layer.group_add(broadcast.GROUP, channel_name)
+                # A socket that left meanwhile may have been re-added after its own discard.
+                for channel_name in set(renewed) - self.channels:
+                    await layer.group_discard(broadcast.GROUP, channel_name)
             except Exception as exc:  # Redis is down: its restart emptied the group anyway
                 logger.warning("presence: group renewal failed: %s: %s", type(exc).__name__, exc)
             try:
