@@ -3,6 +3,7 @@
 One Ctrl-C stops all of them.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -40,13 +41,19 @@ def main() -> int:
             time.sleep(0.5)
         return next(child.returncode for child in children if child.returncode is not None)
     except KeyboardInterrupt:
+        # The terminal's Ctrl-C reached the children too (one process group): let them
+        # finish, deaf to a repeated Ctrl-C meanwhile.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(5)
         return 0
     except subprocess.CalledProcessError as exc:
         return exc.returncode
     finally:
         for child in children:
             if child.poll() is None:
-                child.send_signal(signal.SIGINT)
+                child.terminate()
         for child in children:
             try:
                 child.wait(5)
