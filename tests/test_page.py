@@ -12,7 +12,6 @@ from tests import harness
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 ARTIFACTS = harness.ROOT / "test-artifacts"
-CHROMIUM, CHROMIUM_ARGS = harness.CHROMIUM, harness.CHROMIUM_ARGS
 LIVE = 10_000  # ms a live change may take to show
 
 
@@ -20,11 +19,12 @@ LIVE = 10_000  # ms a live change may take to show
 def chromium():
     """One browser for this module; closed before other modules' async tests run, since
     Playwright's sync API keeps an event loop running in this thread while it is open."""
-    harness.require(Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    chromium = harness.CHROMIUM
+    harness.require(Path(chromium).exists(), f"no Chromium at {chromium} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=harness.CHROMIUM, args=harness.CHROMIUM_ARGS)
         yield browser
         browser.close()
 
