@@ -41,9 +41,10 @@ def unit_daphne_args() -> list[str]:
 class Node(harness.GameServer):
     """A daphne process started with the given flags (default: the systemd unit's)."""
 
-    def __init__(self, env, log_path, port=None, daphne_args=None):
+    def __init__(self, env, log_path, port=None, daphne_args=None, application="virusgame.asgi:application"):
         super().__init__(env, log_path, port)
         self.daphne_args = unit_daphne_args() if daphne_args is None else list(daphne_args)
+        self.application = application
 
     def launch(self) -> "Node":
         self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
@@ -57,7 +58,7 @@ class Node(harness.GameServer):
                 "127.0.0.1",
                 "-p",
                 str(self.port),
-                "virusgame.asgi:application",
+                self.application,
             ],
             cwd=harness.ROOT,
             env=self.env,

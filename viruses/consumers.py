@@ -4,7 +4,6 @@ import json
 import logging
 import time
 
-from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -14,7 +13,7 @@ from redis.exceptions import RedisError
 from . import broadcast, selectors
 from .logs import kv
 from .presence import SERVER, server_presence
-from .transport import SendBuffer, daphne_protocol
+from .transport import Socket
 
 MAX_MESSAGE_BYTES = 64 * 1024
 FLOOD_MESSAGES = 20  # client messages allowed per FLOOD_WINDOW seconds
@@ -38,9 +37,10 @@ class VirusConsumer(AsyncWebsocketConsumer):
     """
 
     refused = False
-    accepted = joined = closing = False
+    joined = closing = False
 
     async def __call__(self, scope, receive, send):
+        self.socket = Socket(scope, send)
         try:
             await super().__call__(scope, receive, send)
         except UNAVAILABLE as exc:
@@ -68,7 +68,6 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(broadcast.GROUP, self.channel_name)
         await self.accept()
         self.recent: list[float] = []
-        self.outbox = SendBuffer.watch(daphne_protocol(self.base_send))
         self.joined = True
         await server_presence.join(
             self.channel_name,
@@ -87,17 +86,10 @@ class VirusConsumer(AsyncWebsocketConsumer):
 
     async def accept(self, subprotocol=None, headers=None):
         await super().accept(subprotocol, headers)
-        self.accepted = True
+        self.socket.opened()
 
     async def close(self, code=None, reason=None):
-        # daphne's autobahn refuses application close codes other than 1000 and 3000-4999:
-        # the app would crash and the client get 1011. Send the RFC 6455 code (1008, 1009,
-        # 1013) as a close frame ourselves, as daphne does for its own 1011.
-        protocol = daphne_protocol(self.base_send)
-        if self.accepted and protocol is not None and code not in (None, 1000) and not 3000 <= code <= 4999:
-            protocol.sendCloseFrame(code=code)
-            return
-        await super().close(code=code, reason=reason)
+        await self.socket.close(code, reason)
 
     async def leave(self) -> None:
         """Leave the group and the online count; safe to repeat, and during outages."""
@@ -119,7 +111,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         self.closing = True
-        if not self.accepted:
+        if not self.socket.open:
             await self.accept()
         await self.close(code=code)
 
@@ -163,15 +155,13 @@ class VirusConsumer(AsyncWebsocketConsumer):
         """Send, unless the client has stopped reading: then close it (1013) instead."""
         if self.closing:
             return
-        if self.outbox.stuck(len(text)):
+        if self.socket.outbox.stuck(len(text)):
             logger.warning(
-                kv("ws.close", channel=self.channel_name, reason="slow_reader", **self.outbox.state())
+                kv("ws.close", channel=self.channel_name, reason="slow_reader", **self.socket.outbox.state())
             )
             await self.close_quietly(1013)
             return
-        try:
-            await self.send(text_data=text)
-        except Disconnected:  # the client closed between two sends; websocket.disconnect follows
+        if not await self.socket.send(text):
             self.closing = True
 
     def flooding(self) -> bool:

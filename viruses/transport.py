@@ -1,14 +1,114 @@
-"""What daphne does not expose through ASGI: backpressure from the client's socket, and
-sending RFC 6455 close codes that autobahn refuses from an application."""
+"""The one owner of every reach into daphne, autobahn and Twisted.
+
+ASGI gives an application `send` and nothing else. The game also needs backpressure from the
+client's socket and RFC 6455 close codes (1008, 1009, 1013) that autobahn refuses from an
+application. Both need daphne's `WebSocketProtocol`, reachable only through daphne's own
+`send`, which is `partial(Server.handle_reply, protocol)` before any middleware wraps it
+(Channels' `SessionMiddleware` and `AuthMiddlewareStack` do). So the WebSocket stack is
+wrapped, outermost, in `DaphneProtocolMiddleware`, which puts the protocol (None under other
+servers and in-process tests) into `scope["extensions"]["daphne.protocol"]`; `Socket` reads
+it from there however many layers sit in between, and refuses to start without it.
+"""
 
 import contextlib
-import functools
+import inspect
+import sys
 import time
+from functools import partial
 
+from autobahn.exception import Disconnected
+from django.core.exceptions import ImproperlyConfigured
+
+PROTOCOL_KEY = "daphne.protocol"
 # A client that stops reading is closed (1013) once this much more waits for it on top of
 # full kernel and Twisted buffers, or once its socket has not drained for this long.
 SLOW_READER_BYTES = 1024 * 1024
 SLOW_READER_SECONDS = 10.0
+NORMAL_CLOSE = 1000
+
+
+class DaphneProtocolMiddleware:
+    """Expose daphne's protocol of each WebSocket in its scope; put it outermost."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        _check_daphne()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            extensions = {**(scope.get("extensions") or {}), PROTOCOL_KEY: daphne_protocol(send)}
+            scope = {**scope, "extensions": extensions}
+        return await self.inner(scope, receive, send)
+
+
+def daphne_protocol(send):
+    """Return the protocol behind daphne's own `send`, or None when another server calls us."""
+    func = getattr(send, "func", None)
+    name = (getattr(func, "__module__", ""), getattr(func, "__qualname__", ""))
+    if not (isinstance(send, partial) and name == ("daphne.server", "Server.handle_reply")):
+        return None
+    protocol = send.args[0] if send.args else None
+    if not hasattr(protocol, "sendCloseFrame"):
+        raise RuntimeError(
+            "daphne's send is not partial(handle_reply, protocol): update viruses/transport.py"
+        )
+    return protocol
+
+
+def _check_daphne() -> None:
+    """Under daphne, fail at start-up rather than per socket if its private API changed."""
+    server = sys.modules.get("daphne.server")
+    if server is None:  # another server, or a test process: nothing to check
+        return
+    if list(inspect.signature(server.Server.handle_reply).parameters) != ["self", "protocol", "message"]:
+        raise ImproperlyConfigured("daphne's Server.handle_reply changed: update viruses/transport.py")
+
+
+class Socket:
+    """One client's WebSocket: send, close with any RFC code, and tell a reader that is stuck.
+
+    `send` is the ASGI send the consumer got (possibly wrapped by middleware); the daphne
+    protocol, when there is one, comes from the scope (module docstring).
+    """
+
+    def __init__(self, scope, send):
+        extensions = scope.get("extensions") or {}
+        if PROTOCOL_KEY not in extensions:
+            raise ImproperlyConfigured(
+                "the WebSocket application must be wrapped in transport.DaphneProtocolMiddleware (outermost)"
+            )
+        self.protocol = extensions[PROTOCOL_KEY]
+        self._send = send
+        self.outbox = SendBuffer()
+        self.open = False
+
+    def opened(self) -> None:
+        """Start watching the socket's buffer; call once the handshake is accepted."""
+        self.open = True
+        self.outbox.watch(self.protocol)
+
+    async def send(self, text: str) -> bool:
+        """Send one text frame; False when the client has already gone (a disconnect follows)."""
+        try:
+            await self._send({"type": "websocket.send", "text": text})
+        except Disconnected:
+            return False
+        return True
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close with `code` (None or True, as Channels' `send(close=True)` passes: 1000)."""
+        if code is None or code is True:
+            code = NORMAL_CLOSE
+        if self.open and self.protocol is not None and code != NORMAL_CLOSE and not 3000 <= code <= 4999:
+            # autobahn refuses application close codes other than 1000 and 3000-4999: the app
+            # would crash and the client get 1011. Send the frame ourselves, as daphne does
+            # for its own 1011.
+            self.protocol.sendCloseFrame(code=code)
+            return
+        message = {"type": "websocket.close", "code": code}
+        if reason:
+            message["reason"] = reason
+        await self._send(message)
 
 
 class SendBuffer:
@@ -25,17 +125,16 @@ class SendBuffer:
         self.paused_at: float | None = None
         self.backlog = 0  # bytes sent since the transport paused us
 
-    @classmethod
-    def watch(cls, protocol) -> "SendBuffer":
-        buffer = cls()
-        with contextlib.suppress(AttributeError):  # not daphne: nothing to watch
+    def watch(self, protocol) -> None:
+        if protocol is None:
+            return
+        with contextlib.suppress(AttributeError):  # a transport without the producer API
             transport = protocol.transport
             if transport.producer is not None:
                 # The HTTP channel that did the upgrade, idle since: it would only stop
                 # reading from the socket, so the client's close or pong would go unread.
                 transport.unregisterProducer()
-            transport.registerProducer(buffer, True)
-        return buffer
+            transport.registerProducer(self, True)
 
     def pauseProducing(self) -> None:  # Twisted IPushProducer
         if self.paused_at is None:
@@ -55,11 +154,5 @@ class SendBuffer:
         return self.backlog > SLOW_READER_BYTES or time.monotonic() - self.paused_at > SLOW_READER_SECONDS
 
     def state(self) -> dict:
-        return {"backlog": self.backlog, "paused_s": time.monotonic() - (self.paused_at or time.monotonic())}
-
-
-def daphne_protocol(send):
-    """daphne's `send` is partial(server.handle_reply, protocol): return that protocol, or None."""
-    if isinstance(send, functools.partial) and send.args and hasattr(send.args[0], "sendCloseFrame"):
-        return send.args[0]
-    return None
+        paused = 0.0 if self.paused_at is None else time.monotonic() - self.paused_at
+        return {"backlog": self.backlog, "paused_s": paused}

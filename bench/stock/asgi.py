@@ -17,6 +17,7 @@ from django.urls import path  # noqa: E402
 
 from viruses import broadcast  # noqa: E402
 from viruses.consumers import VirusConsumer  # noqa: E402
+from viruses.transport import DaphneProtocolMiddleware  # noqa: E402
 
 
 def _event(kind: str, message: dict) -> dict:
@@ -51,8 +52,10 @@ class StockConsumer(VirusConsumer, AsyncJsonWebsocketConsumer):
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": OriginValidator(
-            URLRouter([path("ws/viruses/", StockConsumer.as_asgi())]), settings.WS_ALLOWED_ORIGINS
+        "websocket": DaphneProtocolMiddleware(
+            OriginValidator(
+                URLRouter([path("ws/viruses/", StockConsumer.as_asgi())]), settings.WS_ALLOWED_ORIGINS
+            )
         ),
     }
 )

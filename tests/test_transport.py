@@ -1,0 +1,181 @@
+"""viruses/transport.py: close codes and backpressure over real daphne sockets, with and
+without middleware that wraps `send`; SendBuffer and Socket against fakes."""
+
+import asyncio
+import json
+
+import pytest
+import websockets
+from autobahn.exception import Disconnected
+from channels_redis.core import RedisChannelLayer
+from django.core.exceptions import ImproperlyConfigured
+
+from tests import nodes
+from tests.test_production import close_code
+from viruses import transport
+from viruses.consumers import FLOOD_MESSAGES, MAX_MESSAGE_BYTES
+
+pytestmark = pytest.mark.timeout(120)
+
+APPLICATIONS = {
+    "plain": "virusgame.asgi:application",
+    "auth_middleware": "tests.auth_asgi:application",
+}
+
+
+@pytest.fixture(params=sorted(APPLICATIONS))
+def server(request, game_env, tmp_path):
+    """daphne with its default flags, serving the game bare or behind AuthMiddlewareStack."""
+    node = nodes.Node(
+        game_env, tmp_path / "daphne.log", daphne_args=[], application=APPLICATIONS[request.param]
+    )
+    yield node.start()
+    node.stop()
+
+
+def connect(server, **kwargs):
+    return websockets.connect(server.ws_url, origin=server.url, max_size=None, **kwargs)
+
+
+async def test_flooding_closes_with_1008(server):
+    async with connect(server) as ws:
+        for _ in range(FLOOD_MESSAGES + 1):
+            await ws.send('{"type": "resync"}')
+        assert await close_code(ws) == 1008
+
+
+async def test_oversize_message_closes_with_1009(server):
+    async with connect(server) as ws:
+        await ws.send(json.dumps({"type": "resync", "pad": "x" * MAX_MESSAGE_BYTES}))
+        assert await close_code(ws) == 1009
+
+
+async def test_a_client_that_stops_reading_is_closed_as_a_slow_reader(server):
+    # The client reads nothing past a few queued frames, so its kernel buffers fill up.
+    async with connect(server, max_queue=1) as ws:
+        layer = RedisChannelLayer(hosts=[server.env["REDIS_URL"]], prefix=server.env["REDIS_PREFIX"])
+        padded = json.dumps({"type": "presence", "online": 1, "pad": "x" * 64 * 1024})
+        try:
+            for _ in range(300):  # ~20 MB
+                await layer.group_send("viruses", {"type": "presence", "text": padded})
+                if "reason=slow_reader" in server.read_log():
+                    break
+                await asyncio.sleep(0.005)
+        finally:
+            await layer.close_pools()
+        assert "reason=slow_reader" in server.read_log()
+        await ws.close()
+    assert "Traceback" not in server.read_log()
+
+
+# --- units ----------------------------------------------------------------------------
+
+
+class FakeTransport:
+    """The part of Twisted's transport that SendBuffer uses."""
+
+    def __init__(self, producer=None):
+        self.producer = producer
+        self.streaming = None
+
+    def registerProducer(self, producer, streaming):
+        self.producer, self.streaming = producer, streaming
+
+    def unregisterProducer(self):
+        self.producer = None
+
+
+class FakeProtocol:
+    def __init__(self, transport=None):
+        self.transport = transport or FakeTransport()
+        self.close_frames = []
+
+    def sendCloseFrame(self, code=None):
+        self.close_frames.append(code)
+
+
+def test_send_buffer_replaces_the_upgrade_channel_as_the_streaming_producer():
+    fake = FakeTransport(producer=object())
+    buffer = transport.SendBuffer()
+    buffer.watch(FakeProtocol(fake))
+    assert (fake.producer, fake.streaming) == (buffer, True)
+
+
+def test_send_buffer_is_stuck_only_while_paused_and_past_the_byte_limit():
+    buffer = transport.SendBuffer()
+    assert not buffer.stuck(10 * transport.SLOW_READER_BYTES)  # never paused: draining
+    buffer.pauseProducing()
+    assert not buffer.stuck(transport.SLOW_READER_BYTES)
+    assert buffer.stuck(1)
+    assert buffer.state()["backlog"] == transport.SLOW_READER_BYTES + 1
+    buffer.resumeProducing()
+    assert not buffer.stuck(10 * transport.SLOW_READER_BYTES)
+    assert buffer.state() == {"backlog": 0, "paused_s": 0}
+
+
+def test_send_buffer_is_stuck_when_paused_for_too_long():
+    buffer = transport.SendBuffer()
+    buffer.pauseProducing()
+    assert not buffer.stuck(1)
+    buffer.paused_at -= transport.SLOW_READER_SECONDS + 1
+    assert buffer.stuck(1)
+    assert buffer.state()["paused_s"] > transport.SLOW_READER_SECONDS
+
+
+def test_send_buffer_watches_nothing_without_daphne():
+    buffer = transport.SendBuffer()
+    buffer.watch(None)
+    assert not buffer.stuck(10 * transport.SLOW_READER_BYTES)
+
+
+class Sent(list):
+    async def __call__(self, message):
+        self.append(message)
+
+
+def socket(protocol=None) -> tuple[transport.Socket, Sent]:
+    sent = Sent()
+    return transport.Socket({"extensions": {transport.PROTOCOL_KEY: protocol}}, sent), sent
+
+
+@pytest.mark.parametrize("code", [None, True])
+async def test_close_without_a_code_or_with_true_is_a_normal_close(code):
+    sock, sent = socket(FakeProtocol())
+    sock.opened()
+    await sock.close(code)
+    assert sent == [{"type": "websocket.close", "code": 1000}]
+
+
+async def test_rfc_codes_go_as_close_frames_and_application_codes_through_asgi():
+    protocol = FakeProtocol()
+    sock, sent = socket(protocol)
+    sock.opened()
+    await sock.close(1013)
+    await sock.close(4000, "bye")
+    assert protocol.close_frames == [1013]
+    assert sent == [{"type": "websocket.close", "code": 4000, "reason": "bye"}]
+
+
+async def test_close_before_the_handshake_refuses_through_asgi():
+    protocol = FakeProtocol()
+    sock, sent = socket(protocol)
+    await sock.close(1008)
+    assert protocol.close_frames == []
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_send_to_a_client_that_left_reports_it():
+    async def gone(message):
+        raise Disconnected("gone")
+
+    sock = transport.Socket({"extensions": {transport.PROTOCOL_KEY: None}}, gone)
+    assert not await sock.send("{}")
+
+
+def test_a_socket_without_the_middleware_refuses_to_start():
+    with pytest.raises(ImproperlyConfigured, match="DaphneProtocolMiddleware"):
+        transport.Socket({"type": "websocket"}, Sent())
+
+
+def test_only_daphnes_own_send_yields_a_protocol():
+    assert transport.daphne_protocol(Sent()) is None
