@@ -179,3 +179,10 @@ def test_a_socket_without_the_middleware_refuses_to_start():
 
 def test_only_daphnes_own_send_yields_a_protocol():
     assert transport.daphne_protocol(Sent()) is None
+
+
+def test_sliding_window_allows_the_limit_then_refuses_until_old_events_age_out():
+    window = transport.SlidingWindow(3, 10.0)
+    assert [window.exceeded() for _ in range(4)] == [False, False, False, True]
+    window.times = type(window.times)(t - 10.0 for t in window.times)  # all of them 10 s old
+    assert not window.exceeded()

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from . import broadcast, selectors
 from .logs import kv
 from .presence import SERVER, server_presence
-from .transport import Socket
+from .transport import SlidingWindow, Socket
 
 MAX_MESSAGE_BYTES = 64 * 1024
 FLOOD_MESSAGES = 20  # client messages allowed per FLOOD_WINDOW seconds
@@ -36,8 +36,16 @@ class VirusConsumer(AsyncWebsocketConsumer):
     push), so each change reaches the client by exactly one path.
     """
 
-    refused = False
-    joined = closing = False
+    # The group events (broadcast.py), each already encoded once for every client.
+    RELAYED = frozenset({"virus.created", "virus.killed", "presence"})
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.socket: Socket | None = None  # set when the connection starts
+        self.flood = SlidingWindow(FLOOD_MESSAGES, FLOOD_WINDOW)
+        self.opened_at: float | None = None  # when the client joined; None if refused
+        self.joined = False  # in the group and counted online
+        self.closing = False
 
     async def __call__(self, scope, receive, send):
         self.socket = Socket(scope, send)
@@ -54,34 +62,29 @@ class VirusConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         address = client_address(self.scope)
-        if await self.over_address_cap(address):
+        if await database_sync_to_async(selectors.address_over_cap)(address):
             # Told why (1008, policy violation) and never joined: nothing to undo on disconnect.
-            self.refused = True
-            await self.accept()
-            await self.close(code=1008)
+            await self.close_quietly(1008)
             limit = settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS
             logger.warning(kv("ws.refused", reason="connections_per_address", client=address, limit=limit))
             return
-        self.opened = time.monotonic()
+        self.opened_at = time.monotonic()
         # Join before reading the snapshot: a change committed in between is then both
         # in the snapshot and queued for us, and the client drops the duplicate by seq.
         await self.channel_layer.group_add(broadcast.GROUP, self.channel_name)
         await self.accept()
-        self.recent: list[float] = []
         self.joined = True
         await server_presence.join(
-            self.channel_name,
-            client_address=client_address(self.scope),
-            user_agent=header(self.scope, b"user-agent"),
+            self.channel_name, client_address=address, user_agent=header(self.scope, b"user-agent")
         )
         await self.send_snapshot()
         logger.info(kv("ws.connect", channel=self.channel_name, client=address, server=SERVER))
 
     async def disconnect(self, code):
-        if self.refused:
+        if self.opened_at is None:
             return
         await self.leave()
-        seconds = time.monotonic() - getattr(self, "opened", time.monotonic())
+        seconds = time.monotonic() - self.opened_at
         logger.info(kv("ws.disconnect", channel=self.channel_name, code=code, seconds=seconds))
 
     async def accept(self, subprotocol=None, headers=None):
@@ -90,6 +93,15 @@ class VirusConsumer(AsyncWebsocketConsumer):
 
     async def close(self, code=None, reason=None):
         await self.socket.close(code, reason)
+
+    async def close_quietly(self, code: int) -> None:
+        """Close once, accepting first so the client gets the code instead of a 403."""
+        if self.closing:
+            return
+        self.closing = True
+        if not self.socket.open:
+            await self.accept()
+        await self.close(code=code)
 
     async def leave(self) -> None:
         """Leave the group and the online count; safe to repeat, and during outages."""
@@ -106,28 +118,13 @@ class VirusConsumer(AsyncWebsocketConsumer):
         except UNAVAILABLE as exc:  # membership then expires (settings: group_expiry)
             logger.warning(kv("ws.leave_failed", channel=self.channel_name, part="channel_layer", error=exc))
 
-    async def close_quietly(self, code: int) -> None:
-        """Close once, accepting first so the client gets the code instead of a 403."""
-        if self.closing:
-            return
-        self.closing = True
-        if not self.socket.open:
-            await self.accept()
-        await self.close(code=code)
-
-    async def over_address_cap(self, address: str) -> bool:
-        limit = settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS
-        if limit <= 0 or not address:
-            return False
-        return await database_sync_to_async(selectors.connections_from)(address) >= limit
-
     async def receive(self, text_data=None, bytes_data=None):
         data = text_data if text_data is not None else bytes_data
         if len(data) > MAX_MESSAGE_BYTES:
             logger.warning(kv("ws.close", channel=self.channel_name, reason="too_big", bytes=len(data)))
             await self.close(code=1009)
             return
-        if self.flooding():
+        if self.flood.exceeded():
             logger.warning(kv("ws.close", channel=self.channel_name, reason="flood", limit=FLOOD_MESSAGES))
             await self.close(code=1008)
             return
@@ -148,7 +145,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.send_snapshot()
 
     async def send_snapshot(self) -> None:
-        seq, viruses, online = await database_sync_to_async(_snapshot)()
+        seq, viruses, online = await database_sync_to_async(selectors.snapshot)()
         await self.send_text(broadcast.snapshot(seq=seq, viruses=viruses, online=online))
 
     async def send_text(self, text: str) -> None:
@@ -156,42 +153,21 @@ class VirusConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         if self.socket.outbox.stuck(len(text)):
-            logger.warning(
-                kv("ws.close", channel=self.channel_name, reason="slow_reader", **self.socket.outbox.state())
-            )
+            state = self.socket.outbox.state()
+            logger.warning(kv("ws.close", channel=self.channel_name, reason="slow_reader", **state))
             await self.close_quietly(1013)
             return
-        if not await self.socket.send(text):
+        if not await self.socket.send(text):  # the client left between two sends
             self.closing = True
-
-    def flooding(self) -> bool:
-        now = time.monotonic()
-        self.recent = [t for t in self.recent if now - t < FLOOD_WINDOW]
-        self.recent.append(now)
-        return len(self.recent) > FLOOD_MESSAGES
 
     async def dispatch(self, message):
         # Group events touch no database: relay them without Channels' per-message
         # `aclose_old_connections()`, a thread hop per client per change (half the cost
         # of a fan-out, docs/performance.md). Everything else goes the usual way.
-        if message["type"] in RELAYED:
-            await self.relay(message)
+        if message["type"] in self.RELAYED:
+            await self.send_text(message["text"])
         else:
             await super().dispatch(message)
-
-    async def relay(self, event):
-        """Forward a group event, already encoded once for all clients by `broadcast`."""
-        await self.send_text(event["text"])
-
-    virus_created = virus_killed = presence = relay
-
-
-RELAYED = frozenset({"virus.created", "virus.killed", "presence"})  # the group events
-
-
-def _snapshot() -> tuple[int, list[dict], int]:
-    seq, viruses = selectors.virus_state()
-    return seq, viruses, selectors.online_count()
 
 
 def header(scope, name: bytes) -> str:

@@ -24,9 +24,21 @@ def online_count() -> int:
     return Connection.objects.filter(last_seen__gte=stale_before()).count()
 
 
-def connections_from(address: str) -> int:
-    """Count open sockets of one client address on live servers (indexed; one query)."""
-    return Connection.objects.filter(client_address=address[:64], last_seen__gte=stale_before()).count()
+def snapshot() -> tuple[int, list[dict], int]:
+    """Return (seq, viruses, online): what a client is sent first and on resync."""
+    seq, viruses = virus_state()
+    return seq, viruses, online_count()
+
+
+def address_over_cap(address: str) -> bool:
+    """Whether one client address already has its VIRUS_MAX_CONNECTIONS_PER_ADDRESS sockets open."""
+    limit = settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS
+    if limit <= 0 or not address:
+        return False
+    # Indexed; one query, counting sockets on live servers only.
+    return (
+        Connection.objects.filter(client_address=address[:64], last_seen__gte=stale_before()).count() >= limit
+    )
 
 
 def stale_before():

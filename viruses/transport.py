@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import sys
 import time
+from collections import deque
 from functools import partial
 
 from autobahn.exception import Disconnected
@@ -156,3 +157,19 @@ class SendBuffer:
     def state(self) -> dict:
         paused = 0.0 if self.paused_at is None else time.monotonic() - self.paused_at
         return {"backlog": self.backlog, "paused_s": paused}
+
+
+class SlidingWindow:
+    """At most `limit` events in any `seconds`-long window (a client's messages or pings)."""
+
+    def __init__(self, limit: int, seconds: float):
+        self.limit, self.seconds = limit, seconds
+        self.times: deque[float] = deque()
+
+    def exceeded(self) -> bool:
+        """Count one event now; True when it is one too many."""
+        now = time.monotonic()
+        while self.times and now - self.times[0] >= self.seconds:
+            self.times.popleft()
+        self.times.append(now)
+        return len(self.times) > self.limit
