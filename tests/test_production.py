@@ -18,7 +18,7 @@ import websockets
 
 from tests import harness, nodes
 from tests.harness import player
-from viruses import broadcast, logs
+from viruses import broadcast, logs, messages
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -388,7 +388,7 @@ async def test_failed_pushes_are_logged_as_errors(monkeypatch, caplog):
 
     monkeypatch.setattr(broadcast, "get_channel_layer", DownLayer)
     with caplog.at_level(logging.INFO, logger="viruses.broadcast"):
-        assert not await broadcast.apush(broadcast.virus_killed(seq=7, virus_id="x"))
+        assert not await broadcast.apush(messages.killed_event(seq=7, virus_id="x"))
     (record,) = caplog.records
     assert record.levelno == logging.ERROR
     assert logs.parse(record.getMessage()) == {

@@ -3,9 +3,10 @@
 import uuid
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from viruses import services
-from viruses.models import Virus
+from viruses.models import SignalBypassError, Virus
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +42,23 @@ def test_kill_of_unknown_virus_is_not_found():
 
 
 def test_out_of_range_kind_is_refused():
-    with pytest.raises(Exception, match="kind"):
+    with pytest.raises(ValidationError, match="kind"):
         services.virus_create(kind=6)
     assert Virus.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("write", "name"),
+    [
+        (lambda: Virus.objects.update(kind=0), "update"),
+        (lambda: Virus.objects.filter(kind__gte=0).update(x=50), "update"),
+        (lambda: Virus.objects.bulk_create([Virus(kind=1, x=10, y=10)]), "bulk_create"),
+        (lambda: Virus.objects.bulk_update(list(Virus.objects.all()), ["kind"]), "bulk_update"),
+    ],
+)
+def test_bulk_writes_that_fire_no_signals_refuse_to_run(write, name):
+    virus = services.virus_create(kind=3, x=20, y=30)
+    with pytest.raises(SignalBypassError, match=rf"{name}\(\) fires no post_save/post_delete signal"):
+        write()
+    virus.refresh_from_db()
+    assert (virus.kind, virus.x, Virus.objects.count()) == (3, 20, 1)

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from . import broadcast, selectors
+from . import broadcast, messages, selectors
 from .logs import kv
 from .presence import SERVER, server_presence
 from .transport import SlidingWindow, Socket
@@ -36,7 +36,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
     push), so each change reaches the client by exactly one path.
     """
 
-    # The group events (broadcast.py), each already encoded once for every client.
+    # The group events (messages.py), each already encoded once for every client.
     RELAYED = frozenset({"virus.created", "virus.killed", "presence"})
 
     def __init__(self, *args, **kwargs):
@@ -131,7 +131,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         try:
             await self.handle(data)
         except ClientError as exc:
-            await self.send_text(broadcast.error(str(exc)))
+            await self.send_text(messages.error(str(exc)))
 
     async def handle(self, data: str | bytes) -> None:
         try:
@@ -146,7 +146,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
 
     async def send_snapshot(self) -> None:
         seq, viruses, online = await database_sync_to_async(selectors.snapshot)()
-        await self.send_text(broadcast.snapshot(seq=seq, viruses=viruses, online=online))
+        await self.send_text(messages.snapshot(seq=seq, viruses=viruses, online=online))
 
     async def send_text(self, text: str) -> None:
         """Send, unless the client has stopped reading: then close it (1013) instead."""

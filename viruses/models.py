@@ -5,6 +5,30 @@ import uuid
 from django.db import models, transaction
 
 
+class SignalBypassError(Exception):
+    """A bulk write that would change viruses without anyone seeing it live."""
+
+
+class VirusQuerySet(models.QuerySet):
+    """Viruses; bulk writes refuse to run, since they fire no signals and so push nothing."""
+
+    def _refuse(self, name: str):
+        raise SignalBypassError(
+            f"Virus.objects.{name}() fires no post_save/post_delete signal, so no browser would see "
+            "the change and seq would skip it: create with save() (services.virus_create) and "
+            "kill with delete() (services.virus_kill), one virus at a time"
+        )
+
+    def update(self, **kwargs):
+        self._refuse("update")
+
+    def bulk_create(self, *args, **kwargs):
+        self._refuse("bulk_create")
+
+    def bulk_update(self, *args, **kwargs):
+        self._refuse("bulk_update")
+
+
 class Virus(models.Model):
     """A virus on the shared playground; position and look are chosen by the server."""
 
@@ -15,6 +39,8 @@ class Virus(models.Model):
     x = models.FloatField(help_text="Percent of the playground's width.")
     y = models.FloatField(help_text="Percent of the playground's height.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = VirusQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]

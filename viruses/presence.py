@@ -14,43 +14,15 @@ import uuid
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.utils import timezone
 
-from . import broadcast
-from .models import Connection
-from .selectors import online_count, stale_before
+from . import broadcast, messages, services
+from .logs import kv
+from .selectors import online_count
 
 SERVER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 ANNOUNCE_DELAY = 0.25  # joins and leaves within this window share one presence push
 
 logger = logging.getLogger(__name__)
-
-
-def connection_opened(*, channel_name: str, client_address: str, user_agent: str) -> None:
-    Connection.objects.create(
-        channel_name=channel_name,
-        server=SERVER,
-        client_address=client_address[:64],
-        user_agent=user_agent[:255],
-        last_seen=timezone.now(),
-    )
-
-
-def connection_closed(*, channel_name: str) -> None:
-    Connection.objects.filter(channel_name=channel_name).delete()
-
-
-def heartbeat(channels: list[str]) -> list[str]:
-    """Refresh the rows of this server's open sockets, reap stale rows; return their channels.
-
-    Only open sockets are refreshed: a row whose delete failed (database briefly down) goes
-    stale like a dead server's.
-    """
-    Connection.objects.filter(server=SERVER, channel_name__in=channels).update(last_seen=timezone.now())
-    stale = Connection.objects.filter(last_seen__lt=stale_before())
-    reaped = list(stale.values_list("channel_name", flat=True))
-    stale.filter(channel_name__in=reaped).delete()
-    return reaped
 
 
 class ServerPresence:
@@ -63,8 +35,8 @@ class ServerPresence:
         self._last_announced: int | None = None
 
     async def join(self, channel_name: str, *, client_address: str, user_agent: str) -> None:
-        await database_sync_to_async(connection_opened)(
-            channel_name=channel_name, client_address=client_address, user_agent=user_agent
+        await database_sync_to_async(services.connection_open)(
+            channel_name=channel_name, server=SERVER, client_address=client_address, user_agent=user_agent
         )
         self.channels.add(channel_name)
         self._start_heartbeat()
@@ -72,7 +44,7 @@ class ServerPresence:
 
     async def leave(self, channel_name: str) -> None:
         self.channels.discard(channel_name)  # at once: the heartbeat stops renewing it
-        await database_sync_to_async(connection_closed)(channel_name=channel_name)
+        await database_sync_to_async(services.connection_close)(channel_name=channel_name)
         self.announce_soon()
 
     def announce_soon(self) -> None:
@@ -84,10 +56,10 @@ class ServerPresence:
         try:
             online = await database_sync_to_async(online_count)()
         except Exception as exc:  # the database is down: the next join, leave or beat retries
-            logger.warning("presence: could not count connections: %s: %s", type(exc).__name__, exc)
+            logger.warning(kv("presence.count_failed", error=_describe(exc)))
             return
         self._last_announced = online
-        await broadcast.apush(broadcast.presence(online=online))
+        await broadcast.apush(messages.presence_event(online=online))
 
     def _start_heartbeat(self) -> None:
         if not _running_here(self._heartbeat):
@@ -107,17 +79,23 @@ class ServerPresence:
                 for channel_name in set(renewed) - self.channels:
                     await layer.group_discard(broadcast.GROUP, channel_name)
             except Exception as exc:  # Redis is down: its restart emptied the group anyway
-                logger.warning("presence: group renewal failed: %s: %s", type(exc).__name__, exc)
+                logger.warning(kv("presence.renewal_failed", error=_describe(exc)))
             try:
-                reaped = await database_sync_to_async(heartbeat)(list(self.channels))
+                reaped = await database_sync_to_async(services.connections_heartbeat)(
+                    server=SERVER, channel_names=list(self.channels)
+                )
                 if reaped:
-                    logger.info("presence: reaped %d connections of dead servers", len(reaped))
+                    logger.info(kv("presence.reaped", connections=len(reaped)))
                 for channel_name in reaped:
                     await layer.group_discard(broadcast.GROUP, channel_name)
                 if await database_sync_to_async(online_count)() != self._last_announced:
                     self.announce_soon()
             except Exception as exc:  # retried at the next beat
-                logger.warning("presence: heartbeat failed: %s: %s", type(exc).__name__, exc)
+                logger.warning(kv("presence.heartbeat_failed", error=_describe(exc)))
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _running_here(task: asyncio.Task | None) -> bool:

@@ -4,9 +4,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
-from . import broadcast
+from . import messages
 from .models import ChangeCounter, Connection, Virus
 
 
@@ -15,13 +16,52 @@ def virus_state() -> tuple[int, list[dict]]:
     with transaction.atomic():
         # The lock waits for writers mid-commit and keeps new ones out until we have read.
         seq = ChangeCounter.lock()
-        viruses = [broadcast.virus_json(v) for v in Virus.objects.all()]
+        viruses = [messages.virus_json(v) for v in Virus.objects.all()]
     return seq, viruses
 
 
 def online_count() -> int:
-    """Count open sockets on servers that are still alive."""
-    return Connection.objects.filter(last_seen__gte=stale_before()).count()
+    """Count open sockets on servers that are still alive: the page's "players online"."""
+    return Connection.objects.filter(_online()).count()
+
+
+def game_status() -> dict:
+    """Counts an operator wants at a glance (a handful of small queries).
+
+    `online` counts what `online_count()` counts; each server's rows split the same way.
+    """
+    now = timezone.now()
+    rows = (
+        Connection.objects.values("server")
+        .annotate(
+            online=Count("id", filter=_online()),
+            stale=Count("id", filter=~_online()),
+            last_seen=Max("last_seen"),
+            since=Min("connected_at"),
+        )
+        .order_by("server")
+    )
+    servers = [
+        {
+            "server": row["server"],
+            "state": "alive" if row["online"] else "stale",
+            "connections": row["online"] + row["stale"],
+            "online": row["online"],
+            "stale": row["stale"],
+            "last_seen_seconds_ago": round((now - row["last_seen"]).total_seconds(), 1),
+            "oldest_connection": row["since"].isoformat(),
+        }
+        for row in rows
+    ]
+    counter = ChangeCounter.objects.filter(pk=1).first()
+    return {
+        "seq": counter.value if counter else 0,
+        "viruses": Virus.objects.count(),
+        "max_alive": settings.VIRUS_MAX_ALIVE,
+        "online": sum(s["online"] for s in servers),
+        "stale": sum(s["stale"] for s in servers),
+        "servers": servers,
+    }
 
 
 def snapshot() -> tuple[int, list[dict], int]:
@@ -39,6 +79,10 @@ def address_over_cap(address: str) -> bool:
     return (
         Connection.objects.filter(client_address=address[:64], last_seen__gte=stale_before()).count() >= limit
     )
+
+
+def _online() -> Q:
+    return Q(last_seen__gte=stale_before())
 
 
 def stale_before():

@@ -1,12 +1,15 @@
-"""The only writers of viruses. Pushing is not their job: the signals do it on commit."""
+"""The only writers: viruses (pushing is not their job: the signals do it on commit) and
+the `Connection` rows that say who is online."""
 
 import random
 import uuid
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
-from .models import ChangeCounter, Virus
+from .models import ChangeCounter, Connection, Virus
+from .selectors import stale_before
 
 MARGIN = 6  # percent kept free at the playground's edges, so no virus is cut off
 
@@ -52,3 +55,31 @@ def virus_kill(*, virus_id: uuid.UUID | str) -> None:
         if virus is None:
             raise VirusNotFound("no such virus (already killed?)")
         virus.delete()
+
+
+def connection_open(*, channel_name: str, server: str, client_address: str, user_agent: str) -> None:
+    """Record one open WebSocket of `server` (admin: who is online, on which server)."""
+    Connection.objects.create(
+        channel_name=channel_name,
+        server=server,
+        client_address=client_address[:64],
+        user_agent=user_agent[:255],
+        last_seen=timezone.now(),
+    )
+
+
+def connection_close(*, channel_name: str) -> None:
+    Connection.objects.filter(channel_name=channel_name).delete()
+
+
+def connections_heartbeat(*, server: str, channel_names: list[str]) -> list[str]:
+    """Refresh the rows of `server`'s open sockets, reap stale rows; return the reaped channels.
+
+    Only open sockets are refreshed: a row whose delete failed (database briefly down) goes
+    stale like a dead server's.
+    """
+    Connection.objects.filter(server=server, channel_name__in=channel_names).update(last_seen=timezone.now())
+    stale = Connection.objects.filter(last_seen__lt=stale_before())
+    reaped = list(stale.values_list("channel_name", flat=True))
+    stale.filter(channel_name__in=reaped).delete()
+    return reaped

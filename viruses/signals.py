@@ -11,22 +11,22 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from . import broadcast
+from . import broadcast, messages
 from .models import ChangeCounter, Virus
 
 
-@receiver(post_save, sender=Virus, dispatch_uid="virus_created")
-def virus_created(sender, instance, created, raw=False, using=None, **kwargs):
+@receiver(post_save, sender=Virus, dispatch_uid="push_virus_created")
+def push_virus_created(sender, instance, created, raw=False, using=None, **kwargs):
     # Viruses never move or change kind once created; only creation is news.
     if raw or not created:
         return
     seq = ChangeCounter.advance()
-    event = broadcast.virus_created(seq=seq, virus=broadcast.virus_json(instance))
+    event = messages.created_event(seq=seq, virus=messages.virus_json(instance))
     transaction.on_commit(partial(broadcast.push, event), using=using)
 
 
-@receiver(post_delete, sender=Virus, dispatch_uid="virus_killed")
-def virus_killed(sender, instance, using=None, **kwargs):
+@receiver(post_delete, sender=Virus, dispatch_uid="push_virus_killed")
+def push_virus_killed(sender, instance, using=None, **kwargs):
     seq = ChangeCounter.advance()
-    event = broadcast.virus_killed(seq=seq, virus_id=str(instance.id))
+    event = messages.killed_event(seq=seq, virus_id=str(instance.id))
     transaction.on_commit(partial(broadcast.push, event), using=using)

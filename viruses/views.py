@@ -13,7 +13,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods
 
-from . import broadcast, ratelimit, selectors, services
+from . import messages, ratelimit, selectors, services
 from .logs import kv
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def virus_collection(request):
     if limited := rate_limited(request):
         return limited
     virus = services.virus_create()
-    return JsonResponse(broadcast.virus_json(virus), status=201)
+    return JsonResponse(messages.virus_json(virus), status=201)
 
 
 @require_http_methods(["DELETE"])

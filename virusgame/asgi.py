@@ -1,6 +1,5 @@
 """ASGI entry point: HTTP goes to Django, WebSockets to the game's consumer."""
 
-import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -15,12 +14,6 @@ from django.conf import settings  # noqa: E402
 
 from viruses.routing import websocket_urlpatterns  # noqa: E402
 from viruses.transport import DaphneProtocolMiddleware  # noqa: E402
-
-# A server holds thousands of long-lived socket objects; each full pass of the cyclic GC over
-# them stalls every client at once (fan-out p99 at 1000 sockets: 294 -> 81 ms without those
-# stalls, docs/performance.md). Keep start-up objects out of collections, collect less often.
-gc.freeze()
-gc.set_threshold(50_000, 20, 100)
 
 application = ProtocolTypeRouter(
     {

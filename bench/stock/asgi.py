@@ -15,7 +15,7 @@ from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from viruses import broadcast  # noqa: E402
+from viruses import broadcast, messages  # noqa: E402
 from viruses.consumers import VirusConsumer  # noqa: E402
 from viruses.transport import DaphneProtocolMiddleware  # noqa: E402
 
@@ -34,7 +34,7 @@ async def apush(event: dict) -> bool:
     return True
 
 
-broadcast._event = _event
+messages._event = _event
 broadcast.apush = apush
 
 
