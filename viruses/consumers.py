@@ -1,6 +1,5 @@
 """The WebSocket end of the data path: one consumer per open browser tab."""
 
-import json
 import logging
 import time
 
@@ -22,10 +21,6 @@ FLOOD_WINDOW = 10.0
 UNAVAILABLE = (DatabaseError, RedisError, OSError)
 
 logger = logging.getLogger(__name__)
-
-
-class ClientError(Exception):
-    """A client message we answer with `{"type": "error"}`, keeping the socket open."""
 
 
 class VirusConsumer(AsyncWebsocketConsumer):
@@ -129,19 +124,14 @@ class VirusConsumer(AsyncWebsocketConsumer):
             await self.close(code=1008)
             return
         try:
-            await self.handle(data)
-        except ClientError as exc:
+            await self.handle(messages.decode(data))
+        except messages.BadMessage as exc:
+            logger.info(kv("ws.bad_message", channel=self.channel_name, bytes=len(data)))
             await self.send_text(messages.error(str(exc)))
 
-    async def handle(self, data: str | bytes) -> None:
-        try:
-            message = json.loads(data)
-        except ValueError:
-            raise ClientError("message is not valid JSON") from None
-        if not isinstance(message, dict) or "type" not in message:
-            raise ClientError('message must be a JSON object with a "type"')
+    async def handle(self, message: dict) -> None:
         if message["type"] != "resync":
-            raise ClientError(f"unknown message type {message['type']!r}")
+            raise messages.unknown_type(message)
         await self.send_snapshot()
 
     async def send_snapshot(self) -> None:

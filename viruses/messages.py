@@ -1,10 +1,38 @@
 """The WebSocket message schema (docs/architecture.md#contract): pure, no I/O.
 
-Server messages are built and encoded here and nowhere else. A group event carries its
-message already encoded (`text`), so a consumer relays it to each client as it is.
+Server messages are built and encoded here and nowhere else, and client messages decoded.
+A group event carries its message already encoded (`text`), so a consumer relays it to each
+client as it is.
 """
 
 import json
+
+ECHO_CHARS = 64  # at most this much of what a client sent comes back in an error
+
+
+class BadMessage(ValueError):
+    """A client message answered with `{"type": "error"}`; the socket stays open."""
+
+
+def decode(data: str | bytes) -> dict:
+    """Return a client message: a JSON object with a "type"; raise `BadMessage` otherwise."""
+    try:
+        message = json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
+        raise BadMessage("message is not valid JSON") from None
+    if not isinstance(message, dict) or "type" not in message:
+        raise BadMessage('message must be a JSON object with a "type"')
+    return message
+
+
+def unknown_type(message: dict) -> BadMessage:
+    return BadMessage(f"unknown message type {clip(message['type'])}")
+
+
+def clip(value) -> str:
+    """`repr(value)`, cut to ECHO_CHARS: what a client sent never comes back unbounded."""
+    text = repr(value) if isinstance(value, str | int | float | bool | None) else type(value).__name__
+    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
 
 
 def virus_json(virus) -> dict:

@@ -1,0 +1,53 @@
+"""What a hostile client sends, against a real daphne: answered cleanly, echoed and logged
+in bounded size, never a traceback (issue 13)."""
+
+import json
+
+import pytest
+import websockets
+
+from tests.harness import player
+from viruses.messages import ECHO_CHARS
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def lines(server, event: str) -> list[str]:
+    return [line for line in server.read_log().splitlines() if f"event={event} " in line]
+
+
+@pytest.mark.parametrize(
+    ("sent", "says"),
+    [
+        ("[" * 60_000, "not valid JSON"),  # json.loads raises RecursionError, not ValueError
+        ('{"a":' * 12_000, "not valid JSON"),
+        (json.dumps({"type": "x" * 65_500}), "unknown message type 'xxx"),
+        (json.dumps({"type": [[1] * 10_000]}), "unknown message type list"),
+    ],
+    ids=["deep_array", "deep_object", "huge_type", "list_type"],
+)
+async def test_hostile_messages_get_a_short_error_one_short_log_line_and_the_socket_stays_open(
+    game, sent, says
+):
+    async with player(game) as alice:
+        await alice.send(sent)
+        error = await alice.until(lambda m: m["type"] == "error")
+        assert says in error["error"]
+        assert len(error["error"]) <= len("unknown message type ") + ECHO_CHARS
+        await alice.send({"type": "resync"})
+        await alice.until(lambda m: m["type"] == "snapshot")
+    (logged,) = lines(game, "ws.bad_message")
+    assert f"bytes={len(sent)}" in logged and len(logged) < 300
+    assert "Traceback" not in game.read_log()
+
+
+@pytest.mark.parametrize("route", ["/ws/viruses", "/", "/admin/", "/ws/viruses/extra/"])
+async def test_a_websocket_to_a_path_without_a_socket_is_refused_with_403(game, route):
+    url = f"ws://127.0.0.1:{game.port}{route}"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(url, origin=game.url):
+            pass
+    assert refused.value.response.status_code == 403
+    (logged,) = lines(game, "ws.no_route")
+    assert f"path={route}" in logged
+    assert "Traceback" not in game.read_log() and " 500 " not in game.read_log()
