@@ -1,11 +1,13 @@
 """What a hostile client sends, against a real daphne: answered cleanly, echoed and logged
 in bounded size, never a traceback (issue 13)."""
 
+import asyncio
 import json
 
 import pytest
 import websockets
 
+from tests.delivery import wait_for
 from tests.harness import player
 from viruses.messages import ECHO_CHARS
 
@@ -51,3 +53,37 @@ async def test_a_websocket_to_a_path_without_a_socket_is_refused_with_403(game, 
     (logged,) = lines(game, "ws.no_route")
     assert f"path={route}" in logged
     assert "Traceback" not in game.read_log() and " 500 " not in game.read_log()
+
+
+def places_taken(server, address: str = "127.0.0.1") -> int:
+    code = f"from viruses import admission; print(admission.count({address!r}))"
+    return int(server.manage("shell", "-c", code).stdout.split()[-1])
+
+
+async def test_a_burst_of_handshakes_from_one_address_opens_exactly_the_cap(game):
+    cap, burst = 20, 1000  # VIRUS_MAX_CONNECTIONS_PER_ADDRESS's default
+
+    async def connect():
+        return await websockets.connect(game.ws_url, origin=game.url, max_size=None, open_timeout=120)
+
+    sockets = await asyncio.gather(*(connect() for _ in range(burst)))
+
+    async def first(ws) -> str | int:
+        try:
+            return json.loads(await asyncio.wait_for(ws.recv(), 60))["type"]
+        except websockets.ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else 1006
+
+    outcomes = await asyncio.gather(*(first(ws) for ws in sockets))
+    assert sorted(map(str, outcomes)) == ["1008"] * (burst - cap) + ["snapshot"] * cap
+    assert await asyncio.to_thread(places_taken, game) == cap
+
+    await asyncio.gather(*(ws.close() for ws in sockets))
+
+    async def all_given_back() -> bool:
+        return await asyncio.to_thread(places_taken, game) == 0
+
+    await wait_for(all_given_back, 30, "every place given back", 0.5)
+    async with player(game) as alice:  # and the address may connect again
+        assert alice.online == 1
+    assert "Traceback" not in game.read_log()

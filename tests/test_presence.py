@@ -52,18 +52,3 @@ def test_connection_rows_keep_within_their_columns():
     assert (len(row.client_address), len(row.user_agent)) == (64, 255)
     services.connection_close(channel_name="c.1")
     assert not Connection.objects.exists()
-
-
-def test_address_cap_counts_live_sockets_of_that_address_only(settings):
-    settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS = 2
-    open_socket("a.1")
-    open_socket("a.2", address="203.0.113.8")
-    assert not selectors.address_over_cap("203.0.113.7")
-    open_socket("a.3")
-    assert selectors.address_over_cap("203.0.113.7")
-    age("a.3", 3 * settings.VIRUS_PRESENCE_HEARTBEAT + 1)
-    assert not selectors.address_over_cap("203.0.113.7")
-    settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS = 0  # 0: no cap
-    open_socket("a.4")
-    open_socket("a.5")
-    assert not selectors.address_over_cap("203.0.113.7")

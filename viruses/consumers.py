@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from . import broadcast, messages, selectors
+from . import admission, broadcast, messages, selectors
 from .logs import kv
 from .presence import SERVER, server_presence
 from .transport import SlidingWindow, Socket
@@ -38,7 +38,9 @@ class VirusConsumer(AsyncWebsocketConsumer):
         super().__init__(*args, **kwargs)
         self.socket: Socket | None = None  # set when the connection starts
         self.flood = SlidingWindow(FLOOD_MESSAGES, FLOOD_WINDOW)
+        self.address = ""  # the client's address, as the cap counts it
         self.opened_at: float | None = None  # when the client joined; None if refused
+        self.admitted = False  # holds one of its address's places (admission.py)
         self.joined = False  # in the group and counted online
         self.closing = False
 
@@ -56,8 +58,9 @@ class VirusConsumer(AsyncWebsocketConsumer):
             await self.leave()
 
     async def connect(self):
-        address = client_address(self.scope)
-        if await database_sync_to_async(selectors.address_over_cap)(address):
+        address = self.address = client_address(self.scope)
+        self.admitted = await admission.areserve(address, self.channel_name)
+        if not self.admitted:
             # Told why (1008, policy violation) and never joined: nothing to undo on disconnect.
             await self.close_quietly(1008)
             limit = settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS
@@ -99,7 +102,10 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.close(code=code)
 
     async def leave(self) -> None:
-        """Leave the group and the online count; safe to repeat, and during outages."""
+        """Leave the group, the online count and the address's place; safe to repeat, and during outages."""
+        if self.admitted:
+            self.admitted = False
+            await admission.arelease(self.address, self.channel_name)
         if not self.joined:
             return
         self.joined = False

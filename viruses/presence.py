@@ -11,11 +11,12 @@ import os
 import socket
 import uuid
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import broadcast, messages, services
+from . import admission, broadcast, messages, services
 from .logs import kv
 from .selectors import online_count
 
@@ -29,7 +30,7 @@ class ServerPresence:
     """This process's sockets: announces joins and leaves, runs the heartbeat."""
 
     def __init__(self):
-        self.channels: set[str] = set()
+        self.channels: dict[str, str] = {}  # channel name: client address
         self._announcer: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
         self._last_announced: int | None = None
@@ -38,12 +39,12 @@ class ServerPresence:
         await database_sync_to_async(services.connection_open)(
             channel_name=channel_name, server=SERVER, client_address=client_address, user_agent=user_agent
         )
-        self.channels.add(channel_name)
+        self.channels[channel_name] = client_address
         self._start_heartbeat()
         self.announce_soon()
 
     async def leave(self, channel_name: str) -> None:
-        self.channels.discard(channel_name)  # at once: the heartbeat stops renewing it
+        self.channels.pop(channel_name, None)  # at once: the heartbeat stops renewing it
         await database_sync_to_async(services.connection_close)(channel_name=channel_name)
         self.announce_soon()
 
@@ -76,8 +77,10 @@ class ServerPresence:
                 for channel_name in renewed:
                     await layer.group_add(broadcast.GROUP, channel_name)
                 # A socket that left meanwhile may have been re-added after its own discard.
-                for channel_name in set(renewed) - self.channels:
+                for channel_name in set(renewed) - self.channels.keys():
                     await layer.group_discard(broadcast.GROUP, channel_name)
+                # Places taken under the address cap expire unless renewed (admission.py).
+                await sync_to_async(admission.renew, thread_sensitive=False)(dict(self.channels))
             except Exception as exc:  # Redis is down: its restart emptied the group anyway
                 logger.warning(kv("presence.renewal_failed", error=_describe(exc)))
             try:

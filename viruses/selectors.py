@@ -70,17 +70,6 @@ def snapshot() -> tuple[int, list[dict], int]:
     return seq, viruses, online_count()
 
 
-def address_over_cap(address: str) -> bool:
-    """Whether one client address already has its VIRUS_MAX_CONNECTIONS_PER_ADDRESS sockets open."""
-    limit = settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS
-    if limit <= 0 or not address:
-        return False
-    # Indexed; one query, counting sockets on live servers only.
-    return (
-        Connection.objects.filter(client_address=address[:64], last_seen__gte=stale_before()).count() >= limit
-    )
-
-
 def _online() -> Q:
     return Q(last_seen__gte=stale_before())
 
