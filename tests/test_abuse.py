@@ -2,13 +2,17 @@
 in bounded size, never a traceback (issue 13)."""
 
 import asyncio
+import contextlib
 import json
+import os
+import struct
 
 import pytest
 import websockets
 
-from tests.delivery import wait_for
+from tests.delivery import rss_mib, wait_for
 from tests.harness import player
+from tests.test_delivery import stalled_socket
 from viruses.messages import ECHO_CHARS
 
 pytestmark = pytest.mark.timeout(120)
@@ -87,3 +91,52 @@ async def test_a_burst_of_handshakes_from_one_address_opens_exactly_the_cap(game
     async with player(game) as alice:  # and the address may connect again
         assert alice.online == 1
     assert "Traceback" not in game.read_log()
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """A client frame (clients must mask), payload under 126 bytes."""
+    mask = os.urandom(4)
+    return (
+        bytes([0x80 | opcode, 0x80 | len(payload)])
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Split what the server sent into (opcode, payload), as far as it is complete."""
+    frames, at = [], 0
+    while at + 2 <= len(data):
+        opcode, size, at = data[at] & 0x0F, data[at + 1] & 0x7F, at + 2
+        if size >= 126:
+            width = 2 if size == 126 else 8
+            size, at = int.from_bytes(data[at : at + width], "big"), at + width
+        frames.append((opcode, data[at : at + size]))
+        at += size
+    return frames
+
+
+async def test_a_ping_flood_is_closed_with_1008_and_costs_no_memory_nor_other_clients(game):
+    async with player(game) as bob:
+        baseline = rss_mib(game.process.pid)
+        sock = stalled_socket(game)  # sends pings as fast as it can, never reads a pong
+        ping = masked_frame(0x9, b"p" * 125)
+        sent = 0
+        sock.settimeout(5)
+        with contextlib.suppress(OSError):  # the server hung up on us
+            for _ in range(20_000):
+                sock.sendall(ping)
+                sent += 1
+        grown = rss_mib(game.process.pid) - baseline
+        received = bytearray()
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                received += chunk
+        sock.close()
+        await bob.send({"type": "resync"})  # the other client is still served
+        await bob.until(lambda m: m["type"] == "snapshot")
+    closes = [payload for opcode, payload in server_frames(bytes(received)) if opcode == 0x8]
+    assert closes and struct.unpack("!H", closes[0][:2])[0] == 1008
+    assert len(lines(game, "ws.close")) == 1 and "reason=ping_flood" in lines(game, "ws.close")[0]
+    assert grown < 5, f"daphne grew {grown:.1f} MB while {sent} pings were sent"
+    print(f"ping flood: {sent} pings sent, closed 1008, daphne RSS +{grown:.1f} MB")

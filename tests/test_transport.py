@@ -86,12 +86,18 @@ class FakeTransport:
 
 
 class FakeProtocol:
+    """The part of daphne's WebSocketProtocol (autobahn) that Socket uses."""
+
     def __init__(self, transport=None):
         self.transport = transport or FakeTransport()
         self.close_frames = []
+        self.pongs = []
 
     def sendCloseFrame(self, code=None):
         self.close_frames.append(code)
+
+    def onPing(self, payload):
+        self.pongs.append(payload)
 
 
 def test_send_buffer_replaces_the_upgrade_channel_as_the_streaming_producer():
@@ -186,3 +192,26 @@ def test_sliding_window_allows_the_limit_then_refuses_until_old_events_age_out()
     assert [window.exceeded() for _ in range(4)] == [False, False, False, True]
     window.times = type(window.times)(t - 10.0 for t in window.times)  # all of them 10 s old
     assert not window.exceeded()
+
+
+def test_pings_over_the_limit_close_with_1008_once_and_get_no_more_pongs(caplog):
+    protocol = FakeProtocol()
+    sock, _ = socket(protocol)
+    sock.opened()
+    for _ in range(transport.PING_LIMIT + 10):
+        protocol.onPing(b"p")
+    assert len(protocol.pongs) == transport.PING_LIMIT
+    assert protocol.close_frames == [1008]
+    assert [r.getMessage() for r in caplog.records if "ws.close" in r.getMessage()] == [
+        "event=ws.close reason=ping_flood client=- limit=30"
+    ]
+
+
+def test_a_ping_from_a_client_that_does_not_read_closes_with_1008_instead_of_a_pong():
+    protocol = FakeProtocol()
+    sock, _ = socket(protocol)
+    sock.opened()
+    protocol.onPing(b"1")
+    protocol.transport.producer.pauseProducing()  # Twisted: its buffer is full
+    protocol.onPing(b"2")
+    assert (protocol.pongs, protocol.close_frames) == ([b"1"], [1008])

@@ -12,6 +12,7 @@ it from there however many layers sit in between, and refuses to start without i
 
 import contextlib
 import inspect
+import logging
 import sys
 import time
 from collections import deque
@@ -20,12 +21,20 @@ from functools import partial
 from autobahn.exception import Disconnected
 from django.core.exceptions import ImproperlyConfigured
 
+from .logs import kv
+
 PROTOCOL_KEY = "daphne.protocol"
 # A client that stops reading is closed (1013) once this much more waits for it on top of
 # full kernel and Twisted buffers, or once its socket has not drained for this long.
 SLOW_READER_BYTES = 1024 * 1024
 SLOW_READER_SECONDS = 10.0
 NORMAL_CLOSE = 1000
+# Pings a client may send per PING_WINDOW seconds. Browsers send none; each costs a pong
+# (work, and buffered bytes if the client does not read them).
+PING_LIMIT = 30
+PING_WINDOW = 10.0
+
+logger = logging.getLogger(__name__)
 
 
 class DaphneProtocolMiddleware:
@@ -79,9 +88,33 @@ class Socket:
                 "the WebSocket application must be wrapped in transport.DaphneProtocolMiddleware (outermost)"
             )
         self.protocol = extensions[PROTOCOL_KEY]
+        self.client = scope["client"][0] if scope.get("client") else None
         self._send = send
         self.outbox = SendBuffer()
         self.open = False
+        self.pings = SlidingWindow(PING_LIMIT, PING_WINDOW)
+        self.refused_pings = False
+        if self.protocol is not None:
+            # autobahn answers pings itself, below ASGI: the app's own limits never see them.
+            self._answer_ping = self.protocol.onPing
+            self.protocol.onPing = self._on_ping
+
+    def _on_ping(self, payload: bytes) -> None:
+        """autobahn's `onPing` for this socket: pong only within the limit, and to a reader."""
+        if self.refused_pings:
+            return
+        if self.pings.exceeded():
+            self._refuse_pings("ping_flood")
+        elif self.outbox.paused_at is not None:
+            # The client is not reading what it is sent: a pong would only pile up here.
+            self._refuse_pings("ping_unread")
+        else:
+            self._answer_ping(payload)
+
+    def _refuse_pings(self, reason: str) -> None:
+        self.refused_pings = True
+        logger.warning(kv("ws.close", reason=reason, client=self.client, limit=PING_LIMIT))
+        self.protocol.sendCloseFrame(code=1008)
 
     def opened(self) -> None:
         """Start watching the socket's buffer; call once the handshake is accepted."""
