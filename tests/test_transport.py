@@ -3,6 +3,7 @@ without middleware that wraps `send`; SendBuffer and Socket against fakes."""
 
 import asyncio
 import json
+from functools import partial
 
 import pytest
 import websockets
@@ -183,8 +184,24 @@ def test_a_socket_without_the_middleware_refuses_to_start():
         transport.Socket({"type": "websocket"}, Sent())
 
 
+class Server:
+    """Stands in for daphne.server.Server, whose `send` is partial(handle_reply, protocol)."""
+
+    async def handle_reply(self, protocol, message):
+        pass
+
+    handle_reply.__module__ = "daphne.server"
+
+
 def test_only_daphnes_own_send_yields_a_protocol():
     assert transport.daphne_protocol(Sent()) is None
+    protocol = FakeProtocol()
+    assert transport.daphne_protocol(partial(Server().handle_reply, protocol)) is protocol
+
+
+def test_a_daphne_send_without_a_protocol_fails_loudly():
+    with pytest.raises(RuntimeError, match="update viruses/transport.py"):
+        transport.daphne_protocol(partial(Server().handle_reply, object()))
 
 
 def test_sliding_window_allows_the_limit_then_refuses_until_old_events_age_out():
