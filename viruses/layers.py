@@ -85,10 +85,8 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
     async def flush(self):
         """Flush Redis as the core layer does, and the messages already read into this process."""
         waited = {channel for reader in self._readers.values() for channel in reader.waiting}
-        for channel, queue in list(self.receive_buffer.items()):
-            while not queue.empty():
-                queue.get_nowait()
-            if channel not in waited:  # a waiting receive() keeps its buffer
+        for channel in list(self.receive_buffer):
+            if channel not in waited:  # a waiting receive() keeps its (empty) buffer
                 del self.receive_buffer[channel]
         await super().flush()
 
