@@ -1,7 +1,6 @@
 """The channel layer: channels-redis's core layer, with one Redis reader per process."""
 
 import asyncio
-import collections
 
 from channels_redis.core import RedisChannelLayer
 
@@ -36,13 +35,14 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
         try:
             if queue.empty():
                 waiting = self._reader(real_channel).waiting
-                waiting[channel] += 1
+                waiting[channel] = waiting.get(channel, 0) + 1
                 try:
                     item = await queue.get()
                 finally:
-                    waiting[channel] -= 1
-                    if not waiting[channel]:
+                    if waiting[channel] == 1:
                         del waiting[channel]
+                    else:
+                        waiting[channel] -= 1
             else:
                 item = queue.get_nowait()
         finally:
@@ -97,7 +97,7 @@ class _Reader:
     task: asyncio.Task
 
     def __init__(self):
-        self.waiting: collections.Counter[str] = collections.Counter()
+        self.waiting: dict[str, int] = {}  # channel -> receive() calls waiting on it
 
 
 class _ReadFailed:
