@@ -1,8 +1,8 @@
 """LocalFanoutRedisChannelLayer's own parts, on the tests' real Redis.
 
 channels-redis's contract (any prefix, several hosts, capacity, expiry) is checked by its
-upstream suite in tests/upstream/; these cover what the layer adds: one reader per event
-loop and Redis key, errors, buffers and flush.
+own suite in tests/third_party/channels_redis/; these cover what the layer adds: one reader
+per event loop and Redis key, errors, buffers and flush.
 """
 
 import asyncio
