@@ -1,4 +1,4 @@
-"""The channel layer: channels-redis's core layer, with one Redis reader per process."""
+"""The channel layer: channels-redis's core layer, with one Redis reader per process and prefix."""
 
 import asyncio
 
@@ -78,7 +78,7 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
 
     def _put(self, channel: str, item) -> None:
         try:
-            self.receive_buffer[channel].put_nowait(item)  # full: drops the oldest, as the core layer
+            self.receive_buffer[channel].put_nowait(item)  # full: drops the oldest, as the core layer does
         except RuntimeError:  # the getter's event loop is closed (tests run one loop per case)
             self.receive_buffer.pop(channel, None)
 
