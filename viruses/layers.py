@@ -1,73 +1,103 @@
-"""The channel layer: channels-redis's core layer, with one Redis reader per process."""
+"""The channel layer: channels-redis's core layer, with one Redis reader per process and prefix."""
 
 import asyncio
 
-from channels_redis.core import BoundedQueue, RedisChannelLayer
+from channels_redis.core import RedisChannelLayer
 
 
 class LocalFanoutRedisChannelLayer(RedisChannelLayer):
-    """channels-redis's core layer, with one reader per process for the consumers' channels.
+    """channels-redis's core layer, with one reader per Redis key for the consumers' channels.
 
     The stock `receive()` makes every idle consumer race for a lock with two fresh tasks per
     message and cancel the loser: O(N) task churn per group message for N sockets, the main
-    cost of a fan-out (docs/performance.md). Here one task per event loop pops this
-    process's Redis queue with the layer's own `receive_single` (same capacity, expiry and
-    backup semantics, same Redis data, so other processes and tools see no difference) and
-    hands each message to the bounded buffer of every local channel it names; a consumer's
-    `receive()` is a plain `queue.get()`. Buffers come and go as in the core layer (made on
-    demand, dropped when drained). A Redis error is raised in every waiting consumer, as
-    before, and the next `receive()` starts a new reader.
+    cost of a fan-out (docs/performance.md). Here one task per event loop and per Redis key
+    (the process-local channels of one prefix, `prefix.<client>!`) pops that key with the
+    layer's own `receive_single` and hands each message to the buffer of every local channel
+    it names; a consumer's `receive()` is a plain `queue.get()`. Everything else is the core
+    layer's: the Redis data, capacity and expiry, the buffers (`receive_buffer`, made on
+    demand, dropped when drained), the client-prefix check. As in the core layer, a key is
+    read only while a `receive()` waits on one of its channels (checked after each message).
+    A Redis error is raised in every `receive()` waiting on that key, and the next
+    `receive()` starts a new reader.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._readers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
-        self._local: dict[str, BoundedQueue] = {}
-
-    def _buffer(self, channel: str) -> BoundedQueue:
-        queue = self._local.get(channel)
-        if queue is None:
-            queue = self._local[channel] = BoundedQueue(self.get_capacity(channel))
-        return queue
+        self._readers: dict[tuple[asyncio.AbstractEventLoop, str], _Reader] = {}
 
     async def receive(self, channel):
         if "!" not in channel:
             return await super().receive(channel)
         assert self.require_valid_channel_name(channel)
-        queue = self._buffer(channel)
-        loop = asyncio.get_running_loop()
-        reader = self._readers.get(loop)
-        if reader is None or reader.done():
-            self._readers[loop] = loop.create_task(self._read(self.non_local_name(channel)))
+        real_channel = self.non_local_name(channel)
+        assert real_channel.endswith(self.client_prefix + "!"), "Wrong client prefix"
+        queue = self.receive_buffer[channel]
         try:
-            item = await queue.get()
+            if queue.empty():
+                waiting = self._reader(real_channel).waiting
+                waiting[channel] = waiting.get(channel, 0) + 1
+                try:
+                    item = await queue.get()
+                finally:
+                    if waiting[channel] == 1:
+                        del waiting[channel]
+                    else:
+                        waiting[channel] -= 1
+            else:
+                item = queue.get_nowait()
         finally:
-            if queue.empty() and self._local.get(channel) is queue:
-                del self._local[channel]
+            if queue.empty() and self.receive_buffer.get(channel) is queue:
+                del self.receive_buffer[channel]
         if isinstance(item, _ReadFailed):
             raise item.error
         return item
 
-    async def _read(self, real_channel: str) -> None:
-        while self._local:
-            try:
-                channels, message = await self.receive_single(real_channel)
-            except Exception as exc:
-                for channel in list(self._local):
-                    self._put(channel, _ReadFailed(exc))
-                return
-            for channel in channels if isinstance(channels, list) else (channels,):
-                self._put(channel, message)
+    def _reader(self, real_channel: str) -> "_Reader":
+        """Return this loop's reader of `real_channel`, started if none is running."""
+        key = (asyncio.get_running_loop(), real_channel)
+        reader = self._readers.get(key)
+        if reader is None:
+            reader = self._readers[key] = _Reader()
+            reader.task = key[0].create_task(self._read(key, reader))
+        return reader
+
+    async def _read(self, key, reader: "_Reader") -> None:
+        try:
+            while reader.waiting:
+                try:
+                    channels, message = await self.receive_single(key[1])
+                except Exception as exc:
+                    for channel in reader.waiting:
+                        self._put(channel, _ReadFailed(exc))
+                    return
+                for channel in channels if isinstance(channels, list) else (channels,):
+                    self._put(channel, message)
+        finally:
+            if self._readers.get(key) is reader:
+                del self._readers[key]
 
     def _put(self, channel: str, item) -> None:
         try:
-            self._buffer(channel).put_nowait(item)  # full: drops the oldest, as the core layer does
-        except RuntimeError:  # its event loop is closed (tests run one loop per case)
-            self._local.pop(channel, None)
+            self.receive_buffer[channel].put_nowait(item)  # full: drops the oldest, as the core layer does
+        except RuntimeError:  # the getter's event loop is closed (tests run one loop per case)
+            self.receive_buffer.pop(channel, None)
 
     async def flush(self):
-        self._local.clear()
+        """Flush Redis as the core layer does, and the messages already read into this process."""
+        waited = {channel for reader in self._readers.values() for channel in reader.waiting}
+        for channel in list(self.receive_buffer):
+            if channel not in waited:  # a waiting receive() keeps its (empty) buffer
+                del self.receive_buffer[channel]
         await super().flush()
+
+
+class _Reader:
+    """One event loop's reader of one Redis key, and the `receive()` calls waiting on it."""
+
+    task: asyncio.Task
+
+    def __init__(self):
+        self.waiting: dict[str, int] = {}  # channel -> receive() calls waiting on it
 
 
 class _ReadFailed:
