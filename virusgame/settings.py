@@ -228,6 +228,10 @@ LOGGING = {
         # event=layer.drop lines.
         "channels_redis.core": {"filters": ["layer_drops"]},
         "django.db.backends": {"level": "INFO"},
+        # Django's defaults give these loggers handlers of their own (plain text, DEBUG
+        # only): without this every such line would be printed twice, once as key=value.
+        "django": {"handlers": [], "level": "INFO"},
+        "django.server": {"handlers": [], "propagate": True},
         # `runserver` prints its own access log line; this one would repeat it.
         "django.channels.server": {"level": "WARNING"},
     },
