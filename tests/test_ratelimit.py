@@ -70,6 +70,12 @@ def test_players_behind_one_address_have_buckets_of_their_own(buckets):
     assert ratelimit.retry_after("action", "198.51.100.1") is None
 
 
+async def test_consumers_take_from_the_same_bucket(buckets):
+    for _ in range(20):
+        assert await ratelimit.aretry_after("action", "203.0.113.9") is None
+    assert ratelimit.retry_after("action", "203.0.113.9") is not None
+
+
 def test_client_keys():
     assert (
         ratelimit.client_key("2001:db8::1") == ratelimit.client_key("2001:db8::abcd:1") == "a:2001:db8::/64"

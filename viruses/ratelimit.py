@@ -19,6 +19,7 @@ import threading
 import time
 
 import redis
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from .logs import kv
@@ -73,6 +74,11 @@ def retry_after(bucket: str, address: str, player: str | None = None) -> float |
             logger.warning(kv("ratelimit.unavailable", bucket=bucket, error=type(exc).__name__))
             return None
     return wait or None
+
+
+async def aretry_after(bucket: str, address: str, player: str | None = None) -> float | None:
+    """`retry_after` for consumers: the Redis round trip runs off the event loop."""
+    return await sync_to_async(retry_after, thread_sensitive=False)(bucket, address, player)
 
 
 def client_key(address: str, player: str | None = None) -> str:
