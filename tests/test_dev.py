@@ -52,17 +52,26 @@ def running(tmp_path_factory):
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
+    try:
+        deadline = time.monotonic() + 60
+        while not healthy(url):
+            assert process.poll() is None and time.monotonic() < deadline, output.read_text()
             time.sleep(0.2)
-        assert process.poll() is None, output.read_text()
-    yield {"env": env, "url": url, "port": port, "output": output, "directory": directory}
-    os.killpg(process.pid, signal.SIGINT)  # the terminal's Ctrl-C
-    process.wait(30)
+        yield {"env": env, "url": url, "port": port, "output": output, "directory": directory}
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # the terminal's Ctrl-C
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_a_second_make_run_refuses_and_leaves_the_first_alone(running):
