@@ -4,10 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-quick serve clean
+.PHONY: run spawn test lint format bench bench-quick serve clean
 
 run: $(STAMP)
 	$(BIN)/python -m tools.dev
+
+# Spawn viruses into the game `make run` is serving: make spawn ARGS="--count 5"
+spawn: $(STAMP)
+	$(BIN)/python -m tools.dev spawn $(ARGS)
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)

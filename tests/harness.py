@@ -128,6 +128,7 @@ def base_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, st
         REDIS_URL=redis_url,
         REDIS_PREFIX=f"t{uuid.uuid4().hex[:8]}",
         VIRUS_RATE_LIMIT="0",
+        VIRUS_SNAPSHOT_RATE="0",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

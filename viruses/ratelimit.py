@@ -1,31 +1,133 @@
-"""Per-client limit on creates and kills, shared by every server through the cache."""
+"""Token buckets per player or client address, shared by every server through Redis.
 
+A bucket holds up to `burst` tokens and refills at `rate` tokens per second; each
+action takes one. A person clicking fast gets the burst at once and then the sustained
+rate; a script cannot double its allowance at a clock-minute boundary, as it could with
+fixed windows. Buckets:
+
+- "action": creates and kills, over HTTP and WebSocket (VIRUS_RATE_LIMIT per minute
+  sustained, VIRUS_RATE_BURST at once);
+- "snapshot": full snapshots, i.e. GET /api/viruses/, WebSocket connects and resyncs
+  (VIRUS_SNAPSHOT_RATE per second, VIRUS_SNAPSHOT_BURST at once).
+
+A rate of 0 turns a bucket off. Without REDIS_URL the buckets live in this process.
+"""
+
+import ipaddress
 import logging
+import threading
 import time
 
+import redis
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache
 
-WINDOW = 60  # seconds; VIRUS_RATE_LIMIT counts actions per window
+from .logs import kv
 
 logger = logging.getLogger(__name__)
 
+# KEYS[1]: the bucket; ARGV: rate (tokens/s), burst, now (s). Returns "0" when a token was
+# taken, else the seconds until one is there (as a string: Lua numbers become integers).
+# The caller's clock is used so that every server's view agrees when clocks are in sync;
+# a clock running backwards only delays the refill.
+TAKE = """
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(math.max(now, at)))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return tostring(wait)
+"""
 
-def retry_after(client: str) -> int:
-    """Count one action by `client`; return 0 if allowed, else seconds until it is."""
-    limit = settings.VIRUS_RATE_LIMIT
-    if limit <= 0:
-        return 0
-    now = time.time()
-    window = int(now // WINDOW)
-    key = f"virus-rate:{client}:{window}"
+clock = time.time  # replaced by tests
+
+
+def limits(bucket: str) -> tuple[float, int]:
+    """Return the bucket's (rate per second, burst) from the settings."""
+    if bucket == "action":
+        return settings.VIRUS_RATE_LIMIT / 60, settings.VIRUS_RATE_BURST
+    if bucket == "snapshot":
+        return settings.VIRUS_SNAPSHOT_RATE, settings.VIRUS_SNAPSHOT_BURST
+    raise ValueError(f"unknown rate-limit bucket {bucket!r}")
+
+
+def retry_after(bucket: str, address: str, player: str | None = None) -> float | None:
+    """Take one token for `player` (else the client `address`); None if allowed, else seconds to wait.
+
+    Fails open: when Redis does not answer the action is allowed and a line is logged.
+    """
+    rate, burst = limits(bucket)
+    if rate <= 0:
+        return None
+    key = f"{settings.REDIS_PREFIX}:rate:{bucket}:{client_key(address, player)}"
+    args = (rate, max(1, burst), clock())
+    if not settings.REDIS_URLS:
+        wait = _memory.take(key, *args)
+    else:
+        try:
+            wait = float(_script(settings.REDIS_URLS[0])(keys=[key], args=args))
+        except redis.RedisError as exc:
+            # The game must stay playable when Redis is down: fail open, loudly.
+            logger.warning(kv("ratelimit.unavailable", bucket=bucket, error=type(exc).__name__))
+            return None
+    return wait or None
+
+
+async def aretry_after(bucket: str, address: str, player: str | None = None) -> float | None:
+    """`retry_after` for consumers: the Redis round trip runs off the event loop."""
+    return await sync_to_async(retry_after, thread_sensitive=False)(bucket, address, player)
+
+
+def client_key(address: str, player: str | None = None) -> str:
+    """Who a bucket belongs to: the player if known, else the address (IPv6 by its /64)."""
+    if player:
+        return f"p:{player}"
     try:
-        cache.add(key, 0, timeout=WINDOW + 5)
-        count = cache.incr(key)
-    except Exception as exc:
-        # The game must stay playable when the cache (Redis) is down: fail open, loudly.
-        logger.warning("rate limit not enforced, cache unavailable: %s", exc)
-        return 0
-    if count <= limit:
-        return 0
-    return max(1, int((window + 1) * WINDOW - now))
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"a:{address[:64]}"
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return f"a:{ip.ipv4_mapped}"
+        # One subscriber usually gets a whole /64: counting single addresses would give
+        # each of them 2**64 buckets.
+        return f"a:{ipaddress.ip_network(f'{ip}/64', strict=False)}"
+    return f"a:{ip}"
+
+
+_scripts: dict = {}  # Redis URL -> the registered script (EVALSHA, loaded on demand)
+
+
+def _script(url: str):
+    if url not in _scripts:
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        _scripts[url] = client.register_script(TAKE)
+    return _scripts[url]
+
+
+class MemoryBuckets:
+    """The same buckets in this process, for development and tests without Redis."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str, rate: float, burst: int, now: float) -> float:
+        with self.lock:
+            tokens, at = self.buckets.get(key, (burst, now))
+            tokens = min(burst, tokens + max(0.0, now - at) * rate)
+            wait = 0.0
+            if tokens >= 1:
+                tokens -= 1
+            else:
+                wait = (1 - tokens) / rate
+            self.buckets[key] = (tokens, max(now, at))
+            if len(self.buckets) > 100_000:  # forget the oldest clients rather than grow
+                self.buckets = dict(list(self.buckets.items())[50_000:])
+            return wait
+
+
+_memory = MemoryBuckets()

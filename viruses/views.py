@@ -3,6 +3,7 @@
 import asyncio
 import functools
 import logging
+import math
 import uuid
 
 from asgiref.sync import async_to_sync
@@ -41,13 +42,16 @@ def error(message: str, *, status: int) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-def rate_limited(request) -> JsonResponse | None:
-    wait = ratelimit.retry_after(request.META.get("REMOTE_ADDR", ""))
-    if not wait:
+def rate_limited(request, bucket: str) -> JsonResponse | None:
+    """Take a token from the client's `bucket`; a 429 answer when it is empty."""
+    address = request.META.get("REMOTE_ADDR", "")
+    wait = ratelimit.retry_after(bucket, address)
+    if wait is None:
         return None
-    logger.info(kv("http.rate_limited", client=request.META.get("REMOTE_ADDR", ""), retry_after=wait))
-    response = error(f"too many actions, wait {wait} s", status=429)
-    response["Retry-After"] = str(wait)
+    seconds = math.ceil(wait)
+    logger.info(kv("http.rate_limited", bucket=bucket, client=address, retry_after=seconds))
+    response = error(f"too many requests, wait {seconds} s", status=429)
+    response["Retry-After"] = str(seconds)
     return response
 
 
@@ -61,9 +65,11 @@ def index(request):
 @json_errors
 def virus_collection(request):
     if request.method == "GET":
+        if limited := rate_limited(request, "snapshot"):
+            return limited
         seq, viruses = selectors.virus_state()
         return JsonResponse({"seq": seq, "viruses": viruses})
-    if limited := rate_limited(request):
+    if limited := rate_limited(request, "action"):
         return limited
     virus = services.virus_create()
     return JsonResponse(messages.virus_json(virus), status=201)
@@ -76,7 +82,7 @@ def virus_detail(request, virus_id: str):
         virus_id = uuid.UUID(virus_id)
     except ValueError:
         return error("no such virus", status=404)
-    if limited := rate_limited(request):
+    if limited := rate_limited(request, "action"):
         return limited
     services.virus_kill(virus_id=virus_id)
     return HttpResponse(status=204)

@@ -196,7 +196,13 @@ CONTENT_SECURITY_POLICY = (
 
 # The game.
 VIRUS_MAX_ALIVE = env_int("VIRUS_MAX_ALIVE", 100)
-VIRUS_RATE_LIMIT = env_int("VIRUS_RATE_LIMIT", 120)
+# Rate limits (viruses/ratelimit.py), token buckets per player or client address; 0 = off.
+# Creates + kills: VIRUS_RATE_LIMIT per minute sustained, up to VIRUS_RATE_BURST at once.
+VIRUS_RATE_LIMIT = env_int("VIRUS_RATE_LIMIT", 180)
+VIRUS_RATE_BURST = env_int("VIRUS_RATE_BURST", 20)
+# Full snapshots (GET /api/viruses/, WebSocket connects and resyncs): per second, and at once.
+VIRUS_SNAPSHOT_RATE = env_int("VIRUS_SNAPSHOT_RATE", 2)
+VIRUS_SNAPSHOT_BURST = env_int("VIRUS_SNAPSHOT_BURST", 30)
 # Seconds between a server's presence heartbeats; its sockets stop counting as online
 # 3 heartbeats after it dies (SIGKILL, power loss) and its group memberships are dropped.
 VIRUS_PRESENCE_HEARTBEAT = env_int("VIRUS_PRESENCE_HEARTBEAT", 15)
@@ -222,6 +228,10 @@ LOGGING = {
         # event=layer.drop lines.
         "channels_redis.core": {"filters": ["layer_drops"]},
         "django.db.backends": {"level": "INFO"},
+        # Django's defaults give these loggers handlers of their own (plain text, DEBUG
+        # only): without this every such line would be printed twice, once as key=value.
+        "django": {"handlers": [], "level": "INFO"},
+        "django.server": {"handlers": [], "propagate": True},
         # `runserver` prints its own access log line; this one would repeat it.
         "django.channels.server": {"level": "WARNING"},
     },
