@@ -118,3 +118,38 @@ def test_connections_are_listed_read_only(admin_client):
     assert page.status_code == 200
     assert "203.0.113.9" in page.content.decode()
     assert admin_client.get("/admin/viruses/connection/add/").status_code == 403
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def login(address: str, username: str, password: str):
+    client = Client(REMOTE_ADDR=address)
+    response = client.post("/admin/login/?next=/admin/", {"username": username, "password": password})
+    return response, client
+
+
+def test_admin_login_locks_a_user_and_address_out_after_five_failures(django_user_model, caplog):
+    for name in ("boss", "other"):
+        django_user_model.objects.create_superuser(name, password="right-horse-battery")
+    for _ in range(6):
+        response, _ = login("203.0.113.5", "boss", "wrong")
+        assert response.status_code in (200, 429)  # the form again, then locked
+    assert response.status_code == 429
+    response, client = login("203.0.113.5", "boss", "right-horse-battery")
+    assert response.status_code == 429
+    assert client.get("/admin/").status_code == 302  # not logged in
+    # Per user and address: the same user elsewhere, another user here, both get in.
+    assert login("198.51.100.7", "boss", "right-horse-battery")[0].status_code == 302
+    assert login("203.0.113.5", "other", "right-horse-battery")[0].status_code == 302
+    locked = [r.getMessage() for r in caplog.records if "admin.locked_out" in r.getMessage()]
+    assert locked and locked[0] == "event=admin.locked_out client=203.0.113.5 username=boss"
+
+
+def test_admin_login_failures_below_the_limit_do_not_lock(django_user_model):
+    django_user_model.objects.create_superuser("boss", password="right-horse-battery")
+    for _ in range(4):
+        assert login("203.0.113.5", "boss", "wrong")[0].status_code == 200
+    assert login("203.0.113.5", "boss", "right-horse-battery")[0].status_code == 302

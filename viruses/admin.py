@@ -1,7 +1,10 @@
 import contextlib
+import logging
 
+from axes.signals import user_locked_out
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.dispatch import receiver
 from django.shortcuts import redirect
 from django.urls import path
 from django.utils import timezone
@@ -10,8 +13,11 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
 from . import services
+from .logs import kv
 from .models import Connection, Virus
 from .selectors import stale_before
+
+logger = logging.getLogger(__name__)
 
 # The page draws kind N in this colour (KIND_NAMES in viruses/static/viruses/game.js).
 KIND_COLOURS = ("green", "pink", "yellow", "purple", "blue", "orange")
@@ -114,3 +120,9 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@receiver(user_locked_out)
+def log_lockout(sender, request, username, ip_address, **kwargs):
+    """One short line per refused login (django-axes' own prose lines are silenced)."""
+    logger.warning(kv("admin.locked_out", client=ip_address, username=(username or "")[:64]))

@@ -1,6 +1,7 @@
 """Settings for the virus game, read from the environment (see README, "Configuration")."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -53,6 +54,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "viruses",
 ]
 
@@ -66,6 +68,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "viruses.middleware.content_security_policy",
+    # Last, as django-axes asks: it turns a lockout found during login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "virusgame.urls"
@@ -158,6 +162,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Admin login throttling (django-axes): after DJANGO_LOGIN_FAILURE_LIMIT wrong passwords for
+# one user name from one address, that pair is refused (429) for DJANGO_LOGIN_LOCKOUT_MINUTES,
+# even with the right password. Per pair, so a stranger cannot lock the real admin out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("DJANGO_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The client address is REMOTE_ADDR, which daphne --proxy-headers takes from nginx.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -224,6 +242,9 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         # `runserver` prints its own access log line; this one would repeat it.
         "django.channels.server": {"level": "WARNING"},
+        # django-axes logs every attempt in prose, with the client's user name; the lockout
+        # is logged once as event=admin.locked_out (viruses/admin.py).
+        "axes": {"level": "ERROR"},
     },
 }
 CSRF_FAILURE_VIEW = "viruses.views.csrf_failure"
