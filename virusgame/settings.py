@@ -220,6 +220,10 @@ VIRUS_RATE_LIMIT = env_int("VIRUS_RATE_LIMIT", 120)
 VIRUS_PRESENCE_HEARTBEAT = env_int("VIRUS_PRESENCE_HEARTBEAT", 15)
 # Open WebSockets per client address (all nodes together); more are closed with 1008. 0 = no cap.
 VIRUS_MAX_CONNECTIONS_PER_ADDRESS = env_int("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", 20)
+# daphne's --websocket-max-message-size (its default: 1 MiB). It caps what the server sends
+# as well as what it receives, so a snapshot of VIRUS_MAX_ALIVE viruses must fit in it
+# (system check viruses.E001); the app refuses client messages over 64 KiB by itself.
+VIRUS_WS_MAX_MESSAGE_SIZE = env_int("VIRUS_WS_MAX_MESSAGE_SIZE", 1024 * 1024)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {
