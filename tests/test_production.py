@@ -63,6 +63,21 @@ def test_check_deploy_is_clean_for_the_documented_production_environment():
     assert "security.W018" in result.stderr
 
 
+def test_check_warns_when_secure_cookies_have_no_https_setting():
+    env = documented_env()
+    https = ("DJANGO_BEHIND_TLS_PROXY", "DJANGO_SECURE_SSL_REDIRECT")
+    plain = {k: v for k, v in env.items() if k not in https}
+    result = run_manage(plain, "check")
+    assert result.returncode == 0  # a warning: the server may still start
+    assert "viruses.W002" in result.stderr and "DJANGO_BEHIND_TLS_PROXY=true" in result.stderr
+    for fixed in [
+        {"DJANGO_BEHIND_TLS_PROXY": "true"},
+        {"DJANGO_SECURE_SSL_REDIRECT": "true"},
+        {"DJANGO_SECURE_COOKIES": "false"},
+    ]:
+        assert "viruses.W002" not in run_manage({**plain, **fixed}, "check").stderr, fixed
+
+
 def test_production_settings_refuse_to_start_without_a_secret_key():
     env = documented_env()
     del env["DJANGO_SECRET_KEY"]

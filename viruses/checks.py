@@ -58,3 +58,22 @@ def snapshot_fits_in_a_message(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@register()
+def secure_cookies_have_https(app_configs, **kwargs):
+    secure = settings.SESSION_COOKIE_SECURE or settings.CSRF_COOKIE_SECURE
+    if secure and settings.SECURE_PROXY_SSL_HEADER is None and not settings.SECURE_SSL_REDIRECT:
+        return [
+            Warning(
+                "Session and CSRF cookies are Secure-only (the default without DJANGO_DEBUG), but "
+                "nothing says this site is served over HTTPS: browsers on plain http:// never send "
+                'them back, so every + and kill fails with "CSRF cookie not set".',
+                hint="Behind a TLS proxy (nginx): DJANGO_BEHIND_TLS_PROXY=true and "
+                "DJANGO_SECURE_SSL_REDIRECT=true. Serving TLS from daphne itself: "
+                "DJANGO_SECURE_SSL_REDIRECT=true. Plain HTTP on purpose (a trial on a trusted "
+                "network): DJANGO_SECURE_COOKIES=false.",
+                id="viruses.W002",
+            )
+        ]
+    return []
