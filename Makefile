@@ -33,7 +33,7 @@ serve: $(STAMP)
 	set -x; \
 	$(BIN)/python manage.py migrate --no-input && \
 	$(BIN)/python manage.py collectstatic --no-input -v0 && \
-	exec $(BIN)/daphne -b $(SERVE_HOST) -p $(SERVE_PORT) \
+	exec $(BIN)/daphne -b $(SERVE_HOST) -p $(SERVE_PORT) --no-server-name \
 		--ping-interval 20 --ping-timeout 30 --application-close-timeout 10 $(DAPHNE_ARGS) \
 		virusgame.asgi:application
 

@@ -252,8 +252,16 @@ async def test_websocket_origin_allow_list_comes_from_settings(start_node):
     node = start_node(DJANGO_WS_ALLOWED_ORIGINS="https://game.example.com")
     async with websockets.connect(node.ws_url, origin="https://game.example.com") as ws:
         assert json.loads(await ws.recv())["type"] == "snapshot"
-    # Host names in DJANGO_ALLOWED_HOSTS no longer suffice, nor another scheme or no Origin.
-    for origin in ["http://game.example.com", node.url, "https://evil.example", None]:
+    async with websockets.connect(node.ws_url, origin="https://game.example.com:443") as ws:
+        assert json.loads(await ws.recv())["type"] == "snapshot"
+    # Host names in DJANGO_ALLOWED_HOSTS no longer suffice, nor another scheme, port or no Origin.
+    for origin in [
+        "http://game.example.com",
+        "https://game.example.com:8443",
+        node.url,
+        "https://evil.example",
+        None,
+    ]:
         with pytest.raises(websockets.InvalidStatus) as refused:
             async with websockets.connect(node.ws_url, origin=origin):
                 pass

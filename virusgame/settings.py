@@ -1,5 +1,6 @@
 """Settings for the virus game, read from the environment (see README, "Configuration")."""
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,13 @@ def env_int(name: str, default: int) -> int:
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in env_list(name)]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must list addresses or networks: {exc}") from None
 
 
 DEBUG = env_bool("DJANGO_DEBUG")
@@ -206,6 +214,11 @@ SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD")
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# The page reads the token from its <meta> tag: scripts never need the cookie.
+CSRF_COOKIE_HTTPONLY = True
+# Addresses or networks (monitors, the balancer) that /healthz tells which part is down;
+# others get only {"status": "ok" | "down"}. Empty: everyone gets the details.
+HEALTHZ_DETAILS_FROM = env_networks("DJANGO_HEALTHZ_DETAILS_FROM")
 # Set on the game's HTML pages (viruses/middleware.py); the admin keeps its own inline styles.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; "
