@@ -13,23 +13,21 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def node(game_env, tmp_path):
-    """daphne started as the systemd unit starts it."""
-    node = nodes.Node(game_env, tmp_path / "daphne.log").start()
-    yield node
-    node.stop()
-
-
-@pytest.fixture
-def proxy(node, tmp_path):
+def edge(game_env, tmp_path):
+    """daphne started as the systemd unit starts it, behind nginx with the deploy kit's site."""
     harness.require(nodes.nginx_binary() is not None, "nginx is not installed")
     (tmp_path / "nginx").mkdir()
-    proxy = nodes.Nginx(tmp_path / "nginx", [node.port]).start()  # runs `nginx -t` first
-    yield proxy
-    proxy.stop()
+    node = nodes.Node(game_env, tmp_path / "daphne.log").start()
+    try:
+        proxy = nodes.Nginx(tmp_path / "nginx", [node.port]).start()  # runs `nginx -t` first
+        yield node, proxy
+        proxy.stop()
+    finally:
+        node.stop()
 
 
-def test_daphne_sends_no_server_banner_and_answers_head_and_405_as_json(node):
+def test_daphne_sends_no_server_banner_and_answers_head_and_405_as_json(edge):
+    node, _ = edge
     with httpx.Client(base_url=node.url, timeout=10) as client:
         for path in ["/", "/api/viruses/", "/healthz"]:
             head = client.head(path)
@@ -42,13 +40,16 @@ def test_daphne_sends_no_server_banner_and_answers_head_and_405_as_json(node):
     assert "server" not in refused.headers
 
 
-def test_nginx_hides_its_version(proxy):
+def test_nginx_hides_its_version(edge):
+    _, proxy = edge
     response = httpx.get(proxy.url + "/healthz", timeout=10)
     assert response.status_code == 200
     assert response.headers["server"] == "nginx"  # server_tokens off: no version
 
 
-def test_nginx_limits_api_requests_per_address(proxy):
+def test_nginx_limits_api_requests_per_address(edge):
+    _, proxy = edge
+
     # 20/s with a burst of 40: 120 requests at once cannot all pass, the first 41 do.
     async def burst():
         async with httpx.AsyncClient(base_url=proxy.url, timeout=20) as client:
@@ -61,7 +62,9 @@ def test_nginx_limits_api_requests_per_address(proxy):
     assert httpx.get(proxy.url + "/", timeout=10).status_code == 200
 
 
-async def test_nginx_limits_websocket_handshakes_per_address(proxy):
+async def test_nginx_limits_websocket_handshakes_per_address(edge):
+    _, proxy = edge
+
     # 5/s with a burst of 30: 60 handshakes at once cannot all pass.
     async def handshake():
         try:
