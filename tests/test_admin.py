@@ -43,7 +43,7 @@ async def test_delete_from_the_change_page_pushes_the_kill(admin_client, pushes)
     response = await database_sync_to_async(admin_client.post)(
         f"/admin/viruses/virus/{virus.id}/delete/", {"post": "yes"}
     )
-    assert response.status_code == 302
+    assert (response.status_code, response.url) == (302, "/admin/viruses/virus/")  # back to the list
     assert (await pushes.receive()) | {"seq": 0} == {"type": "virus.killed", "seq": 0, "id": str(virus.id)}
 
 

@@ -55,8 +55,9 @@ class VirusAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
-        # Moving or recolouring a live virus would not be pushed: pages are view-only.
-        return False
+        # A moved or recoloured virus would not be pushed: a virus's own page is view-only.
+        # The list stays changeable (kills, spawns), and Django returns there after a delete.
+        return obj is None and super().has_change_permission(request)
 
     def has_spawn_permission(self, request):
         return super().has_add_permission(request)
