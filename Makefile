@@ -37,7 +37,7 @@ serve: $(STAMP)
 	set -x; \
 	$(BIN)/python manage.py migrate --no-input && \
 	$(BIN)/python manage.py collectstatic --no-input -v0 && \
-	exec $(BIN)/daphne -b $(SERVE_HOST) -p $(SERVE_PORT) --websocket-max-message-size 65536 \
+	exec $(BIN)/daphne -b $(SERVE_HOST) -p $(SERVE_PORT) --no-server-name \
 		--ping-interval 20 --ping-timeout 30 --application-close-timeout 10 $(DAPHNE_ARGS) \
 		virusgame.asgi:application
 

@@ -100,9 +100,9 @@ def nginx_binary() -> str | None:
 def site_for_test(ports: list[int], listen_port: int) -> str:
     """deploy/nginx/virusgame.conf with the upstream on TCP ports and plain HTTP on loopback.
 
-    Kept: the WebSocket upgrade map, the upstream's balancing, every proxy_* directive and
-    every location. Dropped: the port-80 redirect server and the ssl_* lines. A change to
-    the file's shape that breaks this breaks the test, which is the point.
+    Kept: the WebSocket upgrade map, the limit zones, the upstream's balancing, every proxy_*
+    directive and every location. Dropped: the port-80 redirect server and the ssl_* lines.
+    A change to the file's shape that breaks this breaks the test, which is the point.
     """
     text = "\n".join(line for line in SITE.read_text().splitlines() if not line.strip().startswith("#"))
     blocks = _top_level_blocks(text)
@@ -125,7 +125,8 @@ def site_for_test(ports: list[int], listen_port: int) -> str:
             body = re.sub(r"\n\s*ssl_[a-z_]+ [^;]*;", "", body)
             out.append(f"server {{\n    listen 127.0.0.1:{listen_port};{body}}}")
     assert [b.split()[0] for b in out] == ["map", "upstream", "server"], out
-    return "\n\n".join(out) + "\n"
+    zones = re.findall(r"^\s*(limit_(?:req|conn)_zone\s[^;]*;)", text, re.MULTILINE)
+    return "\n\n".join([*zones, *out]) + "\n"
 
 
 def _top_level_blocks(text: str) -> list[tuple[str, str]]:

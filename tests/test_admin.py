@@ -1,12 +1,26 @@
-"""The Django admin is one more writer: its kills and spawns are pushed like any other."""
+"""The Django admin is one more writer: its kills and spawns are pushed like any other.
+
+Async tests reach the database only through `database_sync_to_async`, which closes its
+connection afterwards: the async ORM (`acount()`, `async for`) would leave one open in
+asgiref's worker thread, and PostgreSQL then refuses to drop the test database.
+"""
 
 import pytest
 from channels.db import database_sync_to_async
+from django.contrib.auth.models import Permission
+from django.test import Client
 
 from viruses import services
 from viruses.models import Connection, Virus
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+SPAWN_URL = "/admin/viruses/virus/spawn/"
+
+
+@database_sync_to_async
+def virus_ids() -> list:
+    return list(Virus.objects.values_list("id", flat=True))
 
 
 async def test_bulk_delete_action_pushes_each_kill(admin_client, pushes):
@@ -20,7 +34,7 @@ async def test_bulk_delete_action_pushes_each_kill(admin_client, pushes):
     killed = {(await pushes.receive())["id"] for _ in range(2)}
     assert killed == {str(v.id) for v in viruses[:2]}
     assert await pushes.nothing()
-    assert [v.id async for v in Virus.objects.all()] == [viruses[2].id]
+    assert await virus_ids() == [viruses[2].id]
 
 
 async def test_delete_from_the_change_page_pushes_the_kill(admin_client, pushes):
@@ -29,19 +43,41 @@ async def test_delete_from_the_change_page_pushes_the_kill(admin_client, pushes)
     response = await database_sync_to_async(admin_client.post)(
         f"/admin/viruses/virus/{virus.id}/delete/", {"post": "yes"}
     )
-    assert response.status_code == 302
+    assert (response.status_code, response.url) == (302, "/admin/viruses/virus/")  # back to the list
     assert (await pushes.receive()) | {"seq": 0} == {"type": "virus.killed", "seq": 0, "id": str(virus.id)}
 
 
-async def test_spawn_action_creates_and_pushes_five(admin_client, pushes):
-    response = await database_sync_to_async(admin_client.post)(
-        "/admin/viruses/virus/",
-        {"action": "spawn_five", "_selected_action": ["00000000-0000-0000-0000-000000000000"]},
-    )
-    assert response.status_code == 302
+async def test_spawn_button_on_an_empty_playground_creates_and_pushes_five(admin_client, pushes):
+    page = await database_sync_to_async(admin_client.get)("/admin/viruses/virus/")
+    assert f'action="{SPAWN_URL}"' in page.content.decode()
+    response = await database_sync_to_async(admin_client.post)(SPAWN_URL, follow=True)
+    assert response.redirect_chain == [("/admin/viruses/virus/", 302)]
+    assert "Spawned 5 viruses." in response.content.decode()
     created = [await pushes.receive() for _ in range(5)]
     assert {m["type"] for m in created} == {"virus.created"}
-    assert await Virus.objects.acount() == 5
+    assert len(await virus_ids()) == 5
+
+
+def test_spawn_button_stops_at_the_alive_cap_and_says_so(admin_client, settings):
+    settings.VIRUS_MAX_ALIVE = 3
+    services.virus_create()
+    page = admin_client.post(SPAWN_URL, follow=True).content.decode()
+    assert "Spawned 2: the playground is full (3 viruses)." in page
+    assert Virus.objects.count() == 3
+
+
+def test_spawn_needs_post_csrf_and_the_add_permission(admin_user, django_user_model):
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(admin_user)
+    assert strict.get(SPAWN_URL).status_code == 405
+    assert strict.post(SPAWN_URL).status_code == 403  # no CSRF token
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_virus"))
+    client = Client()
+    client.force_login(viewer)
+    assert "Spawn 5 viruses" not in client.get("/admin/viruses/virus/").content.decode()
+    assert client.post(SPAWN_URL).status_code == 403
+    assert Virus.objects.count() == 0
 
 
 def test_virus_list_searches_by_id_and_tolerates_garbage(admin_client):
@@ -55,10 +91,18 @@ def test_virus_list_searches_by_id_and_tolerates_garbage(admin_client):
 
 
 def test_viruses_cannot_be_added_or_edited_around_the_rules(admin_client):
-    virus = services.virus_create()
+    virus = services.virus_create(kind=3)
     assert admin_client.get("/admin/viruses/virus/add/").status_code == 403
     page = admin_client.get(f"/admin/viruses/virus/{virus.id}/change/").content.decode()
     assert 'name="x"' not in page
+    assert 'name="_save"' not in page and 'name="_continue"' not in page
+    assert "purple" in page  # kind shown as the colour the page draws
+    before = (virus.kind, virus.x)
+    admin_client.post(f"/admin/viruses/virus/{virus.id}/change/", {"kind": 0, "x": 1, "_save": "Save"})
+    virus.refresh_from_db()
+    assert (virus.kind, virus.x) == before
+    listing = admin_client.get("/admin/viruses/virus/", {"kind": 3}).content.decode()
+    assert "purple" in listing and "1 virus" in listing
 
 
 def test_connections_are_listed_read_only(admin_client):
@@ -74,3 +118,38 @@ def test_connections_are_listed_read_only(admin_client):
     assert page.status_code == 200
     assert "203.0.113.9" in page.content.decode()
     assert admin_client.get("/admin/viruses/connection/add/").status_code == 403
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def login(address: str, username: str, password: str):
+    client = Client(REMOTE_ADDR=address)
+    response = client.post("/admin/login/?next=/admin/", {"username": username, "password": password})
+    return response, client
+
+
+def test_admin_login_locks_a_user_and_address_out_after_five_failures(django_user_model, caplog):
+    for name in ("boss", "other"):
+        django_user_model.objects.create_superuser(name, password="right-horse-battery")
+    for _ in range(6):
+        response, _ = login("203.0.113.5", "boss", "wrong")
+        assert response.status_code in (200, 429)  # the form again, then locked
+    assert response.status_code == 429
+    response, client = login("203.0.113.5", "boss", "right-horse-battery")
+    assert response.status_code == 429
+    assert client.get("/admin/").status_code == 302  # not logged in
+    # Per user and address: the same user elsewhere, another user here, both get in.
+    assert login("198.51.100.7", "boss", "right-horse-battery")[0].status_code == 302
+    assert login("203.0.113.5", "other", "right-horse-battery")[0].status_code == 302
+    locked = [r.getMessage() for r in caplog.records if "admin.locked_out" in r.getMessage()]
+    assert locked and locked[0] == "event=admin.locked_out client=203.0.113.5 username=boss"
+
+
+def test_admin_login_failures_below_the_limit_do_not_lock(django_user_model):
+    django_user_model.objects.create_superuser("boss", password="right-horse-battery")
+    for _ in range(4):
+        assert login("203.0.113.5", "boss", "wrong")[0].status_code == 200
+    assert login("203.0.113.5", "boss", "right-horse-battery")[0].status_code == 302

@@ -107,14 +107,51 @@ def test_rate_limit_answers_429_with_retry_after(browser, settings):
     assert Virus.objects.count() == 3
 
 
-def test_wrong_method_is_refused(browser):
-    assert browser.get(f"/api/viruses/{uuid.uuid4()}/").status_code == 405
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("get", f"/api/viruses/{uuid.uuid4()}/", "DELETE"),
+        ("put", "/api/viruses/", "GET, POST, HEAD"),
+        ("post", "/healthz", "GET, HEAD"),
+        ("delete", "/", "GET, HEAD"),
+    ],
+)
+def test_wrong_method_is_refused_as_json_naming_the_allowed_ones(browser, method, path, allow):
+    response = getattr(browser, method)(path, headers={"x-csrftoken": browser.token})
+    assert response.status_code == 405
+    assert response["Allow"] == allow
+    assert response.json() == {"error": f"method {method.upper()} not allowed here"}
+
+
+@pytest.mark.parametrize("path", ["/", "/api/viruses/", "/healthz"])
+def test_get_endpoints_answer_head(browser, path):
+    response = browser.head(path)
+    assert response.status_code == 200
+    assert response["Content-Type"] == browser.get(path)["Content-Type"]
+
+
+def test_csrf_cookie_is_http_only_and_the_page_carries_the_token(browser):
+    page = browser.get("/")
+    assert page.cookies["csrftoken"]["httponly"] is True
+    assert 'name="csrf-token" content="' in page.content.decode()
 
 
 def test_healthz_reports_database_and_channel_layer(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"database": "ok", "channel_layer": "ok"}
+
+
+def test_healthz_details_only_for_monitoring_addresses(settings):
+    import ipaddress
+
+    settings.HEALTHZ_DETAILS_FROM = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1")]
+    for monitor in ("10.1.2.3", "::1"):
+        response = Client(REMOTE_ADDR=monitor).get("/healthz")
+        assert response.json() == {"database": "ok", "channel_layer": "ok"}, monitor
+    for stranger in ("203.0.113.9", "not-an-address"):
+        response = Client(REMOTE_ADDR=stranger).get("/healthz")
+        assert (response.status_code, response.json()) == (200, {"status": "ok"}), stranger
 
 
 def test_healthz_names_an_unreachable_channel_layer(client, settings, unused_tcp_port):

@@ -63,6 +63,21 @@ def test_check_deploy_is_clean_for_the_documented_production_environment():
     assert "security.W018" in result.stderr
 
 
+def test_check_warns_when_secure_cookies_have_no_https_setting():
+    env = documented_env()
+    https = ("DJANGO_BEHIND_TLS_PROXY", "DJANGO_SECURE_SSL_REDIRECT")
+    plain = {k: v for k, v in env.items() if k not in https}
+    result = run_manage(plain, "check")
+    assert result.returncode == 0  # a warning: the server may still start
+    assert "viruses.W002" in result.stderr and "DJANGO_BEHIND_TLS_PROXY=true" in result.stderr
+    for fixed in [
+        {"DJANGO_BEHIND_TLS_PROXY": "true"},
+        {"DJANGO_SECURE_SSL_REDIRECT": "true"},
+        {"DJANGO_SECURE_COOKIES": "false"},
+    ]:
+        assert "viruses.W002" not in run_manage({**plain, **fixed}, "check").stderr, fixed
+
+
 def test_production_settings_refuse_to_start_without_a_secret_key():
     env = documented_env()
     del env["DJANGO_SECRET_KEY"]
@@ -108,8 +123,8 @@ def test_make_serve_migrates_collects_static_and_serves_with_debug_off(game_env,
         assert missing.status_code == 404
         assert "Traceback" not in missing.text and "URLconf" not in missing.text  # DEBUG is off
         assert (static_root / "staticfiles.json").exists()
-        # daphne got the deploy kit's message-size limit.
-        assert "--websocket-max-message-size 65536" in (tmp_path / "serve.log").read_text()
+        # No message-size flag: it would cap the snapshots daphne sends (issue 13.3).
+        assert "--websocket-max-message-size" not in (tmp_path / "serve.log").read_text()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(15)
@@ -119,14 +134,15 @@ def test_make_serve_migrates_collects_static_and_serves_with_debug_off(game_env,
 def test_deploy_kit_runs_daphne_with_the_flags_that_matter():
     unit = nodes.unit_daphne_args()
     assert "--proxy-headers" in unit
-    assert unit[unit.index("--websocket-max-message-size") + 1] == "65536"
     ping = int(unit[unit.index("--ping-interval") + 1])
     site = nodes.SITE.read_text()
     assert int(re.search(r"proxy_read_timeout (\d+)s;", site).group(1)) > ping
     assert "X-Forwarded-For   $remote_addr;" in site  # overwritten, never appended
-    procfile = (harness.ROOT / "Procfile").read_text()
-    assert "--websocket-max-message-size 65536" in procfile
-    assert "--websocket-max-message-size 65536" in (harness.ROOT / "Makefile").read_text()
+    # daphne's message-size limit caps what it sends too: a full playground's snapshot
+    # must never meet a lowered one (issue 13.3).
+    for launcher in [" ".join(unit), (harness.ROOT / "Procfile").read_text(), harness.ROOT / "Makefile"]:
+        text = launcher.read_text() if isinstance(launcher, Path) else launcher
+        assert "--websocket-max-message-size" not in text
 
 
 def test_deploy_kit_spawns_three_per_minute_once_per_window_everywhere():
@@ -236,8 +252,16 @@ async def test_websocket_origin_allow_list_comes_from_settings(start_node):
     node = start_node(DJANGO_WS_ALLOWED_ORIGINS="https://game.example.com")
     async with websockets.connect(node.ws_url, origin="https://game.example.com") as ws:
         assert json.loads(await ws.recv())["type"] == "snapshot"
-    # Host names in DJANGO_ALLOWED_HOSTS no longer suffice, nor another scheme or no Origin.
-    for origin in ["http://game.example.com", node.url, "https://evil.example", None]:
+    async with websockets.connect(node.ws_url, origin="https://game.example.com:443") as ws:
+        assert json.loads(await ws.recv())["type"] == "snapshot"
+    # Host names in DJANGO_ALLOWED_HOSTS no longer suffice, nor another scheme, port or no Origin.
+    for origin in [
+        "http://game.example.com",
+        "https://game.example.com:8443",
+        node.url,
+        "https://evil.example",
+        None,
+    ]:
         with pytest.raises(websockets.InvalidStatus) as refused:
             async with websockets.connect(node.ws_url, origin=origin):
                 pass
@@ -253,19 +277,32 @@ async def test_websocket_origins_default_to_the_allowed_hosts(game):
                 pass
 
 
-async def test_oversize_message_is_stopped_by_daphne_with_the_deploy_flags(start_node):
-    node = start_node()  # --websocket-max-message-size 65536, as deployed
+async def test_a_full_playground_of_2000_viruses_reaches_a_new_socket_in_one_snapshot(start_node):
+    node = start_node(VIRUS_MAX_ALIVE="2000")  # the systemd unit's flags
+    fill = "from viruses import services\nfor _ in range(2000): services.virus_create()"
+    await asyncio.to_thread(node.manage, "shell", "-c", fill, timeout=120)
     async with player(node) as alice:
-        await alice.send("x" * 60_000)  # under the cap: answered, socket open
-        assert (await alice.recv())["type"] == "error"
-        await alice.send(secrets.token_hex(40_000))  # 80 KB
-        # daphne (autobahn) fails the connection: it drops it, 1009 is not always sent.
-        assert await close_code(alice.ws) in (1006, 1009)
-    assert "reason=too_big" not in node.read_log()  # refused before the app saw it
+        assert len(alice.viruses) == 2000  # ~250 KB, far over the old 64 KiB flag
+        await alice.send({"type": "resync"})
+        again = await alice.recv()
+        assert again["type"] == "snapshot" and len(again["viruses"]) == 2000
 
 
-async def test_oversize_message_is_closed_by_the_app_without_the_flag(start_node):
-    node = start_node(daphne_args=[])  # daphne's default limit is 1 MiB
+def test_check_refuses_a_playground_whose_snapshot_cannot_be_sent():
+    env = documented_env()
+    assert run_manage({**env, "VIRUS_MAX_ALIVE": "6000"}, "check").returncode == 0
+    result = run_manage({**env, "VIRUS_MAX_ALIVE": "9000"}, "check")
+    assert result.returncode != 0
+    assert "viruses.E001" in result.stderr and "VIRUS_MAX_ALIVE=9000" in result.stderr
+    # The hint's way out works: the limit daphne is told to use, in the setting too.
+    raised = {**env, "VIRUS_MAX_ALIVE": "9000", "VIRUS_WS_MAX_MESSAGE_SIZE": "2000000"}
+    assert run_manage(raised, "check").returncode == 0
+    fewer = {**env, "VIRUS_MAX_ALIVE": "3000", "VIRUS_WS_MAX_MESSAGE_SIZE": "65536"}
+    assert "viruses.E001" in run_manage(fewer, "check").stderr
+
+
+async def test_oversize_message_is_closed_by_the_app(start_node):
+    node = start_node()  # the unit's flags: daphne's default limit, 1 MiB
     async with player(node) as alice:
         await alice.send(secrets.token_hex(40_000))
         assert await close_code(alice.ws) == 1009

@@ -1,29 +1,94 @@
 import contextlib
+import logging
 
+from axes.signals import user_locked_out
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.dispatch import receiver
+from django.shortcuts import redirect
+from django.urls import path
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.timesince import timesince
+from django.views.decorators.http import require_POST
 
 from . import services
+from .logs import kv
 from .models import Connection, Virus
 from .selectors import stale_before
+
+logger = logging.getLogger(__name__)
+
+# The page draws kind N in this colour (KIND_NAMES in viruses/static/viruses/game.js).
+KIND_COLOURS = ("green", "pink", "yellow", "purple", "blue", "orange")
+SPAWN_COUNT = 5
+
+
+class ColourFilter(admin.SimpleListFilter):
+    title = "colour"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return list(enumerate(KIND_COLOURS))
+
+    def queryset(self, request, queryset):
+        return queryset if self.value() is None else queryset.filter(kind=self.value())
 
 
 @admin.register(Virus)
 class VirusAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "x", "y", "created_at", "age"]
-    list_filter = ["kind", "created_at"]
+    list_display = ["id", "colour", "x", "y", "created_at", "age"]
+    list_filter = [ColourFilter, "created_at"]
     search_fields = ["=id"]
-    readonly_fields = ["id", "kind", "x", "y", "created_at"]
-    actions = ["spawn_five"]
+    fields = readonly_fields = ["id", "colour", "x", "y", "created_at", "age"]
+
+    @admin.display(description="colour", ordering="kind")
+    def colour(self, virus):
+        return KIND_COLOURS[virus.kind]
 
     @admin.display(description="age")
     def age(self, virus):
         return timesince(virus.created_at, timezone.now())
 
     def has_add_permission(self, request):
-        # Viruses are born through the game's rules (alive cap): use the spawn action.
+        # Viruses are born through the game's rules (alive cap): use the spawn button.
         return False
+
+    def has_change_permission(self, request, obj=None):
+        # A moved or recoloured virus would not be pushed: a virus's own page is view-only.
+        # The list stays changeable (kills, spawns), and Django returns there after a delete.
+        return obj is None and super().has_change_permission(request)
+
+    def has_spawn_permission(self, request):
+        return super().has_add_permission(request)
+
+    def get_urls(self):
+        spawn = path(
+            "spawn/",
+            self.admin_site.admin_view(self.spawn_view),
+            name=f"{self.opts.app_label}_{self.opts.model_name}_spawn",
+        )
+        return [spawn, *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {"can_spawn": self.has_spawn_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
+    @method_decorator(require_POST)
+    def spawn_view(self, request):
+        """Spawn viruses through the services layer (pushed like any other), up to the cap."""
+        if not self.has_spawn_permission(request):
+            raise PermissionDenied
+        created = 0
+        try:
+            for _ in range(SPAWN_COUNT):
+                services.virus_create()
+                created += 1
+        except services.AliveCapReached as exc:
+            self.message_user(request, f"Spawned {created}: {exc}.", messages.WARNING)
+        else:
+            self.message_user(request, f"Spawned {created} viruses.", messages.SUCCESS)
+        return redirect(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
 
     def delete_model(self, request, virus):
         self._kill([virus])
@@ -36,17 +101,6 @@ class VirusAdmin(admin.ModelAdmin):
             # Already killed by a player meanwhile: their kill was pushed, nothing to do.
             with contextlib.suppress(services.VirusNotFound):
                 services.virus_kill(virus_id=virus.pk)
-
-    @admin.action(description="Spawn five viruses")
-    def spawn_five(self, request, queryset):
-        created = 0
-        try:
-            for _ in range(5):
-                services.virus_create()
-                created += 1
-        except services.AliveCapReached as exc:
-            self.message_user(request, str(exc), messages.WARNING)
-        self.message_user(request, f"Spawned {created} viruses.")
 
 
 @admin.register(Connection)
@@ -67,3 +121,9 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@receiver(user_locked_out)
+def log_lockout(sender, request, username, ip_address, **kwargs):
+    """One short line per refused login (django-axes' own prose lines are silenced)."""
+    logger.warning(kv("admin.locked_out", client=ip_address, username=(username or "")[:64]))

@@ -2,17 +2,18 @@
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import math
 import uuid
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
-from django.views.decorators.http import require_GET, require_http_methods
 
 from . import messages, ratelimit, selectors, services
 from .logs import kv
@@ -42,6 +43,27 @@ def error(message: str, *, status: int) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+def allow(*methods: str):
+    """Refuse other methods with a JSON 405 and an `Allow` header; HEAD goes wherever GET does."""
+    allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if request.method not in allowed:
+                logger.info(
+                    kv("http.method_not_allowed", method=request.method[:16], path=request.path[:200])
+                )
+                response = error(f"method {request.method[:16]} not allowed here", status=405)
+                response["Allow"] = ", ".join(allowed)
+                return response
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
 def rate_limited(request, bucket: str) -> JsonResponse | None:
     """Take a token from the client's `bucket`; a 429 answer when it is empty."""
     address = request.META.get("REMOTE_ADDR", "")
@@ -56,15 +78,15 @@ def rate_limited(request, bucket: str) -> JsonResponse | None:
 
 
 @ensure_csrf_cookie
-@require_GET
+@allow("GET")
 def index(request):
     return render(request, "viruses/index.html")
 
 
-@require_http_methods(["GET", "POST"])
+@allow("GET", "POST")
 @json_errors
 def virus_collection(request):
-    if request.method == "GET":
+    if request.method != "POST":  # GET or HEAD
         if limited := rate_limited(request, "snapshot"):
             return limited
         seq, viruses = selectors.virus_state()
@@ -75,7 +97,7 @@ def virus_collection(request):
     return JsonResponse(messages.virus_json(virus), status=201)
 
 
-@require_http_methods(["DELETE"])
+@allow("DELETE")
 @json_errors
 def virus_detail(request, virus_id: str):
     try:
@@ -88,14 +110,27 @@ def virus_detail(request, virus_id: str):
     return HttpResponse(status=204)
 
 
-@require_GET
+@allow("GET")
 def healthz(request):
     checks = {"database": _database_ok(), "channel_layer": _channel_layer_ok()}
     healthy = all(checks.values())
-    return JsonResponse(
-        {name: "ok" if ok else "down" for name, ok in checks.items()},
-        status=200 if healthy else 503,
-    )
+    if _may_see_details(request):
+        body = {name: "ok" if ok else "down" for name, ok in checks.items()}
+    else:
+        body = {"status": "ok" if healthy else "down"}
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+def _may_see_details(request) -> bool:
+    """Whether the client is a monitor (settings.HEALTHZ_DETAILS_FROM; empty: everyone)."""
+    networks = settings.HEALTHZ_DETAILS_FROM
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _database_ok() -> bool:

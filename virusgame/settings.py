@@ -1,6 +1,8 @@
 """Settings for the virus game, read from the environment (see README, "Configuration")."""
 
+import ipaddress
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -28,6 +30,13 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in env_list(name)]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must list addresses or networks: {exc}") from None
+
+
 DEBUG = env_bool("DJANGO_DEBUG")
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
@@ -53,6 +62,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "viruses",
 ]
 
@@ -66,6 +76,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "viruses.middleware.content_security_policy",
+    # Last, as django-axes asks: it turns a lockout found during login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "virusgame.urls"
@@ -158,6 +170,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Admin login throttling (django-axes): after DJANGO_LOGIN_FAILURE_LIMIT wrong passwords for
+# one user name from one address, that pair is refused (429) for DJANGO_LOGIN_LOCKOUT_MINUTES,
+# even with the right password. Per pair, so a stranger cannot lock the real admin out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("DJANGO_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The client address is REMOTE_ADDR, which daphne --proxy-headers takes from nginx.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -188,6 +214,11 @@ SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD")
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# The page reads the token from its <meta> tag: scripts never need the cookie.
+CSRF_COOKIE_HTTPONLY = True
+# Addresses or networks (monitors, the balancer) that /healthz tells which part is down;
+# others get only {"status": "ok" | "down"}. Empty: everyone gets the details.
+HEALTHZ_DETAILS_FROM = env_networks("DJANGO_HEALTHZ_DETAILS_FROM")
 # Set on the game's HTML pages (viruses/middleware.py); the admin keeps its own inline styles.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; "
@@ -208,6 +239,10 @@ VIRUS_SNAPSHOT_BURST = env_int("VIRUS_SNAPSHOT_BURST", 30)
 VIRUS_PRESENCE_HEARTBEAT = env_int("VIRUS_PRESENCE_HEARTBEAT", 15)
 # Open WebSockets per client address (all nodes together); more are closed with 1008. 0 = no cap.
 VIRUS_MAX_CONNECTIONS_PER_ADDRESS = env_int("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", 20)
+# daphne's --websocket-max-message-size (its default: 1 MiB). It caps what the server sends
+# as well as what it receives, so a snapshot of VIRUS_MAX_ALIVE viruses must fit in it
+# (system check viruses.E001); the app refuses client messages over 64 KiB by itself.
+VIRUS_WS_MAX_MESSAGE_SIZE = env_int("VIRUS_WS_MAX_MESSAGE_SIZE", 1024 * 1024)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {
@@ -234,6 +269,9 @@ LOGGING = {
         "django.server": {"handlers": [], "propagate": True},
         # `runserver` prints its own access log line; this one would repeat it.
         "django.channels.server": {"level": "WARNING"},
+        # django-axes logs every attempt in prose, with the client's user name; the lockout
+        # is logged once as event=admin.locked_out (viruses/admin.py).
+        "axes": {"level": "ERROR"},
     },
 }
 CSRF_FAILURE_VIEW = "viruses.views.csrf_failure"
