@@ -18,6 +18,7 @@ import websockets
 
 from tests import harness, nodes
 from tests.harness import player
+from tools import servers
 from viruses import broadcast, logs
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,17 +38,9 @@ def documented_env() -> dict[str, str]:
 
 
 def run_manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VIRUS_", "REDIS_", "DATABASE_"))
-    }
-    return subprocess.run(
-        [harness.PYTHON, "manage.py", *args],
-        cwd=harness.ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """`manage.py` with `env` alone as the project's settings (none leak in from ours)."""
+    env = {**servers.clean_environ(), **env}
+    return servers.manage(env, *args, capture_output=True, text=True, timeout=60)
 
 
 def test_check_deploy_is_clean_for_the_documented_production_environment():
