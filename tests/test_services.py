@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from viruses import services
 from viruses.models import Virus
@@ -41,6 +42,6 @@ def test_kill_of_unknown_virus_is_not_found():
 
 
 def test_out_of_range_kind_is_refused():
-    with pytest.raises(Exception, match="kind"):
+    with pytest.raises(ValidationError, match="kind"):
         services.virus_create(kind=6)
     assert Virus.objects.count() == 0

@@ -1,7 +1,7 @@
 """Every committed change is numbered and pushed once; a rolled-back one never is."""
 
 import pytest
-from channels.db import database_sync_to_async as sync_to_async
+from channels.db import database_sync_to_async
 from django.db import transaction
 
 from viruses import selectors, services
@@ -14,12 +14,12 @@ class Boom(Exception):
     pass
 
 
-@sync_to_async
+@database_sync_to_async
 def create():
     return services.virus_create()
 
 
-@sync_to_async
+@database_sync_to_async
 def current_seq():
     return selectors.virus_state()[0]
 
@@ -44,7 +44,7 @@ async def test_create_pushes_the_virus_with_the_next_seq(pushes):
 async def test_kill_pushes_the_id_it_had_while_the_row_existed(pushes):
     virus = await create()
     await pushes.receive()
-    await sync_to_async(services.virus_kill)(virus_id=virus.id)
+    await database_sync_to_async(services.virus_kill)(virus_id=virus.id)
     message = await pushes.receive()
     assert message["type"] == "virus.killed"
     assert message["id"] == str(virus.id)
@@ -54,7 +54,7 @@ async def test_kill_pushes_the_id_it_had_while_the_row_existed(pushes):
 async def test_rolled_back_create_is_not_pushed_and_consumes_no_seq(pushes):
     before = await current_seq()
 
-    @sync_to_async
+    @database_sync_to_async
     def create_then_fail():
         with transaction.atomic():
             services.virus_create()
@@ -72,7 +72,7 @@ async def test_rolled_back_kill_is_not_pushed(pushes):
     virus = await create()
     await pushes.receive()
 
-    @sync_to_async
+    @database_sync_to_async
     def kill_then_fail():
         with transaction.atomic():
             services.virus_kill(virus_id=virus.id)
@@ -87,8 +87,8 @@ async def test_rolled_back_kill_is_not_pushed(pushes):
 async def test_shell_style_writes_in_autocommit_are_numbered_and_pushed(pushes):
     """`Virus.objects.create()` and `.delete()` outside any transaction, as in a shell."""
     before = await current_seq()
-    virus = await sync_to_async(Virus.objects.create)(kind=2, x=10, y=20)
-    await sync_to_async(Virus.objects.filter(pk=virus.pk).delete)()
+    virus = await database_sync_to_async(Virus.objects.create)(kind=2, x=10, y=20)
+    await database_sync_to_async(Virus.objects.filter(pk=virus.pk).delete)()
     created, killed = await pushes.receive(), await pushes.receive()
     assert (created["type"], created["seq"]) == ("virus.created", before + 1)
     assert (killed["type"], killed["seq"], killed["id"]) == ("virus.killed", before + 2, str(virus.id))
@@ -97,7 +97,7 @@ async def test_shell_style_writes_in_autocommit_are_numbered_and_pushed(pushes):
 async def test_seq_is_gap_free_across_mixed_commits_and_rollbacks(pushes):
     before = await current_seq()
 
-    @sync_to_async
+    @database_sync_to_async
     def churn():
         kept = []
         for i in range(10):
