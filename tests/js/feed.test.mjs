@@ -54,6 +54,14 @@ function setup({ canSend = true } = {}) {
   return { feed, timers, log };
 }
 
+// A feed at seq 1 that has received change 3: a hole where 2 should be.
+function withHole(options) {
+  const harness = setup(options);
+  harness.feed.snapshot(1);
+  harness.feed.receive(created(3));
+  return harness;
+}
+
 const created = (seq) => ({ type: "virus.created", seq, virus: { id: `v${seq}` } });
 
 test("changes in order are applied on top of the snapshot, old ones ignored", () => {
@@ -65,9 +73,7 @@ test("changes in order are applied on top of the snapshot, old ones ignored", ()
 });
 
 test("a change ahead of a hole waits for the hole and no resync follows once it is filled", () => {
-  const { feed, timers, log } = setup();
-  feed.snapshot(1);
-  feed.receive(created(3));
+  const { feed, timers, log } = withHole();
   assert.deepEqual(log.applied, []);
   timers.advance(1000);
   feed.receive(created(2));
@@ -78,9 +84,7 @@ test("a change ahead of a hole waits for the hole and no resync follows once it 
 });
 
 test("a hole open for the gap timeout asks once for a resync, counted from when it opened", () => {
-  const { feed, timers, log } = setup();
-  feed.snapshot(1);
-  feed.receive(created(3));
+  const { feed, timers, log } = withHole();
   timers.advance(1000);
   feed.receive(created(5)); // a second hole does not restart the timer
   timers.advance(499);
@@ -92,9 +96,7 @@ test("a hole open for the gap timeout asks once for a resync, counted from when 
 });
 
 test("the snapshot answering a resync replaces the state and keeps only later changes", () => {
-  const { feed, timers, log } = setup();
-  feed.snapshot(1);
-  feed.receive(created(3));
+  const { feed, timers, log } = withHole();
   feed.receive(created(6));
   timers.advance(1500);
   feed.snapshot(5);
@@ -106,9 +108,7 @@ test("the snapshot answering a resync replaces the state and keeps only later ch
 });
 
 test("a resync nobody answers declares the socket wedged", () => {
-  const { feed, timers, log } = setup();
-  feed.snapshot(1);
-  feed.receive(created(3));
+  const { feed, timers, log } = withHole();
   timers.advance(1500 + 4999);
   assert.equal(log.wedged, 0);
   timers.advance(1);
@@ -116,9 +116,7 @@ test("a resync nobody answers declares the socket wedged", () => {
 });
 
 test("a resync that cannot be sent waits for the reconnect's snapshot", () => {
-  const { feed, timers, log } = setup({ canSend: false });
-  feed.snapshot(1);
-  feed.receive(created(3));
+  const { feed, timers, log } = withHole({ canSend: false });
   timers.advance(10000);
   assert.equal(log.wedged, 0);
 });
