@@ -19,6 +19,7 @@ import websockets
 from tests import harness, nodes
 from tests.harness import player
 from tools import servers
+from tools.gameclient import decode
 from viruses import broadcast, logs
 
 pytestmark = pytest.mark.timeout(120)
@@ -228,7 +229,7 @@ async def close_code(ws, timeout: float = 10) -> int | None:
 async def test_websocket_origin_allow_list_comes_from_settings(start_node):
     node = start_node(DJANGO_WS_ALLOWED_ORIGINS="https://game.example.com")
     async with websockets.connect(node.ws_url, origin="https://game.example.com") as ws:
-        assert json.loads(await ws.recv())["type"] == "snapshot"
+        assert decode(await ws.recv())[0]["type"] == "snapshot"
     # Host names in DJANGO_ALLOWED_HOSTS no longer suffice, nor another scheme or no Origin.
     for origin in ["http://game.example.com", node.url, "https://evil.example", None]:
         with pytest.raises(websockets.InvalidStatus) as refused:
@@ -239,7 +240,7 @@ async def test_websocket_origin_allow_list_comes_from_settings(start_node):
 
 async def test_websocket_origins_default_to_the_allowed_hosts(game):
     async with websockets.connect(game.ws_url, origin="https://localhost:8443") as ws:
-        assert json.loads(await ws.recv())["type"] == "snapshot"
+        assert decode(await ws.recv())[0]["type"] == "snapshot"
     for origin in ["https://localhost.evil.example", None]:
         with pytest.raises(websockets.InvalidStatus):
             async with websockets.connect(game.ws_url, origin=origin):
@@ -285,16 +286,16 @@ async def test_connections_per_client_address_are_capped(start_node):
 
     async with connect("203.0.113.7") as first, connect("203.0.113.7") as second:
         for ws in (first, second):
-            assert json.loads(await ws.recv())["type"] == "snapshot"
+            assert decode(await ws.recv())[0]["type"] == "snapshot"
         async with connect("203.0.113.7") as third:
             assert await close_code(third) == 1008
         async with connect("203.0.113.8") as other:  # another player is not affected
-            assert json.loads(await other.recv())["type"] == "snapshot"
+            assert decode(await other.recv())[0]["type"] == "snapshot"
         await first.close()
         for _ in range(50):  # the closed socket's row goes within moments
             async with connect("203.0.113.7") as again:
                 try:
-                    assert json.loads(await asyncio.wait_for(again.recv(), 10))["type"] == "snapshot"
+                    assert decode(await asyncio.wait_for(again.recv(), 10))[0]["type"] == "snapshot"
                     break
                 except websockets.ConnectionClosed:
                     pass

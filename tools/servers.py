@@ -181,12 +181,16 @@ class GameServer(ChildProcess):
         self.name = name
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20) -> "GameServer":
+    def launch(self) -> "GameServer":
+        """Start the process without waiting for it (start several, then `wait_ready` each)."""
         self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             self.argv, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
-        self.wait_ready(timeout)
+        return self
+
+    def start(self, timeout: float = 20) -> "GameServer":
+        self.launch().wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float = 20) -> None:
@@ -220,7 +224,7 @@ class Api:
         self.client = client_class(base_url=base_url, timeout=30, limits=limits)
         self.asynchronous = asynchronous
         self.check = check
-        self.headers = {"Referer": base_url + "/"}
+        self.csrf_headers = {"Referer": base_url + "/"}
         self.statuses: list[int] = []
 
     def start(self):
@@ -239,6 +243,10 @@ class Api:
     def get(self, path: str):
         return self._send("GET", path)
 
+    def headers(self) -> dict[str, str]:
+        """What a write needs besides the cookie: the CSRF token and a same-origin Referer."""
+        return dict(self.csrf_headers)
+
     def close(self):
         return self.client.aclose() if self.asynchronous else self.client.close()
 
@@ -250,11 +258,11 @@ class Api:
 
     def _take_token(self, response: httpx.Response) -> "Api":
         response.raise_for_status()
-        self.headers["X-CSRFToken"] = self.client.cookies["csrftoken"]
+        self.csrf_headers["X-CSRFToken"] = self.client.cookies["csrftoken"]
         return self
 
     def _send(self, method: str, path: str, then=None, record: bool = True):
-        request = self.client.build_request(method, path, headers=self.headers)
+        request = self.client.build_request(method, path, headers=self.headers())
         if self.asynchronous:
             return self._send_async(request, then, record)
         return self._answer(self.client.send(request), then, record)
