@@ -2,10 +2,10 @@
 
 Each player is a bare `asyncio.Protocol` speaking just the client side of RFC 6455 that
 the game needs (no extensions, unmasked server frames, masked client frames, ping/pong,
-close). A player keeps the state the contract lets it build (seq + viruses), applies
-changes in seq order, buffers changes that arrive ahead of a hole, and when a hole stays
-open for GAP_TIMEOUT asks for a fresh snapshot with `{"type": "resync"}` (at most one
-outstanding, spaced so the server's flood limit is never hit), like the game page does.
+close). A player keeps the state the contract lets it build with the page's rules
+(tools/gameclient.py's `Feed`): changes in seq order, held back ahead of a hole, and a
+`{"type": "resync"}` when a hole stays open for the gap timeout (at most one per timeout,
+well under the server's flood limit).
 
 Arrival times are taken when the bytes reach the process (`data_received`), before any
 parsing, so the client's own parsing does not inflate the measured fan-out.
@@ -17,9 +17,7 @@ import json
 import os
 import time
 
-GAP_TIMEOUT = 1.5  # s a hole in the seq stream may stay open before a resync (as game.js)
-RESYNC_SPACING = 0.6  # s between resyncs of one player: 20 per 10 s is the server's flood limit
-VIRUS_TYPES = ("virus.created", "virus.killed")
+from tools.gameclient import CHANGES, Feed, decode
 
 
 class Refused(Exception):
@@ -41,14 +39,8 @@ class Player(asyncio.Protocol):
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self.open = False
         self.close_code: int | None = None
-        # Game state.
-        self.seq = 0
-        self.viruses: dict[str, dict] = {}
-        self.online = 0
-        self.pending: dict[int, dict] = {}  # seq -> change that arrived ahead of a hole
+        self.feed = Feed()
         self.gap_timer: asyncio.TimerHandle | None = None
-        self.resync_pending = False
-        self.last_resync = -1e9
         self.resyncs = 0
         self.gaps = 0
         self.virus_messages = 0
@@ -115,7 +107,8 @@ class Player(asyncio.Protocol):
                 return
             data = b"".join(self.fragments)
             self.fragments = []
-            self.message(json.loads(data), now)
+            for message in decode(data):
+                self.message(message, now)
         elif opcode == 8:  # close
             self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
             self.write_frame(8, payload[:2])
@@ -156,83 +149,43 @@ class Player(asyncio.Protocol):
 
     def message(self, message: dict, now: float) -> None:
         kind = message.get("type")
-        if kind in VIRUS_TYPES:
+        if kind in CHANGES:
             self.virus_messages += 1
             key = (kind, message["virus"]["id"] if kind == "virus.created" else message["id"])
             self.swarm.arrived(key, now)
-            seq = message["seq"]
-            if seq <= self.seq:
-                return  # already applied, or included in the snapshot
-            if seq == self.seq + 1:
-                self.apply(message)
-                self.drain()
-            else:
-                # Ahead of a hole: keep it; resync only if the hole stays open (as the page does).
-                self.pending[seq] = message
-                self.arm_gap_timer()
-        elif kind == "snapshot":
-            self.seq = message["seq"]
-            self.viruses = {v["id"]: v for v in message["viruses"]}
-            self.online = message.get("online", 0)
-            self.resync_pending = False
-            for seq in [s for s in self.pending if s <= self.seq]:
-                del self.pending[seq]
-            self.drain()
-            if not self.ready.done():
-                self.open = True
-                self.ready.set_result(self)
-        elif kind == "presence":
-            self.online = message["online"]
         elif kind == "error":
             self.swarm.errors += 1
+        loop = asyncio.get_running_loop()
+        self.feed.receive(message, loop.time())
+        if kind == "snapshot" and not self.ready.done():
+            self.open = True
+            self.ready.set_result(self)
+        self.arm_gap_timer()
 
-    def apply(self, message: dict) -> None:
-        self.seq = message["seq"]
-        if message["type"] == "virus.created":
-            self.viruses[message["virus"]["id"]] = message["virus"]
-        else:
-            self.viruses.pop(message["id"], None)
-
-    def drain(self) -> None:
-        while self.seq + 1 in self.pending:
-            self.apply(self.pending.pop(self.seq + 1))
-        if not self.pending and self.gap_timer:
-            self.gap_timer.cancel()
-            self.gap_timer = None
-        elif self.pending:
-            self.arm_gap_timer()
+    seq = property(lambda self: self.feed.seq)
+    viruses = property(lambda self: self.feed.viruses)
+    behind = property(lambda self: self.feed.behind)
 
     def arm_gap_timer(self) -> None:
-        if self.gap_timer is None:
-            self.gap_timer = asyncio.get_running_loop().call_later(GAP_TIMEOUT, self.gap_expired)
+        """Keep the player's one timer due when the feed's resync is (none without a hole)."""
+        at = self.feed.resync_at
+        if at is None and self.gap_timer:
+            self.gap_timer.cancel()
+            self.gap_timer = None
+        elif at is not None and self.gap_timer is None:
+            self.gap_timer = asyncio.get_running_loop().call_at(at, self.gap_expired)
 
     def gap_expired(self) -> None:
         self.gap_timer = None
-        if self.pending:
-            self.gaps += 1
-            self.resync()
-
-    @property
-    def behind(self) -> bool:
-        return bool(self.pending) or self.resync_pending
-
-    def resync(self) -> None:
-        """Ask for a snapshot now, or as soon as the flood limit allows."""
-        if self.resync_pending or not self.open:
-            return
-        self.resync_pending = True
-        wait = self.last_resync + RESYNC_SPACING - time.monotonic()
-        if wait > 0:
-            asyncio.get_running_loop().call_later(wait, self._send_resync)
-        else:
-            self._send_resync()
-
-    def _send_resync(self) -> None:
         if not self.open:
-            return
-        self.last_resync = time.monotonic()
-        self.resyncs += 1
-        self.send_json({"type": "resync"})
+            return  # a closed player asks nothing more
+        now = asyncio.get_running_loop().time()
+        if self.feed.resync_due(now):
+            self.gaps += 1
+            self.resyncs += 1
+            self.feed.resync_sent(now)
+            self.send_json({"type": "resync"})
+        self.arm_gap_timer()
 
 
 class Swarm:

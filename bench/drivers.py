@@ -5,45 +5,32 @@ import random
 import uuid
 from datetime import UTC, datetime
 
-import httpx
 import redis.asyncio as aioredis
+
+from tools.servers import Api
 
 
 class HttpDriver:
-    """The real write path: the game's HTTP API, with the CSRF cookie a browser would have."""
+    """The real write path: the game's HTTP API as the page uses it (tools/servers.py's Api)."""
 
     def __init__(self, base_url: str, connections: int = 16):
-        self.base_url = base_url
-        self.http = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=30,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        )
-        self.headers: dict[str, str] = {}
+        self.api = Api(base_url, asynchronous=True, check=True, connections=connections)
 
     async def start(self) -> "HttpDriver":
-        (await self.http.get("/")).raise_for_status()
-        self.headers = {"X-CSRFToken": self.http.cookies["csrftoken"], "Referer": self.base_url + "/"}
+        await self.api.start()
         return self
 
     async def create(self) -> str:
-        response = await self.http.post("/api/viruses/", headers=self.headers)
-        if response.status_code != 201:
-            raise RuntimeError(f"POST /api/viruses/ answered {response.status_code}: {response.text[:200]}")
-        return response.json()["id"]
+        return (await self.api.create()).json()["id"]
 
     async def kill(self, virus_id: str) -> None:
-        response = await self.http.delete(f"/api/viruses/{virus_id}/", headers=self.headers)
-        if response.status_code != 204:
-            raise RuntimeError(f"DELETE answered {response.status_code}: {response.text[:200]}")
+        await self.api.kill(virus_id)
 
     async def state(self) -> dict:
-        response = await self.http.get("/api/viruses/")
-        response.raise_for_status()
-        return response.json()
+        return await self.api.list()
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.api.close()
 
 
 class FloorDriver(HttpDriver):

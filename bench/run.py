@@ -17,9 +17,7 @@ import asyncio
 import json
 import math
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +29,9 @@ import httpx
 from bench import report
 from bench.client import Swarm
 from bench.drivers import FloorDriver, HttpDriver
-from tests.harness import PYTHON, ROOT, Databases, GameServer, base_env
 from tools.local_redis import LocalRedis
+from tools.servers import DAPHNE, PYTHON, ROOT, Databases, GameServer, base_env, collectstatic, rss_mib
+from tools.servers import raise_open_files_limit as raise_open_files
 
 RESULTS = ROOT / "bench" / "results"
 SEED_VIRUSES = 50
@@ -72,26 +71,14 @@ def say(message: str) -> None:
 
 
 class BenchServer(GameServer):
-    """`GameServer` from the test harness, running any command (daphne or the floor)."""
+    """A server of the run (daphne or the floor), named for the report."""
 
     def __init__(self, name: str, env: dict[str, str], log_path: Path, argv: list[str]):
-        super().__init__(env, log_path)
-        self.name = name
-        self.argv = [arg.format(port=self.port) for arg in argv]
-
-    def start(self, timeout: float = 30) -> "BenchServer":
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
-        )
-        self.wait_ready(timeout)
-        return self
+        log_path.unlink(missing_ok=True)  # this run's log only
+        super().__init__(env, log_path, argv=argv, name=name)
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return rss_mib(self.process.pid)
 
 
 class CpuMonitor:
@@ -461,21 +448,8 @@ async def run_server(server: BenchServer, driver, profile: dict, redis_pid: int)
 # -- main ----------------------------------------------------------------------------------
 
 
-def raise_open_files() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def collectstatic(databases: Databases, root: Path) -> None:
-    env = base_env(database_url=databases.fresh(), redis_url="", DJANGO_STATIC_ROOT=str(root))
-    subprocess.run([PYTHON, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
-
-
 def server_specs(args, databases: Databases, redis_url: str, static_root: Path, logs: Path):
     """(name, server, driver factory) for each server of this run, in running order."""
-    daphne = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}"]
     common = {
         "DJANGO_STATIC_ROOT": str(static_root),
         "VIRUS_MAX_ALIVE": "100000",
@@ -497,12 +471,12 @@ def server_specs(args, databases: Databases, redis_url: str, static_root: Path, 
             DJANGO_SETTINGS_MODULE="bench.stock.settings",
             **common,
         )
-        server = BenchServer("stock", env, logs / "stock.log", [*daphne, "bench.stock.asgi:application"])
+        server = BenchServer("stock", env, logs / "stock.log", [*DAPHNE, "bench.stock.asgi:application"])
         specs.append((server, lambda s=server: HttpDriver(s.url)))
     if "project" in args.servers:
         extra = {"DJANGO_SETTINGS_MODULE": args.project_settings} if args.project_settings else {}
         env = base_env(database_url=databases.fresh(), redis_url=redis_url, **common, **extra)
-        server = BenchServer("project", env, logs / "project.log", [*daphne, args.project_app])
+        server = BenchServer("project", env, logs / "project.log", [*DAPHNE, args.project_app])
         specs.append((server, lambda s=server: HttpDriver(s.url)))
     return specs
 
@@ -525,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     profile_name = "quick" if args.quick else "full"
     profile = PROFILES[profile_name]
 
-    files = raise_open_files()
+    files = raise_open_files(1 << 20)
     say(f"bench ({profile_name}): open-file limit {files}, {os.cpu_count()} CPUs")
     work = Path(tempfile.mkdtemp(prefix="virusbench-"))
     logs = RESULTS / "logs"
@@ -547,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         static_root = work / "static"
-        collectstatic(databases, static_root)
+        collectstatic(databases.fresh(), static_root)
         for server, make_driver in server_specs(args, databases, redis.url, static_root, logs):
             results["servers"][server.name] = asyncio.run(
                 run_server(server, make_driver(), profile, redis.process.pid)

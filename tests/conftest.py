@@ -8,6 +8,7 @@ from channels.layers import channel_layers, get_channel_layer
 
 from tests import harness
 from tests.delivery import Cluster
+from tools import servers
 from viruses import broadcast
 
 
@@ -28,13 +29,7 @@ def databases(tmp_path_factory):
 @pytest.fixture(scope="session")
 def static_root(tmp_path_factory, databases):
     root = tmp_path_factory.mktemp("static")
-    env = harness.base_env(database_url=databases.fresh(), redis_url="", DJANGO_STATIC_ROOT=str(root))
-    harness.subprocess.run(
-        [harness.PYTHON, "manage.py", "collectstatic", "--no-input", "-v0"],
-        cwd=harness.ROOT,
-        env=env,
-        check=True,
-    )
+    servers.collectstatic(databases.fresh(), root)
     return root
 
 

@@ -1,16 +1,15 @@
 """Helpers for the delivery-guarantee tests: a page-like client, servers, counts that matter.
 
-`Player` follows the contract as the page (viruses/static/viruses/game.js) does: it applies
-changes in seq order, holds back changes that arrive ahead of a gap, sends `resync` when a
-gap is not filled within GAP_TIMEOUT, and when its socket closes it opens a new one (whose
-snapshot replaces everything). It records what it saw so tests can count it.
+`Player` follows the contract with the page's rules (tools/gameclient.py's `Feed`): changes
+in seq order, held back ahead of a gap, `resync` when a gap is not filled within
+GAP_TIMEOUT, and when its socket closes it opens a new one (whose snapshot replaces
+everything). It records what it saw so tests can count it.
 """
 
 import asyncio
 import contextlib
 import json
 import random
-import resource
 import sqlite3
 import time
 from pathlib import Path
@@ -20,10 +19,8 @@ import psycopg
 import redis
 import websockets
 
-from tests.harness import GameServer
-
-GAP_TIMEOUT = 1.5  # the page's GAP_TIMEOUT_MS
-CHANGES = ("virus.created", "virus.killed")
+from tools.gameclient import CHANGES, GAP_TIMEOUT, Feed, decode
+from tools.servers import GameServer, raise_open_files_limit, rss_mib  # noqa: F401 (re-exported)
 
 
 class Player:
@@ -32,11 +29,7 @@ class Player:
         self.name = name
         self.lose = lose  # fraction of change messages to throw away, as a lossy link would
         self.random = random.Random(seed)
-        self.seq: int | None = None
-        self.viruses: dict[str, dict] = {}
-        self.online = 0
-        self.ahead: dict[int, dict] = {}  # seq -> change that arrived ahead of a gap
-        self.gap_since: float | None = None
+        self.feed = Feed(GAP_TIMEOUT)
         self.changes: list[dict] = []  # every change message received, in arrival order
         self.snapshots = 0
         self.resyncs = 0
@@ -47,6 +40,10 @@ class Player:
         self.task: asyncio.Task | None = None
         self.stopping = False
         self.first_snapshot = asyncio.Event()
+
+    seq = property(lambda self: self.feed.seq)
+    viruses = property(lambda self: self.feed.viruses)
+    online = property(lambda self: self.feed.online)
 
     # Connection management -------------------------------------------------------------
 
@@ -78,8 +75,7 @@ class Player:
                 ) as ws:
                     self.ws = ws
                     self.connects += 1
-                    # This socket's snapshot rules: forget what an earlier socket left pending.
-                    self.seq, self.ahead, self.gap_since = None, {}, None
+                    self.feed.reset()
                     delay = 0.1
                     await self._read(ws)
             except websockets.ConnectionClosed as closed:
@@ -94,62 +90,30 @@ class Player:
 
     async def _read(self, ws) -> None:
         while True:
-            timeout = None
-            if self.gap_since is not None:
-                timeout = max(0.0, self.gap_since + GAP_TIMEOUT - time.monotonic())
+            resync_at = self.feed.resync_at
+            timeout = None if resync_at is None else max(0.0, resync_at - time.monotonic())
             try:
                 raw = await asyncio.wait_for(ws.recv(), timeout)
             except TimeoutError:
-                await self._resync(ws)
-                continue
-            self.handle(json.loads(raw))
-            if self.gap_since is not None and time.monotonic() - self.gap_since > GAP_TIMEOUT:
-                await self._resync(ws)
-
-    async def _resync(self, ws) -> None:
-        self.resyncs += 1
-        self.gap_since = time.monotonic()  # one outstanding resync per GAP_TIMEOUT
-        await ws.send(json.dumps({"type": "resync"}))
-
-    # Applying messages (the page's rules) ------------------------------------------------
+                pass
+            else:
+                for message in decode(raw):
+                    self.handle(message)
+            if self.feed.resync_due(time.monotonic()):
+                self.resyncs += 1
+                self.feed.resync_sent(time.monotonic())
+                await ws.send(json.dumps({"type": "resync"}))
 
     def handle(self, message: dict) -> None:
         kind = message["type"]
-        if kind == "snapshot":
-            self.snapshots += 1
-            self.seq = message["seq"]
-            self.viruses = {v["id"]: v for v in message["viruses"]}
-            self.online = message["online"]
-            self.ahead = {s: m for s, m in self.ahead.items() if s > self.seq}
-            self.gap_since = None
-            self._drain()
-            self.first_snapshot.set()
-        elif kind == "presence":
-            self.online = message["online"]
-        elif kind in CHANGES:
+        if kind in CHANGES:
             self.changes.append(message)
             if self.lose and self.random.random() < self.lose:
                 return  # lost on the way
-            if self.seq is None or message["seq"] <= self.seq:
-                return  # before our snapshot (it includes it) or already applied
-            self.ahead[message["seq"]] = message
-            self._drain()
-
-    def _drain(self) -> None:
-        if self.seq is None:
-            return
-        while self.seq + 1 in self.ahead:
-            message = self.ahead.pop(self.seq + 1)
-            self.seq = message["seq"]
-            if message["type"] == "virus.created":
-                self.viruses[message["virus"]["id"]] = message["virus"]
-            else:
-                self.viruses.pop(message["id"], None)
-        self.ahead = {s: m for s, m in self.ahead.items() if s > self.seq}
-        if self.ahead and self.gap_since is None:
-            self.gap_since = time.monotonic()
-        elif not self.ahead:
-            self.gap_since = None
+        self.feed.receive(message, time.monotonic())
+        if kind == "snapshot":
+            self.snapshots += 1
+            self.first_snapshot.set()
 
     # What tests look at ------------------------------------------------------------------
 
@@ -192,42 +156,6 @@ async def wait_for(predicate, timeout: float, what: str, interval: float = 0.1) 
         await asyncio.sleep(interval)
 
 
-class AsyncApi:
-    """The HTTP API as the page uses it (CSRF cookie and header), for concurrent requests."""
-
-    def __init__(self, server: GameServer):
-        self.server = server
-        self.client = httpx.AsyncClient(base_url=server.url, timeout=30)
-        self.token = ""
-        self.statuses: list[int] = []
-
-    async def __aenter__(self) -> "AsyncApi":
-        (await self.client.get("/")).raise_for_status()
-        self.token = self.client.cookies["csrftoken"]
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.client.aclose()
-
-    def headers(self) -> dict[str, str]:
-        return {"X-CSRFToken": self.token, "Referer": self.server.url + "/"}
-
-    async def create(self) -> httpx.Response:
-        response = await self.client.post("/api/viruses/", headers=self.headers())
-        self.statuses.append(response.status_code)
-        return response
-
-    async def kill(self, virus_id: str) -> httpx.Response:
-        response = await self.client.delete(f"/api/viruses/{virus_id}/", headers=self.headers())
-        self.statuses.append(response.status_code)
-        return response
-
-    async def get(self, path: str) -> httpx.Response:
-        response = await self.client.get(path)
-        self.statuses.append(response.status_code)
-        return response
-
-
 def tracebacks(*servers: GameServer) -> list[str]:
     """Log excerpts of every traceback the servers wrote (each one a 500 or a crashed consumer)."""
     found = []
@@ -249,22 +177,6 @@ def server_errors(*servers: GameServer) -> list[str]:
             if len(parts) > 1 and parts[1][:1] == "5" and not parts[1].startswith("503"):
                 lines.append(line)
     return lines
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def raise_open_files_limit(wanted: int = 8192) -> int:
-    """Raise this process's RLIMIT_NOFILE (children such as daphne inherit it); return it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def group_members(env: dict[str, str]) -> int:

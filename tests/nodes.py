@@ -42,39 +42,13 @@ class Node(harness.GameServer):
     """A daphne process started with the given flags (default: the systemd unit's)."""
 
     def __init__(self, env, log_path, port=None, daphne_args=None, application="virusgame.asgi:application"):
-        super().__init__(env, log_path, port)
-        self.daphne_args = unit_daphne_args() if daphne_args is None else list(daphne_args)
-        self.application = application
-
-    def launch(self) -> "Node":
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(
-            [
-                harness.PYTHON,
-                "-m",
-                "daphne",
-                *self.daphne_args,
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                self.application,
-            ],
-            cwd=harness.ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def start(self, timeout: float = 20) -> "Node":
-        self.launch()
-        self.wait_ready(timeout)
-        return self
+        args = unit_daphne_args() if daphne_args is None else list(daphne_args)
+        argv = [harness.PYTHON, "-m", "daphne", *args, "-b", "127.0.0.1", "-p", "{port}"]
+        super().__init__(env, log_path, port, argv=[*argv, application])
 
     def api(self, client_address: str | None = None) -> harness.Api:
         """A browser-like client; with `client_address`, as if behind a proxy that says so."""
-        api = harness.Api(self.url)
+        api = harness.Api(self.url).start()
         if client_address:
             api.client.headers["X-Forwarded-For"] = client_address
         return api

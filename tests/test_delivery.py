@@ -13,7 +13,8 @@ import time
 import pytest
 from channels_redis.core import RedisChannelLayer
 
-from tests.delivery import AsyncApi, Player, api_state, converge, db_scalar, rss_mib, wait_for
+from tests.delivery import Player, api_state, converge, db_scalar, rss_mib, wait_for
+from tools.servers import Api
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,7 +55,7 @@ async def test_seq_is_gap_free_and_in_commit_order_across_api_cron_and_shell(clu
     observer = await Player(first, name="observer").start()
 
     async def api_writer(server):
-        async with AsyncApi(server) as api:
+        async with Api(server.url, asynchronous=True) as api:
             created = [r.json()["id"] for r in await asyncio.gather(*(api.create() for _ in range(20)))]
             await asyncio.gather(*(api.kill(virus_id) for virus_id in created[:10]))
             return api.statuses
@@ -119,7 +120,7 @@ async def test_every_client_converges_after_a_burst_from_another_process(cluster
             await flaky.drop_connection()
 
     async def kill_some():
-        async with AsyncApi(server) as api:
+        async with Api(server.url, asynchronous=True) as api:
             for _ in range(40):
                 await wait_for(lambda: len(steady[0].viruses) > 0, 30, "a virus to kill")
                 await api.kill(next(iter(steady[0].viruses)))
@@ -155,7 +156,7 @@ async def test_every_client_converges_after_a_burst_from_another_process(cluster
 async def test_simultaneous_kills_of_one_virus_answer_204_once_and_push_once(cluster):
     first, second = cluster.start(2)
     observer = await Player(first, name="observer").start()
-    async with AsyncApi(first) as api_a, AsyncApi(second) as api_b:
+    async with Api(first.url, asynchronous=True) as api_a, Api(second.url, asynchronous=True) as api_b:
         ids = [(await api_a.create()).json()["id"] for _ in range(20)]
         # Every virus killed twice at the same moment, through two server processes.
         answers = await asyncio.gather(*(kill(v) for v in ids for kill in (api_a.kill, api_b.kill)))
@@ -180,7 +181,7 @@ async def test_kills_racing_the_spawner_leave_no_phantom_virus(cluster):
 
     async def hunt(server):
         # Kill each virus the moment its push arrives, from two processes at once.
-        async with AsyncApi(server) as api:
+        async with Api(server.url, asynchronous=True) as api:
             seen = set()
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and len(seen) < 60:
@@ -221,7 +222,7 @@ async def test_creates_racing_the_alive_cap_never_exceed_it(cluster):
             await asyncio.sleep(0.02)
 
     sampler = asyncio.create_task(sample())
-    async with AsyncApi(first) as api_a, AsyncApi(second) as api_b:
+    async with Api(first.url, asynchronous=True) as api_a, Api(second.url, asynchronous=True) as api_b:
         results = await asyncio.gather(
             asyncio.to_thread(first.manage, "spawn_virus", "--count", "10"),
             *(api.create() for api in (api_a, api_b) for _ in range(15)),

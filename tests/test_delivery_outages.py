@@ -16,9 +16,10 @@ import psycopg
 import pytest
 import websockets
 
-from tests.delivery import AsyncApi, Player, TcpProxy, api_state, converge, sqlite_path, wait_for
+from tests.delivery import Player, TcpProxy, api_state, converge, sqlite_path, wait_for
 from tests.harness import uses_postgres
 from tools.local_redis import LocalRedis
+from tools.servers import Api
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,7 +55,7 @@ async def test_redis_outage_http_keeps_working_and_clients_converge_after(cluste
     )
     pid = server.process.pid
     players = [await Player(server, name=f"p{i}", seed=i).start() for i in range(4)]
-    async with AsyncApi(server) as api:
+    async with Api(server.url, asynchronous=True) as api:
         before = [(await api.create()).json()["id"] for _ in range(5)]
         await converge(players, server)
 
@@ -111,7 +112,7 @@ async def test_sqlite_lock_held_too_long_answers_503_and_closes_sockets_cleanly(
     lock = sqlite3.connect(sqlite_path(cluster.env), isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")  # another process's long write: holds the write lock 7 s
     try:
-        async with AsyncApi(first) as api:
+        async with Api(first.url, asynchronous=True) as api:
             started = time.monotonic()
             (refused, (code, closed_after)) = await asyncio.gather(api.create(), refused_with(second))
             waited = time.monotonic() - started
@@ -123,7 +124,7 @@ async def test_sqlite_lock_held_too_long_answers_503_and_closes_sockets_cleanly(
         lock.rollback()
         lock.close()
 
-    async with AsyncApi(first) as api:
+    async with Api(first.url, asynchronous=True) as api:
         assert (await api.create()).status_code == 201
     back = await Player(second, name="back").start()
     truth, _ = await converge([live, back], first)
@@ -184,7 +185,7 @@ async def test_postgres_connections_killed_mid_play_answer_503_or_succeed(cluste
             await api.get("/api/viruses/")
             await asyncio.sleep(0.05)
 
-    async with AsyncApi(server) as api:
+    async with Api(server.url, asynchronous=True) as api:
         tasks = [asyncio.create_task(killer()), asyncio.create_task(player_churn())]
         await play(api)
         stop.set()
@@ -213,7 +214,7 @@ async def test_postgres_going_away_and_coming_back_needs_no_restart(cluster):
     # Started from a thread: the proxy runs on this test's event loop.
     (server,) = await asyncio.to_thread(cluster.start, 1, DATABASE_URL=through_proxy)
     live = await Player(server, name="live").start()
-    async with AsyncApi(server) as api:
+    async with Api(server.url, asynchronous=True) as api:
         assert (await api.create()).status_code == 201
 
         await proxy.stop()  # PostgreSQL goes away

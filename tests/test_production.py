@@ -18,6 +18,8 @@ import websockets
 
 from tests import harness, nodes
 from tests.harness import player
+from tools import servers
+from tools.gameclient import decode
 from viruses import broadcast, logs, messages
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,17 +39,9 @@ def documented_env() -> dict[str, str]:
 
 
 def run_manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VIRUS_", "REDIS_", "DATABASE_"))
-    }
-    return subprocess.run(
-        [harness.PYTHON, "manage.py", *args],
-        cwd=harness.ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """`manage.py` with `env` alone as the project's settings (none leak in from ours)."""
+    env = {**servers.clean_environ(), **env}
+    return servers.manage(env, *args, capture_output=True, text=True, timeout=60)
 
 
 def test_check_deploy_is_clean_for_the_documented_production_environment():
@@ -251,9 +245,9 @@ async def close_code(ws, timeout: float = 10) -> int | None:
 async def test_websocket_origin_allow_list_comes_from_settings(start_node):
     node = start_node(DJANGO_WS_ALLOWED_ORIGINS="https://game.example.com")
     async with websockets.connect(node.ws_url, origin="https://game.example.com") as ws:
-        assert json.loads(await ws.recv())["type"] == "snapshot"
+        assert decode(await ws.recv())[0]["type"] == "snapshot"
     async with websockets.connect(node.ws_url, origin="https://game.example.com:443") as ws:
-        assert json.loads(await ws.recv())["type"] == "snapshot"
+        assert decode(await ws.recv())[0]["type"] == "snapshot"
     # Host names in DJANGO_ALLOWED_HOSTS no longer suffice, nor another scheme, port or no Origin.
     for origin in [
         "http://game.example.com",
@@ -270,7 +264,7 @@ async def test_websocket_origin_allow_list_comes_from_settings(start_node):
 
 async def test_websocket_origins_default_to_the_allowed_hosts(game):
     async with websockets.connect(game.ws_url, origin="https://localhost:8443") as ws:
-        assert json.loads(await ws.recv())["type"] == "snapshot"
+        assert decode(await ws.recv())[0]["type"] == "snapshot"
     for origin in ["https://localhost.evil.example", None]:
         with pytest.raises(websockets.InvalidStatus):
             async with websockets.connect(game.ws_url, origin=origin):
@@ -329,16 +323,16 @@ async def test_connections_per_client_address_are_capped(start_node):
 
     async with connect("203.0.113.7") as first, connect("203.0.113.7") as second:
         for ws in (first, second):
-            assert json.loads(await ws.recv())["type"] == "snapshot"
+            assert decode(await ws.recv())[0]["type"] == "snapshot"
         async with connect("203.0.113.7") as third:
             assert await close_code(third) == 1008
         async with connect("203.0.113.8") as other:  # another player is not affected
-            assert json.loads(await other.recv())["type"] == "snapshot"
+            assert decode(await other.recv())[0]["type"] == "snapshot"
         await first.close()
         for _ in range(50):  # the closed socket's row goes within moments
             async with connect("203.0.113.7") as again:
                 try:
-                    assert json.loads(await asyncio.wait_for(again.recv(), 10))["type"] == "snapshot"
+                    assert decode(await asyncio.wait_for(again.recv(), 10))[0]["type"] == "snapshot"
                     break
                 except websockets.ConnectionClosed:
                     pass

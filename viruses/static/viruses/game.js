@@ -7,14 +7,15 @@
 // snapshot whenever it (re)connects or detects a gap it cannot fill.
 //
 // Loaded as <script type="module">: strict mode, deferred, nothing leaks to globals.
+// The seq rules live in feed.js (no DOM); this file draws and talks to the server.
+
+import { Feed, messagesOf } from "./feed.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
 
 const API_URL = "/api/viruses/";
 const WS_URL = (location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + "/ws/viruses/";
 
-const GAP_TIMEOUT_MS = 1500; // how long a hole in the seq stream may stay open before we resync
-const RESYNC_TIMEOUT_MS = 5000; // a resync that gets no snapshot means the socket is wedged
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
 const STABLE_AFTER_MS = 10000; // a connection that lived this long resets the backoff
@@ -40,11 +41,7 @@ const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 // ---------------------------------------------------------------------------
 
 const state = {
-  seq: null, // seq of the last applied change; null until the first snapshot
   viruses: new Map(), // id -> live <button>; dying nodes are already gone from here
-  buffer: new Map(), // seq -> change that arrived ahead of a gap
-  gapTimer: 0,
-  resyncTimer: 0,
   rendered: false, // false until the first snapshot has been drawn (no spawn animation for it)
   score: 0,
 };
@@ -163,7 +160,7 @@ function nearestVirus(from) {
 
 function updateCounters() {
   const n = state.viruses.size;
-  if (state.seq === null) {
+  if (feed.seq === null) {
     emptyState.textContent = "Looking for viruses…";
     emptyState.hidden = false;
     aliveCount.textContent = "\u00a0";
@@ -201,9 +198,9 @@ function setStatus(next) {
 // Applying server state: snapshots and seq-ordered changes
 // ---------------------------------------------------------------------------
 
-// A snapshot replaces everything: viruses it lacks go, missing ones come, buffered
-// changes it already includes are dropped and later ones are applied on top.
-function applySnapshot(message) {
+// A snapshot replaces everything: viruses it lacks go, missing ones come; the feed then
+// applies the buffered changes it does not include. `live`: it came over the socket.
+function applySnapshot(message, { live = true } = {}) {
   if (!Array.isArray(message.viruses) || !Number.isInteger(message.seq)) return;
   const firstRender = !state.rendered;
   const incoming = new Map();
@@ -220,14 +217,8 @@ function applySnapshot(message) {
   let i = 0;
   for (const raw of incoming.values()) addVirus(raw, { animate: true, delayMs: Math.round(i++ * step) });
 
-  state.seq = message.seq;
   state.rendered = true;
-  clearTimeout(state.resyncTimer);
-  state.resyncTimer = 0;
-  for (const seq of [...state.buffer.keys()]) {
-    if (seq <= state.seq) state.buffer.delete(seq);
-  }
-  drainBuffer();
+  feed.snapshot(message.seq, { live });
   if (Number.isInteger(message.online)) setOnline(message.online);
   updateCounters();
 }
@@ -237,74 +228,22 @@ function applyChange(message) {
   else if (message.type === "virus.killed" && typeof message.id === "string") removeVirus(message.id);
 }
 
-function receiveChange(message) {
-  if (!Number.isInteger(message.seq)) {
-    // Off-contract, but creates and kills are idempotent, so applying is harmless.
-    applyChange(message);
-    updateCounters();
-    return;
-  }
-  // Until this socket's snapshot arrives we cannot know where we stand: keep it for later.
-  if (!socket.live) {
-    state.buffer.set(message.seq, message);
-    return;
-  }
-  if (message.seq <= state.seq) return; // already applied (or included in the snapshot)
-  if (message.seq === state.seq + 1) {
-    applyChange(message);
-    state.seq = message.seq;
-    drainBuffer();
-  } else {
-    state.buffer.set(message.seq, message);
-    armGapTimer();
-  }
-  updateCounters();
-}
-
-// Apply every buffered change that is now next in line; stop at the first hole.
-function drainBuffer() {
-  let next;
-  while ((next = state.buffer.get(state.seq + 1))) {
-    state.buffer.delete(state.seq + 1);
-    applyChange(next);
-    state.seq += 1;
-  }
-  if (state.buffer.size === 0) {
-    clearTimeout(state.gapTimer);
-    state.gapTimer = 0;
-  } else if (socket.live) {
-    armGapTimer();
-  }
-}
-
-// The timer runs from the moment a hole opened; filling it in time cancels the resync.
-function armGapTimer() {
-  if (state.gapTimer) return;
-  state.gapTimer = setTimeout(() => {
-    state.gapTimer = 0;
-    if (state.buffer.size > 0) requestResync();
-  }, GAP_TIMEOUT_MS);
-}
-
-function requestResync() {
-  if (state.resyncTimer) return; // one outstanding resync at a time
-  if (!socket.send({ type: "resync" })) return; // not open: the reconnect's snapshot will do
-  // If no snapshot answers, the socket is wedged: start over with a fresh connection.
-  state.resyncTimer = setTimeout(() => {
-    state.resyncTimer = 0;
-    socket.restart();
-  }, RESYNC_TIMEOUT_MS);
-}
+const feed = new Feed({
+  apply: applyChange,
+  resync: () => socket.send({ type: "resync" }),
+  wedged: () => socket.restart(),
+});
 
 function handleMessage(message) {
   switch (message?.type) {
     case "snapshot":
-      socket.onSnapshot();
       applySnapshot(message);
+      setStatus("open");
       break;
     case "virus.created":
     case "virus.killed":
-      receiveChange(message);
+      feed.receive(message);
+      updateCounters();
       break;
     case "presence":
       setOnline(message.online);
@@ -323,7 +262,6 @@ function handleMessage(message) {
 
 const socket = {
   ws: null,
-  live: false, // true once this connection's snapshot has been applied
   attempt: 0,
   retryTimer: 0,
   stableTimer: 0,
@@ -345,25 +283,18 @@ const socket = {
       return;
     }
     this.ws = ws;
-    this.live = false;
+    feed.reset();
 
     ws.addEventListener("open", () => {
       if (this.ws !== ws) return;
-      // Changes from an earlier connection are meaningless now: this socket's snapshot rules.
-      state.buffer.clear();
-      clearTimeout(state.gapTimer);
-      state.gapTimer = 0;
       this.stableTimer = setTimeout(() => (this.attempt = 0), STABLE_AFTER_MS);
     });
     ws.addEventListener("message", (event) => {
-      if (this.ws !== ws) return;
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch {
-        return;
+      // A frame carries one message or, when the server had several ready, an array of them.
+      for (const message of messagesOf(event.data)) {
+        if (this.ws !== ws) return;
+        handleMessage(message);
       }
-      handleMessage(message);
     });
     ws.addEventListener("close", () => {
       if (this.ws !== ws) return;
@@ -373,20 +304,11 @@ const socket = {
     // "error" is always followed by "close"; nothing to do here.
   },
 
-  onSnapshot() {
-    this.live = true;
-    setStatus("open");
-  },
-
   // Forget the current socket (if any) without triggering its reconnect path.
   detach() {
     clearTimeout(this.stableTimer);
-    clearTimeout(state.resyncTimer);
-    clearTimeout(state.gapTimer);
-    state.resyncTimer = 0;
-    state.gapTimer = 0;
+    feed.reset();
     this.ws = null;
-    this.live = false;
   },
 
   scheduleReconnect() {
@@ -432,7 +354,7 @@ window.addEventListener("online", () => {
 });
 window.addEventListener("offline", () => {
   // A live socket (say, to localhost) may well survive; only an idle one is "Offline".
-  if (!socket.live) setStatus("closed");
+  if (!feed.live) setStatus("closed");
 });
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") socket.connectNow();
@@ -454,14 +376,14 @@ window.addEventListener("pageshow", (event) => {
 let lastHttpRefresh = -Infinity;
 async function refreshOverHttp({ force = false } = {}) {
   const now = performance.now();
-  if (socket.live || (!force && now - lastHttpRefresh < HTTP_REFRESH_MIN_GAP_MS)) return;
+  if (feed.live || (!force && now - lastHttpRefresh < HTTP_REFRESH_MIN_GAP_MS)) return;
   lastHttpRefresh = now;
   try {
     const response = await fetch(API_URL, { headers: { Accept: "application/json" }, credentials: "same-origin" });
     if (!response.ok) return;
     const data = await response.json();
-    if (socket.live || !Number.isInteger(data?.seq)) return;
-    if (state.seq === null || data.seq > state.seq) applySnapshot(data);
+    if (feed.live || !Number.isInteger(data?.seq)) return;
+    if (feed.seq === null || data.seq > feed.seq) applySnapshot(data, { live: false });
   } catch {
     /* server unreachable: the reconnect loop keeps trying */
   }
@@ -527,7 +449,7 @@ async function addVirusClicked() {
     return;
   }
   // Success draws nothing: the virus appears when its push arrives, exactly once.
-  if (!socket.live) refreshOverHttp({ force: true });
+  if (!feed.live) refreshOverHttp({ force: true });
 }
 
 async function killVirusClicked(button) {
@@ -548,7 +470,7 @@ async function killVirusClicked(button) {
     // Stay in pendingKills until the push removes it: a second tap must not earn a 404.
     scoreValue.textContent = String(++state.score);
     // The virus goes when its "virus.killed" push arrives, in every window alike.
-    if (!socket.live) refreshOverHttp({ force: true });
+    if (!feed.live) refreshOverHttp({ force: true });
     return;
   }
   if (response.status === 404) {
@@ -607,14 +529,14 @@ socket.connect();
 // Read-only handle for debugging in the console; the DOM hooks are the real interface.
 window.virusGame = Object.freeze({
   get seq() {
-    return state.seq;
+    return feed.seq;
   },
   get viruses() {
     return [...state.viruses.keys()];
   },
   get live() {
-    return socket.live;
+    return feed.live;
   },
-  resync: requestResync,
+  resync: () => feed.requestResync(),
   reconnect: () => socket.restart(),
 });
