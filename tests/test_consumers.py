@@ -140,3 +140,18 @@ async def test_joins_and_leaves_are_announced_to_others():
     await second.disconnect()
     assert (await next_of(first, "presence"))["online"] == 1
     await first.disconnect()
+
+
+async def test_snapshots_share_the_address_bucket_resync_answers_an_error(settings):
+    settings.VIRUS_SNAPSHOT_RATE, settings.VIRUS_SNAPSHOT_BURST = 0.001, 2
+    communicator = await connected()  # the first snapshot takes one token
+    await next_of(communicator, "snapshot")
+    await communicator.send_json_to({"type": "resync"})
+    await next_of(communicator, "snapshot")
+    await communicator.send_json_to({"type": "resync"})
+    refused = await next_of(communicator, "error")
+    assert refused["error"].startswith("too many snapshots")
+    second = WebsocketCommunicator(application, "/ws/viruses/", headers=[(b"origin", b"http://localhost")])
+    await second.connect()
+    assert (await second.receive_output(3))["code"] == 1008
+    await communicator.disconnect()

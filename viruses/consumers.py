@@ -1,6 +1,7 @@
 """The WebSocket end of the data path: one consumer per open browser tab."""
 
 import logging
+import math
 import time
 
 from channels.db import database_sync_to_async
@@ -9,7 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from . import admission, broadcast, messages, selectors
+from . import admission, broadcast, messages, ratelimit, selectors
 from .logs import kv
 from .presence import SERVER, server_presence
 from .transport import SlidingWindow, Socket
@@ -65,6 +66,11 @@ class VirusConsumer(AsyncWebsocketConsumer):
             await self.close_quietly(1008)
             limit = settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS
             logger.warning(kv("ws.refused", reason="connections_per_address", client=address, limit=limit))
+            return
+        if await ratelimit.aretry_after("snapshot", address) is not None:
+            # Reconnecting in a loop costs a snapshot each time: the same bucket as GET and resync.
+            await self.close_quietly(1008)
+            logger.warning(kv("ws.refused", reason="snapshots_per_address", client=address))
             return
         self.opened_at = time.monotonic()
         # Join before reading the snapshot: a change committed in between is then both
@@ -138,6 +144,8 @@ class VirusConsumer(AsyncWebsocketConsumer):
     async def handle(self, message: dict) -> None:
         if message["type"] != "resync":
             raise messages.unknown_type(message)
+        if (wait := await ratelimit.aretry_after("snapshot", self.address)) is not None:
+            raise messages.BadMessage(f"too many snapshots, wait {math.ceil(wait)} s")
         await self.send_snapshot()
 
     async def send_snapshot(self) -> None:
