@@ -20,6 +20,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from .logs import kv
+from .shared import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def lifetime() -> float:
 
 class RedisPlaces:
     def __init__(self, url: str, prefix: str):
-        self.client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        self.client = redis_client(url)
         self.prefix = prefix
         self.reserve_script = self.client.register_script(RESERVE)
 

@@ -17,12 +17,14 @@ import ipaddress
 import logging
 import threading
 import time
+from functools import cache
 
 import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from .logs import kv
+from .shared import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +100,9 @@ def client_key(address: str, player: str | None = None) -> str:
     return f"a:{ip}"
 
 
-_scripts: dict = {}  # Redis URL -> the registered script (EVALSHA, loaded on demand)
-
-
+@cache
 def _script(url: str):
-    if url not in _scripts:
-        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-        _scripts[url] = client.register_script(TAKE)
-    return _scripts[url]
+    return redis_client(url).register_script(TAKE)  # EVALSHA, loaded on demand
 
 
 class MemoryBuckets:
