@@ -108,6 +108,12 @@ class Client:
     async def send(self, message) -> None:
         await self.ws.send(message if isinstance(message, str) else json.dumps(message))
 
+    async def act(self, message: dict, timeout: float = 10) -> dict:
+        """Send an action (create or kill, with its `ref`); return its answer: ack or error."""
+        await self.send(message)
+        ref = message["ref"]
+        return await self.until(lambda m: m["type"] in ("ack", "error") and m.get("ref") == ref, timeout)
+
 
 @asynccontextmanager
 async def player(server: GameServer, *, origin: str | None = None):

@@ -7,7 +7,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from viruses import services
-from viruses.consumers import FLOOD_MESSAGES, MAX_MESSAGE_BYTES
+from viruses.consumers import MAX_MESSAGE_BYTES, flood_limit
 from viruses.models import Connection
 from virusgame.asgi import application
 
@@ -75,7 +75,7 @@ async def test_resync_sends_a_fresh_snapshot():
         ("not json", "not valid JSON"),
         ("[1, 2]", "JSON object"),
         ('{"kind": "resync"}', "JSON object"),
-        ('{"type": "kill", "id": "x"}', "unknown message type"),
+        ('{"type": "explode", "id": "x"}', "unknown message type"),
     ],
 )
 async def test_bad_messages_are_answered_and_the_socket_stays_open(sent, says):
@@ -101,7 +101,7 @@ async def test_oversize_message_closes_with_1009():
 async def test_flooding_closes_with_1008():
     communicator = await connected()
     await next_of(communicator, "snapshot")
-    for _ in range(FLOOD_MESSAGES + 1):
+    for _ in range(flood_limit() + 1):
         await communicator.send_to(text_data="{}")
     while (output := await communicator.receive_output(3))["type"] != "websocket.close":
         pass

@@ -21,6 +21,7 @@ from tests.harness import player
 from tools import servers
 from tools.gameclient import decode
 from viruses import broadcast, logs, messages
+from viruses.consumers import flood_limit
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -306,7 +307,7 @@ async def test_oversize_message_is_closed_by_the_app(start_node):
 
 async def test_flooding_a_socket_closes_it_with_1008(game):
     async with player(game) as alice:
-        for _ in range(25):
+        for _ in range(flood_limit() + 1):
             await alice.send({"type": "resync"})
         assert await close_code(alice.ws) == 1008
         async with player(game) as bob:  # the server is fine, and so are other clients

@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from tests import nodes
 from tests.test_production import close_code
 from viruses import transport
-from viruses.consumers import FLOOD_MESSAGES, MAX_MESSAGE_BYTES
+from viruses.consumers import MAX_MESSAGE_BYTES, flood_limit
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,7 +40,7 @@ def connect(server, **kwargs):
 
 async def test_flooding_closes_with_1008(server):
     async with connect(server) as ws:
-        for _ in range(FLOOD_MESSAGES + 1):
+        for _ in range(flood_limit() + 1):
             await ws.send('{"type": "resync"}')
         assert await close_code(ws) == 1008
 

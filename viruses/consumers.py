@@ -10,13 +10,13 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from . import admission, broadcast, messages, ratelimit, selectors
+from . import actions, admission, broadcast, messages, ratelimit, selectors, services
 from .logs import kv
 from .presence import SERVER, server_presence
 from .transport import SlidingWindow, Socket
 
 MAX_MESSAGE_BYTES = 64 * 1024
-FLOOD_MESSAGES = 20  # client messages allowed per FLOOD_WINDOW seconds
+FLOOD_MESSAGES = 20  # client messages allowed per FLOOD_WINDOW seconds, besides actions
 FLOOD_WINDOW = 10.0
 # What an outage of the database or the channel layer (Redis) raises in a consumer.
 UNAVAILABLE = (DatabaseError, RedisError, OSError)
@@ -27,9 +27,10 @@ logger = logging.getLogger(__name__)
 class VirusConsumer(AsyncWebsocketConsumer):
     """Send one client the snapshot, then relay every group event to it.
 
-    Async contract: every database access goes through `database_sync_to_async`. The
-    consumer never writes viruses (browsers use the HTTP API, whose commits the signals
-    push), so each change reaches the client by exactly one path.
+    Async contract: every database access goes through `database_sync_to_async`. A
+    player's create or kill goes through `actions`, as over HTTP, and only its answer (ack
+    or error) is sent from here: the change itself reaches every client, this one included,
+    as the push its commit makes (signals.py), so by exactly one path.
     """
 
     # The group events (messages.py), each already encoded once for every client.
@@ -38,7 +39,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.socket: Socket | None = None  # set when the connection starts
-        self.flood = SlidingWindow(FLOOD_MESSAGES, FLOOD_WINDOW)
+        self.flood = SlidingWindow(flood_limit(), FLOOD_WINDOW)
         self.address = ""  # the client's address, as the cap counts it
         self.opened_at: float | None = None  # when the client joined; None if refused
         self.admitted = False  # holds one of its address's places (admission.py)
@@ -132,21 +133,44 @@ class VirusConsumer(AsyncWebsocketConsumer):
             await self.close(code=1009)
             return
         if self.flood.exceeded():
-            logger.warning(kv("ws.close", channel=self.channel_name, reason="flood", limit=FLOOD_MESSAGES))
+            logger.warning(kv("ws.close", channel=self.channel_name, reason="flood", limit=self.flood.limit))
             await self.close(code=1008)
             return
         try:
             await self.handle(messages.decode(data))
         except messages.BadMessage as exc:
             logger.info(kv("ws.bad_message", channel=self.channel_name, bytes=len(data)))
-            await self.send_text(messages.error(str(exc)))
+            await self.send_text(exc.answer())
 
     async def handle(self, message: dict) -> None:
+        if message["type"] in messages.ACTIONS:
+            await self.act(messages.action(message))
+            return
         if message["type"] != "resync":
             raise messages.unknown_type(message)
         if (wait := await ratelimit.aretry_after("snapshot", self.address)) is not None:
             raise messages.BadMessage(f"too many snapshots, wait {math.ceil(wait)} s")
         await self.send_snapshot()
+
+    async def act(self, action: messages.Action) -> None:
+        """Do a player's create or kill and answer the sender alone, echoing its `ref`."""
+        try:
+            if action.type == "create":
+                virus = await database_sync_to_async(actions.create)(address=self.address)
+                answer = messages.ack(ref=action.ref, status=201, virus=messages.virus_json(virus))
+            else:
+                await database_sync_to_async(actions.kill)(virus_id=action.virus_id, address=self.address)
+                answer = messages.ack(ref=action.ref, status=204)
+        except services.GameError as exc:
+            if isinstance(exc, actions.RateLimited):
+                logger.info(kv("ws.rate_limited", client=self.address, retry_after=exc.retry_after))
+            answer = messages.error(str(exc), ref=action.ref, status=exc.status)
+        except DatabaseError as exc:
+            # As the HTTP API does: the player is told, the socket stays (pushes need no database).
+            logger.error(kv("ws.error", action=action.type, error="database", detail=exc))
+            text = "the database is unavailable, try again shortly"
+            answer = messages.error(text, ref=action.ref, status=503)
+        await self.send_text(answer)
 
     async def send_snapshot(self) -> None:
         seq, viruses, online = await database_sync_to_async(selectors.snapshot)()
@@ -172,6 +196,18 @@ class VirusConsumer(AsyncWebsocketConsumer):
             await self.send_text(message["text"])
         else:
             await super().dispatch(message)
+
+
+def flood_limit() -> int:
+    """Client messages allowed per FLOOD_WINDOW before the socket is closed (1008).
+
+    FLOOD_MESSAGES, plus twice the actions the rate limit lets through in a window (its
+    burst, then its rate): a player clicking at the limit, or past it and told 429, is never
+    cut off. With the rate limit off, as many as at its default of 180 a minute.
+    """
+    per_minute = settings.VIRUS_RATE_LIMIT or 180
+    actions_per_window = settings.VIRUS_RATE_BURST + math.ceil(per_minute / 60 * FLOOD_WINDOW)
+    return FLOOD_MESSAGES + 2 * actions_per_window
 
 
 def header(scope, name: bytes) -> str:

@@ -5,13 +5,41 @@ A group event carries its message already encoded (`text`), so a consumer relays
 client as it is.
 """
 
+import contextlib
 import json
+import uuid
+from dataclasses import dataclass
 
 ECHO_CHARS = 64  # at most this much of what a client sent comes back in an error
+REF_CHARS = 64  # the longest `ref` a client may give an action (echoed in the answer)
+ACTIONS = frozenset({"create", "kill"})
 
 
 class BadMessage(ValueError):
     """A client message answered with `{"type": "error"}`; the socket stays open."""
+
+    def answer(self) -> str:
+        return error(str(self))
+
+
+class BadAction(BadMessage):
+    """A malformed create or kill: answered 400, with its `ref` when that one was valid."""
+
+    def __init__(self, message: str, ref: str | None = None):
+        super().__init__(message)
+        self.ref = ref
+
+    def answer(self) -> str:
+        return error(str(self), ref=self.ref, status=400)
+
+
+@dataclass(frozen=True)
+class Action:
+    """A player's create or kill, as sent over the socket."""
+
+    type: str  # "create" or "kill"
+    ref: str
+    virus_id: uuid.UUID | None = None  # the kill's target
 
 
 def decode(data: str | bytes) -> dict:
@@ -23,6 +51,20 @@ def decode(data: str | bytes) -> dict:
     if not isinstance(message, dict) or "type" not in message:
         raise BadMessage('message must be a JSON object with a "type"')
     return message
+
+
+def action(message: dict) -> Action:
+    """Return the action a decoded client message asks for; raise `BadAction` if malformed."""
+    ref = message.get("ref")
+    if not isinstance(ref, str) or len(ref) > REF_CHARS:
+        raise BadAction(f'an action needs a "ref": a string of at most {REF_CHARS} characters')
+    if message["type"] == "create":
+        return Action("create", ref)
+    virus_id = message.get("id")
+    if isinstance(virus_id, str):
+        with contextlib.suppress(ValueError):
+            return Action("kill", ref, uuid.UUID(virus_id))
+    raise BadAction(f'"id" must be a virus id (a UUID), not {clip(virus_id)}', ref)
 
 
 def unknown_type(message: dict) -> BadMessage:
@@ -53,8 +95,23 @@ def snapshot(*, seq: int, viruses: list[dict], online: int) -> str:
     return encode({"type": "snapshot", "seq": seq, "viruses": viruses, "online": online})
 
 
-def error(message: str) -> str:
-    return encode({"type": "error", "error": message})
+def error(message: str, *, ref: str | None = None, status: int | None = None) -> str:
+    """An error for one client; `ref` and `status` when it answers an action."""
+    answer = {"type": "error"}
+    if ref is not None:
+        answer["ref"] = ref
+    if status is not None:
+        answer["status"] = status
+    answer["error"] = message
+    return encode(answer)
+
+
+def ack(*, ref: str, status: int, virus: dict | None = None) -> str:
+    """A done action, to its sender alone: 201 with the virus created, or 204 (killed)."""
+    answer = {"type": "ack", "ref": ref, "status": status}
+    if virus is not None:
+        answer["virus"] = virus
+    return encode(answer)
 
 
 # --- group events, to every client ------------------------------------------------------

@@ -4,8 +4,6 @@ import asyncio
 import functools
 import ipaddress
 import logging
-import math
-import uuid
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -15,7 +13,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from . import messages, ratelimit, selectors, services
+from . import actions, messages, selectors, services
 from .logs import kv
 
 logger = logging.getLogger(__name__)
@@ -28,6 +26,12 @@ def json_errors(view):
     def wrapper(request, *args, **kwargs):
         try:
             return view(request, *args, **kwargs)
+        except actions.RateLimited as exc:
+            seconds, client = exc.retry_after, client_address(request)
+            logger.info(kv("http.rate_limited", bucket=exc.bucket, client=client, retry_after=seconds))
+            response = error(str(exc), status=429)
+            response["Retry-After"] = str(seconds)
+            return response
         except services.GameError as exc:
             return error(str(exc), status=exc.status)
         except DatabaseError as exc:
@@ -64,17 +68,9 @@ def allow(*methods: str):
     return decorator
 
 
-def rate_limited(request, bucket: str) -> JsonResponse | None:
-    """Take a token from the client's `bucket`; a 429 answer when it is empty."""
-    address = request.META.get("REMOTE_ADDR", "")
-    wait = ratelimit.retry_after(bucket, address)
-    if wait is None:
-        return None
-    seconds = math.ceil(wait)
-    logger.info(kv("http.rate_limited", bucket=bucket, client=address, retry_after=seconds))
-    response = error(f"too many requests, wait {seconds} s", status=429)
-    response["Retry-After"] = str(seconds)
-    return response
+def client_address(request) -> str:
+    """Who the rate limits count: the client's address (daphne --proxy-headers: nginx's)."""
+    return request.META.get("REMOTE_ADDR", "")
 
 
 @ensure_csrf_cookie
@@ -87,26 +83,17 @@ def index(request):
 @json_errors
 def virus_collection(request):
     if request.method != "POST":  # GET or HEAD
-        if limited := rate_limited(request, "snapshot"):
-            return limited
+        actions.take_token("snapshot", client_address(request))
         seq, viruses = selectors.virus_state()
         return JsonResponse({"seq": seq, "viruses": viruses})
-    if limited := rate_limited(request, "action"):
-        return limited
-    virus = services.virus_create()
+    virus = actions.create(address=client_address(request))
     return JsonResponse(messages.virus_json(virus), status=201)
 
 
 @allow("DELETE")
 @json_errors
 def virus_detail(request, virus_id: str):
-    try:
-        virus_id = uuid.UUID(virus_id)
-    except ValueError:
-        return error("no such virus", status=404)
-    if limited := rate_limited(request, "action"):
-        return limited
-    services.virus_kill(virus_id=virus_id)
+    actions.kill(virus_id=virus_id, address=client_address(request))
     return HttpResponse(status=204)
 
 

@@ -1,0 +1,150 @@
+"""Actions over the WebSocket (viruses/actions.py through the consumer), on a real daphne
+with real WebSocket clients: answers to the sender, pushes to everyone, the HTTP API's rules."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from tests import harness
+from tests.harness import player
+from viruses.messages import REF_CHARS
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def start_game(game_env, tmp_path):
+    """Start a daphne serving a fresh game with extra settings; stopped after the test."""
+    started = []
+
+    def start(**env: str) -> harness.GameServer:
+        server = harness.GameServer({**game_env, **env}, tmp_path / f"daphne{len(started)}.log").start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def change(kind: str, **fields):
+    """A predicate for the push of one change."""
+    return lambda m: m["type"] == kind and all(m.get(k) == v for k, v in fields.items())
+
+
+async def test_create_answers_the_sender_and_pushes_the_virus_to_everyone(game):
+    async with player(game) as alice, player(game) as bob:
+        answer = await alice.act({"type": "create", "ref": "add-1"})
+        assert answer["type"] == "ack" and answer["ref"] == "add-1" and answer["status"] == 201
+        virus = answer["virus"]
+        assert set(virus) == {"id", "kind", "x", "y", "created_at"}
+        for client in (alice, bob):  # the sender too: its page draws only from the push
+            pushed = await client.until(change("virus.created"))
+            assert pushed["virus"] == virus
+        assert [v["id"] for v in game.api().list()["viruses"]] == [virus["id"]]
+        assert not [m for m in bob.messages if m["type"] == "ack"]  # the answer is the sender's alone
+
+
+async def test_kill_answers_204_and_pushes_the_kill_to_everyone(game):
+    virus = game.api().create().json()
+    async with player(game) as alice, player(game) as bob:
+        answer = await alice.act({"type": "kill", "id": virus["id"], "ref": "k"})
+        assert answer == {"type": "ack", "ref": "k", "status": 204}
+        for client in (alice, bob):
+            await client.until(change("virus.killed", id=virus["id"]))
+            assert client.viruses == {}
+        assert game.api().list()["viruses"] == []
+
+
+async def test_two_racing_kills_get_one_ack_one_404_and_one_push(game):
+    api = game.api()
+    virus = api.create().json()
+    async with player(game) as alice, player(game) as bob, player(game) as carol:
+        kill = {"type": "kill", "id": virus["id"]}
+        answers = await asyncio.gather(alice.act({**kill, "ref": "a"}), bob.act({**kill, "ref": "b"}))
+        assert sorted(a["status"] for a in answers) == [204, 404]
+        lost = next(a for a in answers if a["status"] == 404)
+        assert lost["type"] == "error" and "no such virus" in lost["error"]
+        killed = await carol.until(change("virus.killed", id=virus["id"]))
+        # The next change is the very next seq: no second push of the same kill in between.
+        marker = api.create().json()
+        after = await carol.until(lambda m: m["type"].startswith("virus."))
+        assert after["type"] == "virus.created" and after["virus"]["id"] == marker["id"]
+        assert after["seq"] == killed["seq"] + 1
+
+
+async def test_create_at_the_alive_cap_answers_409_and_creates_nothing(start_game):
+    server = start_game(VIRUS_MAX_ALIVE="1")
+    async with player(server) as alice:
+        assert (await alice.act({"type": "create", "ref": "1"}))["status"] == 201
+        full = await alice.act({"type": "create", "ref": "2"})
+        assert (full["type"], full["ref"], full["status"]) == ("error", "2", 409)
+        assert "full" in full["error"]
+    assert len(server.api().list()["viruses"]) == 1
+
+
+async def test_actions_take_from_the_http_rate_limit_bucket(start_game):
+    server = start_game(VIRUS_RATE_LIMIT="1", VIRUS_RATE_BURST="3")
+    api = server.api()  # same client address (127.0.0.1): the same bucket
+    assert api.create().status_code == 201
+    async with player(server) as alice:
+        assert (await alice.act({"type": "create", "ref": "1"}))["status"] == 201
+        assert api.create().status_code == 201  # the third and last token
+        limited = await alice.act({"type": "create", "ref": "2"})
+        assert (limited["type"], limited["ref"], limited["status"]) == ("error", "2", 429)
+        assert "too many" in limited["error"]
+        assert api.create().status_code == 429
+        virus_id = api.list()["viruses"][0]["id"]
+        kill = await alice.act({"type": "kill", "id": virus_id, "ref": "3"})
+        assert kill["status"] == 429  # kills count too, as over HTTP
+    assert len(api.list()["viruses"]) == 3
+    assert "event=ws.rate_limited" in server.read_log()
+
+
+LONGEST_REF = "r" * REF_CHARS
+
+
+@pytest.mark.parametrize(
+    ("sent", "ref", "says"),
+    [
+        ({"type": "create"}, None, '"ref"'),
+        ({"type": "create", "ref": 7}, None, '"ref"'),
+        ({"type": "create", "ref": "r" * (REF_CHARS + 1)}, None, '"ref"'),
+        ({"type": "kill", "ref": "k1"}, "k1", '"id"'),
+        ({"type": "kill", "id": "nope", "ref": "k2"}, "k2", '"id"'),
+        ({"type": "kill", "id": ["x"] * 1000, "ref": LONGEST_REF}, LONGEST_REF, '"id"'),
+    ],
+)
+async def test_malformed_actions_are_answered_400_and_the_socket_stays_open(game, sent, ref, says):
+    async with player(game) as alice:
+        await alice.send(sent)
+        error = await alice.until(lambda m: m["type"] == "error")
+        assert error.get("ref") == ref  # echoed only when valid: never more than REF_CHARS
+        assert error["status"] == 400 and says in error["error"]
+        assert len(error["error"]) < 200
+        assert (await alice.act({"type": "create", "ref": "after"}))["status"] == 201
+    assert "Traceback" not in game.read_log()
+
+
+async def test_killing_an_unknown_virus_answers_404(game):
+    async with player(game) as alice:
+        answer = await alice.act({"type": "kill", "id": str(uuid.uuid4()), "ref": "x"})
+        assert (answer["type"], answer["status"]) == ("error", 404)
+
+
+async def test_a_player_clicking_at_the_rate_limit_is_not_cut_off_by_the_flood_limit(start_game):
+    # The defaults: 20 clicks at once, then 3 a second. Twice that (sent without waiting for
+    # answers) is more messages in 10 s than any other kind of message may take.
+    server = start_game(VIRUS_RATE_LIMIT="180", VIRUS_RATE_BURST="20", VIRUS_MAX_ALIVE="1000")
+    async with player(server) as alice:
+        burst = [{"type": "create", "ref": f"b{i}"} for i in range(20)]
+        for message in burst:
+            await alice.send(message)
+        answers = [await alice.until(lambda m, ref=m["ref"]: m.get("ref") == ref) for m in burst]
+        for i in range(10):  # then a click every 0.4 s, a little under the sustained rate
+            await asyncio.sleep(0.4)
+            answers.append(await alice.act({"type": "create", "ref": f"s{i}"}))
+        assert [a["status"] for a in answers] == [201] * 30
+        await alice.until(change("virus.created", seq=30))
+    assert "reason=flood" not in server.read_log()

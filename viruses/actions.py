@@ -1,0 +1,49 @@
+"""A player's two actions, create and kill, as the HTTP API and the WebSocket both take them.
+
+One place decides what a player may do: the rate limit (ratelimit.py, the same buckets
+whichever way the action came), then the service, which decides the alive cap and kill
+races. Refusals are `services.GameError`s carrying their HTTP status; the caller answers
+them in its own protocol. Synchronous (database and Redis): consumers call these through
+`database_sync_to_async`, as Django runs the views.
+"""
+
+import math
+import uuid
+
+from . import ratelimit, services
+from .models import Virus
+
+
+class RateLimited(services.GameError):
+    status = 429
+
+    def __init__(self, bucket: str, wait: float):
+        self.bucket = bucket
+        self.retry_after = math.ceil(wait)  # whole seconds, as the Retry-After header says
+        super().__init__(f"too many requests, wait {self.retry_after} s")
+
+
+def take_token(bucket: str, address: str, player: str | None = None) -> None:
+    """Take one token from the client's `bucket`; raise `RateLimited` when it is empty."""
+    wait = ratelimit.retry_after(bucket, address, player)
+    if wait is not None:
+        raise RateLimited(bucket, wait)
+
+
+def create(*, address: str, player: str | None = None) -> Virus:
+    """Create one virus for a player; `RateLimited` (429) or `AliveCapReached` (409) refuse it."""
+    take_token("action", address, player)
+    return services.virus_create()
+
+
+def kill(*, virus_id: uuid.UUID | str, address: str, player: str | None = None) -> None:
+    """Kill one virus for a player; `VirusNotFound` (404) or `RateLimited` (429) refuse it.
+
+    A malformed id is not found, and costs no token: nothing was tried.
+    """
+    try:
+        virus_id = uuid.UUID(str(virus_id))
+    except ValueError:
+        raise services.VirusNotFound("no such virus") from None
+    take_token("action", address, player)
+    services.virus_kill(virus_id=virus_id)
