@@ -3,6 +3,8 @@
 Screenshots land in test-artifacts/ (not committed): look at them.
 """
 
+import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -222,3 +224,85 @@ def test_phone_layout_fits_the_screen(open_page, game):
     add = phone.locator("#add-virus").bounding_box()
     assert add["x"] + add["width"] <= 390 and add["y"] + add["height"] <= 844
     screenshot(phone, "phone")
+
+
+class Traffic:
+    """What a page sends: its HTTP requests to the API and its WebSocket frames."""
+
+    def __init__(self, page):
+        self.api: list[str] = []  # "POST /api/viruses/", ...
+        self.frames: list[dict] = []  # actions and resyncs sent over the socket
+        page.on("request", self.request)
+        page.on("websocket", lambda ws: ws.on("framesent", self.frame))
+
+    def request(self, request) -> None:
+        path = request.url.split("//", 1)[1].split("/", 1)[1]
+        if path.startswith("api/"):
+            self.api.append(f"{request.method} /{path}")
+
+    def frame(self, payload) -> None:
+        self.frames.append(json.loads(payload))
+
+    def writes(self) -> list[str]:
+        return [call for call in self.api if not call.startswith("GET ")]
+
+    def actions(self) -> list[tuple[str, str | None]]:
+        return [(f["type"], f.get("id")) for f in self.frames if f["type"] in ("create", "kill")]
+
+
+def watched_page(chromium, game):
+    """A page whose traffic is recorded from its first request on; returns (page, traffic)."""
+    page = chromium.new_context().new_page()
+    traffic = Traffic(page)
+    page.goto(game.url + "/")
+    return page, traffic
+
+
+def test_add_and_kill_go_over_the_socket_not_http(chromium, game):
+    player, traffic = watched_page(chromium, game)
+    try:
+        wait_open(player)
+        player.click("#add-virus")
+        wait_ids(player, database_ids(game))
+        (virus_id,) = database_ids(game)
+        player.click(f'[data-virus-id="{virus_id}"]')
+        wait_ids(player, set())
+        assert database_ids(game) == set()
+        # The ack counted: the score is kept from the answers.
+        player.wait_for_function("() => document.querySelector('#score-value').textContent === '1'")
+        assert traffic.actions() == [("create", None), ("kill", virus_id)]
+        assert traffic.writes() == []  # no POST, no DELETE
+    finally:
+        player.context.close()
+
+
+def test_while_the_socket_is_down_actions_go_over_http_and_back_once_it_is_up(chromium, game):
+    context = chromium.new_context()
+    down = threading.Event()
+    down.set()
+
+    def route(ws):  # while "down", the page's sockets close before they open; else they pass
+        ws.close() if down.is_set() else ws.connect_to_server()
+
+    context.route_web_socket("**/ws/viruses/", route)
+    player = context.new_page()
+    traffic = Traffic(player)
+    try:
+        player.goto(game.url + "/")
+        player.wait_for_function("() => window.virusGame && window.virusGame.seq !== null")  # shown over HTTP
+        assert player.get_attribute("#connection-status", "data-state") != "open"
+        player.click("#add-virus")
+        wait_ids(player, database_ids(game))
+        (virus_id,) = database_ids(game)
+        player.click(f'[data-virus-id="{virus_id}"]')
+        wait_ids(player, set())
+        assert traffic.writes() == ["POST /api/viruses/", f"DELETE /api/viruses/{virus_id}/"]
+        down.clear()
+        wait_open(player, timeout=40_000)
+        player.click("#add-virus")
+        wait_ids(player, database_ids(game))
+        assert len(database_ids(game)) == 1
+        assert traffic.actions() == [("create", None)]
+        assert len(traffic.writes()) == 2  # nothing more over HTTP
+    finally:
+        context.close()

@@ -2,13 +2,15 @@
 //
 // The server is the single source of truth: it picks each virus's position and look,
 // and every change reaches this page as a WebSocket push carrying a global `seq`.
-// The page therefore never draws from its own POST reply (that would show the virus
-// twice); it only applies pushes, in seq order, and replaces its whole state from a
+// The page therefore never draws from the answer to its own action (that would show the
+// virus twice); it only applies pushes, in seq order, and replaces its whole state from a
 // snapshot whenever it (re)connects or detects a gap it cannot fill.
 //
 // Loaded as <script type="module">: strict mode, deferred, nothing leaks to globals.
-// The seq rules live in feed.js (no DOM); this file draws and talks to the server.
+// The seq rules live in feed.js and the actions (socket, else HTTP) in actions.js, neither
+// touching the DOM; this file draws and talks to the server.
 
+import { Actions, failureMessage } from "./actions.js";
 import { Feed, messagesOf } from "./feed.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
@@ -46,7 +48,7 @@ const state = {
   score: 0,
 };
 
-// Ids we sent a DELETE for; repeated taps on them are ignored until the push removes them.
+// Ids we asked to kill; repeated taps on them are ignored until the push removes them.
 const pendingKills = new Set();
 
 // ---------------------------------------------------------------------------
@@ -248,8 +250,12 @@ function handleMessage(message) {
     case "presence":
       setOnline(message.online);
       break;
+    case "ack":
+      actions.answer(message);
+      break;
     case "error":
-      console.warn("Server says:", message.error);
+      // An answer to one of our actions, or to something else we sent.
+      if (!actions.answer(message)) console.warn("Server says:", message.error);
       break;
     default:
       break; // unknown types are ignored so the server can add new ones safely
@@ -308,6 +314,7 @@ const socket = {
   detach() {
     clearTimeout(this.stableTimer);
     feed.reset();
+    actions.lost();
     this.ws = null;
   },
 
@@ -390,8 +397,10 @@ async function refreshOverHttp({ force = false } = {}) {
 }
 
 // ---------------------------------------------------------------------------
-// Actions: add and kill over HTTP
+// Actions: add and kill over the socket, over HTTP while it is down
 // ---------------------------------------------------------------------------
+
+const actions = new Actions({ send: (message) => socket.send(message), http: actOverHttp });
 
 function request(method, url) {
   return fetch(url, {
@@ -401,10 +410,23 @@ function request(method, url) {
   });
 }
 
+// The HTTP API's create or kill, settled to an outcome as actions.js describes.
+async function actOverHttp(type, id) {
+  const [method, url] = type === "create" ? ["POST", API_URL] : ["DELETE", `${API_URL}${encodeURIComponent(id)}/`];
+  let response;
+  try {
+    response = await request(method, url);
+  } catch {
+    return { status: 0, error: "", retryAfter: null };
+  }
+  if (response.ok) return { status: response.status, error: "", retryAfter: null };
+  return { status: response.status, error: await errorText(response), retryAfter: retryAfterSeconds(response) };
+}
+
 async function errorText(response) {
   try {
     const data = await response.json();
-    if (data && typeof data.error === "string" && data.error.trim()) return data.error.trim();
+    if (data && typeof data.error === "string") return data.error;
   } catch {
     /* not JSON (e.g. Django's HTML CSRF page) */
   }
@@ -420,32 +442,13 @@ function retryAfterSeconds(response) {
   return Number.isNaN(date) ? null : Math.max(1, Math.ceil((date - Date.now()) / 1000));
 }
 
-async function failureMessage(response, action) {
-  if (response.status === 429) {
-    const wait = retryAfterSeconds(response);
-    return wait ? `Slow down! Try again in ${wait} s` : "Slow down! Try again in a moment";
-  }
-  if (response.status === 409 && action === "add") return "The playground is full";
-  if (response.status === 404 && action === "kill") return "Too late — that virus is already gone";
-  const text = await errorText(response);
-  if (text) return text;
-  if (response.status === 403) return "Your session expired — please reload the page";
-  return `Something went wrong (error ${response.status})`;
-}
-
 async function addVirusClicked() {
   // Visual press feedback for keyboard and touch, where :active is brief or absent.
   addButton.classList.add("is-pressed");
   setTimeout(() => addButton.classList.remove("is-pressed"), 120);
-  let response;
-  try {
-    response = await request("POST", API_URL);
-  } catch {
-    showToast("Can't reach the server");
-    return;
-  }
-  if (!response.ok) {
-    showToast(await failureMessage(response, "add"));
+  const outcome = await actions.create();
+  if (outcome.status !== 201) {
+    showToast(failureMessage(outcome, "add"));
     return;
   }
   // Success draws nothing: the virus appears when its push arrives, exactly once.
@@ -457,23 +460,15 @@ async function killVirusClicked(button) {
   if (!id || pendingKills.has(id)) return;
   pendingKills.add(id);
   button.classList.add("is-hit");
-  let response;
-  try {
-    response = await request("DELETE", `${API_URL}${encodeURIComponent(id)}/`);
-  } catch {
-    pendingKills.delete(id);
-    button.classList.remove("is-hit");
-    showToast("Can't reach the server");
-    return;
-  }
-  if (response.ok) {
+  const outcome = await actions.kill(id);
+  if (outcome.status === 204) {
     // Stay in pendingKills until the push removes it: a second tap must not earn a 404.
     scoreValue.textContent = String(++state.score);
     // The virus goes when its "virus.killed" push arrives, in every window alike.
     if (!feed.live) refreshOverHttp({ force: true });
     return;
   }
-  if (response.status === 404) {
+  if (outcome.status === 404) {
     // Someone else got it first. Deletions are final, so dropping it locally is safe
     // even if we somehow missed the push.
     removeVirus(id);
@@ -482,7 +477,7 @@ async function killVirusClicked(button) {
     pendingKills.delete(id);
     button.classList.remove("is-hit");
   }
-  showToast(await failureMessage(response, "kill"));
+  showToast(failureMessage(outcome, "kill"));
 }
 
 // One delegated listener: "click" covers mouse, touch, Enter and Space on a <button>.
