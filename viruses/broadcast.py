@@ -1,5 +1,6 @@
 """The only place that pushes to the channel layer: group events built by `messages`."""
 
+import asyncio
 import logging
 import time
 
@@ -9,6 +10,7 @@ from channels.layers import get_channel_layer
 from .logs import kv
 
 GROUP = "viruses"
+BACKLOG = 10_000  # pushes a server process may hold for its event loop before it drops some
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,63 @@ async def apush(event: dict) -> bool:
     return True
 
 
-def push(event: dict) -> bool:
-    """`apush` for sync callers (views, commands, the shell, on_commit callbacks)."""
-    return async_to_sync(apush)(event)
+def push(event: dict) -> None:
+    """`apush` for sync callers (views, actions, commands, the shell: on_commit callbacks).
+
+    In a server process the push is handed to its event loop (`Pusher`) and the writer goes
+    on at once: a player's answer never waits for the fan-out of its own change. Elsewhere
+    (commands, the shell) it is sent before this returns.
+    """
+    pusher = _pusher
+    if pusher is not None and pusher.loop.is_running():
+        pusher.hand_over(event)
+    else:
+        async_to_sync(apush)(event)
+
+
+class Pusher:
+    """Sends a server process's pushes from its event loop, one at a time, in the order given.
+
+    Writers commit one at a time under the counter lock and hand their pushes over in commit
+    order; one task sends them in that order, so a process's pushes leave as they did when
+    each writer waited for its own (seq order within a process; clients order the rest).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.queue: asyncio.Queue[dict] = asyncio.Queue()
+        self.task = loop.create_task(self.run())
+
+    def hand_over(self, event: dict) -> None:
+        """Queue `event` for sending; callable from any thread."""
+        self.loop.call_soon_threadsafe(self._put, event)
+
+    def _put(self, event: dict) -> None:
+        if self.queue.qsize() >= BACKLOG:  # the layer is down or far behind: clients will resync
+            logger.error(kv("push.error", type=event["type"], seq=event.get("seq"), error="backlog full"))
+            return
+        self.queue.put_nowait(event)
+
+    async def run(self) -> None:
+        while True:
+            await apush(await self.queue.get())
+
+
+_pusher: Pusher | None = None
+
+
+class PushFromLoop:
+    """ASGI wrapper: pushes made in this process leave from the server's event loop (`Pusher`).
+
+    Passes scope, receive and send through untouched (transport.py needs daphne's own send).
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        global _pusher
+        loop = asyncio.get_running_loop()
+        if _pusher is None or _pusher.loop is not loop:
+            _pusher = Pusher(loop)
+        return await self.app(scope, receive, send)

@@ -12,16 +12,20 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from viruses.broadcast import PushFromLoop  # noqa: E402
 from viruses.routing import websocket_urlpatterns  # noqa: E402
 from viruses.transport import DaphneProtocolMiddleware  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # Handshakes from other origins are refused with 403 (cross-site WebSocket hijacking).
-        # Outermost: it needs daphne's own `send`, before any middleware wraps it.
-        "websocket": DaphneProtocolMiddleware(
-            OriginValidator(URLRouter(websocket_urlpatterns), settings.WS_ALLOWED_ORIGINS)
-        ),
-    }
+# PushFromLoop: writers hand their pushes to the event loop instead of waiting for Redis.
+application = PushFromLoop(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # Handshakes from other origins are refused with 403 (cross-site WebSocket hijacking).
+            # Outermost: it needs daphne's own `send`, before any middleware wraps it.
+            "websocket": DaphneProtocolMiddleware(
+                OriginValidator(URLRouter(websocket_urlpatterns), settings.WS_ALLOWED_ORIGINS)
+            ),
+        }
+    )
 )
