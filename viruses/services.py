@@ -30,18 +30,21 @@ class VirusNotFound(GameError):
 
 def virus_create(*, kind: int | None = None, x: float | None = None, y: float | None = None) -> Virus:
     """Create one virus, placed and drawn by the server unless told otherwise."""
+    virus = Virus(
+        kind=random.randrange(Virus.KINDS) if kind is None else kind,
+        x=round(random.uniform(MARGIN, 100 - MARGIN), 2) if x is None else x,
+        y=round(random.uniform(MARGIN, 100 - MARGIN), 2) if y is None else y,
+    )
+    if (kind, x, y) != (None, None, None):
+        # Before the lock, which every writer waits for; validating a virus costs a query
+        # per constraint. The server's own choices are in range by construction.
+        virus.full_clean(validate_unique=False)  # the id is a fresh uuid4
     with transaction.atomic():
         # Holding the counter lock makes count-then-insert atomic across processes.
         ChangeCounter.lock()
         if Virus.objects.count() >= settings.VIRUS_MAX_ALIVE:
             raise AliveCapReached(f"the playground is full ({settings.VIRUS_MAX_ALIVE} viruses)")
-        virus = Virus(
-            kind=random.randrange(Virus.KINDS) if kind is None else kind,
-            x=round(random.uniform(MARGIN, 100 - MARGIN), 2) if x is None else x,
-            y=round(random.uniform(MARGIN, 100 - MARGIN), 2) if y is None else y,
-        )
-        virus.full_clean()
-        virus.save()
+        virus.save(force_insert=True)
     return virus
 
 
