@@ -11,8 +11,10 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 import pytest
 import websockets
 
@@ -457,3 +459,30 @@ async def test_game_status_shows_live_counts(game):
     assert list(states.values()) == [("alive", 2)]
     assert text.splitlines()[0] == "seq=2 viruses=2 max_alive=100 online=2 stale=1"
     assert "server=gone:1:abc state=stale connections=1" in text
+
+
+def backends(database_url: str) -> set[int]:
+    """The PostgreSQL server processes connected to the game's database now."""
+    name = urlsplit(database_url).path.lstrip("/")
+    admin = urlunsplit(urlsplit(database_url)._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)).fetchall()
+    return {pid for (pid,) in rows}
+
+
+@pytest.mark.skipif(not servers.uses_postgres(), reason="needs PostgreSQL (DATABASE_URL)")
+@pytest.mark.parametrize("pool_size", ["3", "0"])
+def test_postgres_connections_are_pooled_across_requests(start_node, pool_size):
+    node = start_node(DATABASE_POOL_SIZE=pool_size)
+    api = node.api()
+    seen = []
+    for _ in range(20):
+        virus = api.create().json()
+        assert api.kill(virus["id"]).status_code == 204
+        seen.append(backends(node.env["DATABASE_URL"]))
+    if pool_size == "0":  # a connection per request, closed after it
+        assert not set.intersection(*seen)
+        return
+    # The same few connections serve every request, and stay open between them.
+    assert len(set.union(*seen)) <= 3
+    assert set.intersection(*seen)

@@ -1,0 +1,142 @@
+"""The write path from the acting player's side: how long its own create and kill take to answer.
+
+    python -m bench.writepath [--players 100] [--actions 60] [--env KEY=VALUE ...] [--profile FILE]
+
+Starts one daphne on a fresh database (PostgreSQL when DATABASE_URL points at one, else
+SQLite) and Redis (REDIS_URL's, else a private one), connects P WebSocket players that read
+everything, then acts one action at a time: K POST + DELETE pairs from a keep-alive HTTP
+client, then K create + kill pairs over one player's socket. Prints the p50/p99 of each
+answer as the actor waits for it, and checks that every player received every change.
+`--profile FILE` runs daphne under cProfile, every thread included (bench/profiled.py).
+Figures are in docs/performance.md ("Write path").
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import websockets
+
+from tools.local_redis import LocalRedis
+from tools.servers import PYTHON, Api, Databases, GameServer, base_env, collectstatic, raise_open_files_limit
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+class Player:
+    """A socket that reads everything; counts the changes it got."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.changes = 0
+        self.answers: asyncio.Queue = asyncio.Queue()
+        self.task = asyncio.ensure_future(self.read())
+
+    async def read(self) -> None:
+        async for frame in self.ws:
+            data = json.loads(frame)
+            for message in data if isinstance(data, list) else [data]:
+                if message["type"].startswith("virus."):
+                    self.changes += 1
+                elif message["type"] in ("ack", "error"):
+                    self.answers.put_nowait(message)
+
+    async def act(self, message: dict) -> dict:
+        await self.ws.send(json.dumps(message))
+        return await self.answers.get()
+
+
+async def measure(server: GameServer, players: int, actions: int) -> dict:
+    sockets = [
+        await websockets.connect(server.ws_url, origin=server.url, max_size=None) for _ in range(players)
+    ]
+    crowd = [Player(ws) for ws in sockets]
+    times: dict[str, list[float]] = {"POST": [], "DELETE": [], "ws create": [], "ws kill": []}
+    async with Api(server.url, asynchronous=True, check=True) as api:
+        for _ in range(3):  # warm up: first connections, imports, caches
+            await api.kill((await api.create()).json()["id"])
+        for _ in range(actions):
+            started = time.perf_counter()
+            virus = (await api.create()).json()
+            times["POST"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await api.kill(virus["id"])
+            times["DELETE"].append(time.perf_counter() - started)
+    actor = crowd[0]
+    for i in range(actions):
+        started = time.perf_counter()
+        answer = await actor.act({"type": "create", "ref": f"c{i}"})
+        times["ws create"].append(time.perf_counter() - started)
+        assert answer["status"] == 201, answer
+        started = time.perf_counter()
+        answer = await actor.act({"type": "kill", "id": answer["virus"]["id"], "ref": f"k{i}"})
+        times["ws kill"].append(time.perf_counter() - started)
+        assert answer["status"] == 204, answer
+    expected = (3 + 2 * actions) * 2
+    for _ in range(200):  # up to 10 s for the last pushes
+        if all(p.changes >= expected for p in crowd):
+            break
+        await asyncio.sleep(0.05)
+    lost = sum(expected - p.changes for p in crowd)
+    for ws in sockets:
+        await ws.close()
+    result = {name: (percentile(v, 0.5) * 1000, percentile(v, 0.99) * 1000) for name, v in times.items()}
+    return {"ms": result, "lost": lost}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--players", type=int, default=100)
+    parser.add_argument("--actions", type=int, default=60)
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
+    parser.add_argument("--profile", type=Path, help="write daphne's cProfile stats here")
+    args = parser.parse_args()
+    raise_open_files_limit()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        redis = None if os.environ.get("REDIS_URL") else LocalRedis(tmp).start()
+        databases = Databases(tmp)
+        try:
+            static = tmp / "static"
+            collectstatic(databases.fresh(), static)
+            extra = dict(item.split("=", 1) for item in args.env)
+            env = base_env(
+                database_url=databases.fresh(),
+                redis_url=redis.url if redis else os.environ["REDIS_URL"],
+                DJANGO_STATIC_ROOT=str(static),
+                VIRUS_MAX_CONNECTIONS_PER_ADDRESS="0",
+                LOG_LEVEL="WARNING",
+                **extra,
+            )
+            argv = None
+            if args.profile:
+                argv = [PYTHON, "-m", "bench.profiled", str(args.profile.resolve()), "-b", "127.0.0.1"]
+                argv += ["-p", "{port}", "virusgame.asgi:application"]
+            server = GameServer(env, tmp / "daphne.log", argv=argv).start()
+            try:
+                result = asyncio.run(measure(server, args.players, args.actions))
+            finally:
+                server.stop(timeout=30)
+        finally:
+            databases.drop_all()
+            if redis:
+                redis.stop()
+    database = "PostgreSQL" if databases.postgres_url else "SQLite"
+    print(f"{database}, {args.players} players, {args.actions} of each, env {extra or '-'}:")
+    for name, (p50, p99) in result["ms"].items():
+        print(f"  {name:10} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
+    print(f"  deliveries lost: {result['lost']}")
+    if result["lost"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
