@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 ECHO_CHARS = 64  # at most this much of what a client sent comes back in an error
 REF_CHARS = 64  # the longest `ref` a client may give an action (echoed in the answer)
-ACTIONS = frozenset({"create", "kill"})
+ACTIONS = ("create", "kill")  # a tuple: a client's "type" may be unhashable (a list)
 
 
 class BadMessage(ValueError):
