@@ -3,12 +3,16 @@
 One place decides what a player may do: the rate limit (ratelimit.py, the same buckets
 whichever way the action came), then the service, which decides the alive cap and kill
 races. Refusals are `services.GameError`s carrying their HTTP status; the caller answers
-them in its own protocol. Synchronous (database and Redis): consumers call these through
-`database_sync_to_async`, as Django runs the views.
+them in its own protocol. `create` and `kill` are for views (Django runs them in a thread);
+`acreate` and `akill` are the same for consumers: the token is taken off the database
+thread, then the service runs on it (`database_sync_to_async`), so one player's Redis round
+trip never holds up the other sockets' database work.
 """
 
 import math
 import uuid
+
+from channels.db import database_sync_to_async
 
 from . import ratelimit, services
 from .models import Virus
@@ -30,6 +34,12 @@ def take_token(bucket: str, address: str, player: str | None = None) -> None:
         raise RateLimited(bucket, wait)
 
 
+async def atake_token(bucket: str, address: str, player: str | None = None) -> None:
+    wait = await ratelimit.aretry_after(bucket, address, player)
+    if wait is not None:
+        raise RateLimited(bucket, wait)
+
+
 def create(*, address: str, player: str | None = None) -> Virus:
     """Create one virus for a player; `RateLimited` (429) or `AliveCapReached` (409) refuse it."""
     take_token("action", address, player)
@@ -41,9 +51,26 @@ def kill(*, virus_id: uuid.UUID | str, address: str, player: str | None = None) 
 
     A malformed id is not found, and costs no token: nothing was tried.
     """
-    try:
-        virus_id = uuid.UUID(str(virus_id))
-    except ValueError:
-        raise services.VirusNotFound("no such virus") from None
+    virus_id = parse_id(virus_id)
     take_token("action", address, player)
     services.virus_kill(virus_id=virus_id)
+
+
+async def acreate(*, address: str, player: str | None = None) -> Virus:
+    """`create` for consumers."""
+    await atake_token("action", address, player)
+    return await database_sync_to_async(services.virus_create)()
+
+
+async def akill(*, virus_id: uuid.UUID | str, address: str, player: str | None = None) -> None:
+    """`kill` for consumers."""
+    virus_id = parse_id(virus_id)
+    await atake_token("action", address, player)
+    await database_sync_to_async(services.virus_kill)(virus_id=virus_id)
+
+
+def parse_id(virus_id: uuid.UUID | str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(virus_id))
+    except ValueError:
+        raise services.VirusNotFound("no such virus") from None

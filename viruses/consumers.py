@@ -156,10 +156,10 @@ class VirusConsumer(AsyncWebsocketConsumer):
         """Do a player's create or kill and answer the sender alone, echoing its `ref`."""
         try:
             if action.type == "create":
-                virus = await database_sync_to_async(actions.create)(address=self.address)
+                virus = await actions.acreate(address=self.address)
                 answer = messages.ack(ref=action.ref, status=201, virus=messages.virus_json(virus))
             else:
-                await database_sync_to_async(actions.kill)(virus_id=action.virus_id, address=self.address)
+                await actions.akill(virus_id=action.virus_id, address=self.address)
                 answer = messages.ack(ref=action.ref, status=204)
         except services.GameError as exc:
             if isinstance(exc, actions.RateLimited):
