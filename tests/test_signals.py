@@ -38,6 +38,7 @@ async def test_create_pushes_the_virus_with_the_next_seq(pushes):
             "y": virus.y,
             "created_at": virus.created_at.isoformat(),
         },
+        "by": None,  # the game itself (spawner, admin, shell) made it
     }
 
 

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from . import admission, broadcast, messages, ratelimit, selectors
+from . import admission, broadcast, messages, players, ratelimit, selectors
 from .logs import kv
 from .presence import SERVER, server_presence
 from .transport import SlidingWindow, Socket
@@ -33,13 +33,14 @@ class VirusConsumer(AsyncWebsocketConsumer):
     """
 
     # The group events (messages.py), each already encoded once for every client.
-    RELAYED = frozenset({"virus.created", "virus.killed", "presence"})
+    RELAYED = frozenset({"virus.created", "virus.killed", "presence", "leaderboard"})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.socket: Socket | None = None  # set when the connection starts
         self.flood = SlidingWindow(FLOOD_MESSAGES, FLOOD_WINDOW)
         self.address = ""  # the client's address, as the cap counts it
+        self.player_id = None  # the player of the handshake's cookie (players.py), if any
         self.opened_at: float | None = None  # when the client joined; None if refused
         self.admitted = False  # holds one of its address's places (admission.py)
         self.joined = False  # in the group and counted online
@@ -60,6 +61,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         address = self.address = client_address(self.scope)
+        self.player_id = players.from_scope(self.scope)
         self.admitted = await admission.areserve(address, self.channel_name)
         if not self.admitted:
             # Told why (1008, policy violation) and never joined: nothing to undo on disconnect.
@@ -149,8 +151,9 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.send_snapshot()
 
     async def send_snapshot(self) -> None:
-        seq, viruses, online = await database_sync_to_async(selectors.snapshot)()
-        await self.send_text(messages.snapshot(seq=seq, viruses=viruses, online=online))
+        seq, viruses, online, board, me = await database_sync_to_async(selectors.snapshot)(self.player_id)
+        text = messages.snapshot(seq=seq, viruses=viruses, online=online, leaderboard=board, me=me)
+        await self.send_text(text)
 
     async def send_text(self, text: str) -> None:
         """Send, unless the client has stopped reading: then close it (1013) instead."""

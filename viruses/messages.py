@@ -46,11 +46,21 @@ def virus_json(virus) -> dict:
     }
 
 
+def player_json(player) -> dict | None:
+    """Who did something, as `"by"` shows it: `{"id", "name"}`, or None for the game itself."""
+    return None if player is None else {"id": str(player.pk), "name": player.name}
+
+
 # --- to one client ----------------------------------------------------------------------
 
 
-def snapshot(*, seq: int, viruses: list[dict], online: int) -> str:
-    return encode({"type": "snapshot", "seq": seq, "viruses": viruses, "online": online})
+def snapshot(
+    *, seq: int, viruses: list[dict], online: int, leaderboard: dict | None = None, me: dict | None = None
+) -> str:
+    message = {"type": "snapshot", "seq": seq, "viruses": viruses, "online": online}
+    if leaderboard is not None:
+        message.update(leaderboard=leaderboard, me=me)
+    return encode(message)
 
 
 def error(message: str) -> str:
@@ -60,12 +70,17 @@ def error(message: str) -> str:
 # --- group events, to every client ------------------------------------------------------
 
 
-def created_event(*, seq: int, virus: dict) -> dict:
-    return _event("virus.created", {"type": "virus.created", "seq": seq, "virus": virus})
+def created_event(*, seq: int, virus: dict, by: dict | None = None) -> dict:
+    return _event("virus.created", {"type": "virus.created", "seq": seq, "virus": virus, "by": by})
 
 
-def killed_event(*, seq: int, virus_id: str) -> dict:
-    return _event("virus.killed", {"type": "virus.killed", "seq": seq, "id": virus_id})
+def killed_event(*, seq: int, virus_id: str, by: dict | None = None) -> dict:
+    return _event("virus.killed", {"type": "virus.killed", "seq": seq, "id": virus_id, "by": by})
+
+
+def leaderboard_event(board: dict) -> dict:
+    """The board (`selectors.leaderboard()`), the same for every client: built and encoded once."""
+    return _event("leaderboard", {"type": "leaderboard", **board})
 
 
 def presence_event(*, online: int) -> dict:

@@ -3,6 +3,7 @@
 import asyncio
 import functools
 import ipaddress
+import json
 import logging
 import math
 import uuid
@@ -15,7 +16,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from . import messages, ratelimit, selectors, services
+from . import messages, players, ratelimit, selectors, services
 from .logs import kv
 
 logger = logging.getLogger(__name__)
@@ -64,10 +65,10 @@ def allow(*methods: str):
     return decorator
 
 
-def rate_limited(request, bucket: str) -> JsonResponse | None:
-    """Take a token from the client's `bucket`; a 429 answer when it is empty."""
+def rate_limited(request, bucket: str, player=None) -> JsonResponse | None:
+    """Take a token from the client's (or `player`'s) `bucket`; a 429 answer when it is empty."""
     address = request.META.get("REMOTE_ADDR", "")
-    wait = ratelimit.retry_after(bucket, address)
+    wait = ratelimit.retry_after(bucket, address, str(player) if player else None)
     if wait is None:
         return None
     seconds = math.ceil(wait)
@@ -77,10 +78,40 @@ def rate_limited(request, bucket: str) -> JsonResponse | None:
     return response
 
 
+def player_of(request):
+    """The request's `Player`, created (and the cookie set by `with_player_cookie`) if it has none."""
+    player_id = players.from_request(request)
+    player = selectors.player(player_id) if player_id else None
+    if player is None:
+        player = services.player_create()
+        request.new_player = player
+    return player
+
+
+def with_player_cookie(view):
+    """Set the player cookie on the answer when `player_of` created a player for this request."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        if (player := getattr(request, "new_player", None)) is not None:
+            players.remember(response, player)
+        return response
+
+    return wrapper
+
+
 @ensure_csrf_cookie
 @allow("GET")
+@with_player_cookie
 def index(request):
-    return render(request, "viruses/index.html")
+    # The first visit makes the player, so the page shows their name from the start.
+    try:
+        player = player_of(request)
+    except DatabaseError as exc:  # the page still loads; the socket retries until the database is back
+        logger.error(kv("http.error", method=request.method, path=request.path, error="database", detail=exc))
+        player = None
+    return render(request, "viruses/index.html", {"player": player})
 
 
 @allow("GET", "POST")
@@ -93,7 +124,7 @@ def virus_collection(request):
         return JsonResponse({"seq": seq, "viruses": viruses})
     if limited := rate_limited(request, "action"):
         return limited
-    virus = services.virus_create()
+    virus = services.virus_create(by=players.from_request(request))
     return JsonResponse(messages.virus_json(virus), status=201)
 
 
@@ -106,8 +137,39 @@ def virus_detail(request, virus_id: str):
         return error("no such virus", status=404)
     if limited := rate_limited(request, "action"):
         return limited
-    services.virus_kill(virus_id=virus_id)
+    services.virus_kill(virus_id=virus_id, by=players.from_request(request))
     return HttpResponse(status=204)
+
+
+@allow("GET", "PATCH")
+@with_player_cookie
+@json_errors
+def me(request):
+    """The player of this browser (made on first use); PATCH `{"name": ...}` renames them."""
+    player = player_of(request)
+    if request.method == "PATCH":
+        name = _json_body(request).get("name")
+        if limited := rate_limited(request, "rename", player.pk):
+            return limited
+        services.player_rename(player=player, name=name)
+    return JsonResponse(selectors.me(player.pk))
+
+
+@allow("GET")
+@json_errors
+def leaderboard(request):
+    """The board, plus where this browser's player stands (`"me"`, null without a player)."""
+    return JsonResponse({**selectors.leaderboard(), "me": selectors.me(players.from_request(request))})
+
+
+def _json_body(request) -> dict:
+    try:
+        body = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise services.BadRequest("the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise services.BadRequest('the body must be a JSON object such as {"name": "Brave Otter"}')
+    return body
 
 
 @allow("GET")

@@ -234,6 +234,9 @@ VIRUS_RATE_BURST = env_int("VIRUS_RATE_BURST", 20)
 # Full snapshots (GET /api/viruses/, WebSocket connects and resyncs): per second, and at once.
 VIRUS_SNAPSHOT_RATE = env_int("VIRUS_SNAPSHOT_RATE", 2)
 VIRUS_SNAPSHOT_BURST = env_int("VIRUS_SNAPSHOT_BURST", 30)
+# Renames per player: per minute sustained, and at once (every attempt counts, refused ones too).
+VIRUS_RENAME_RATE = env_int("VIRUS_RENAME_RATE", 4)
+VIRUS_RENAME_BURST = env_int("VIRUS_RENAME_BURST", 3)
 # Seconds between a server's presence heartbeats; its sockets stop counting as online
 # 3 heartbeats after it dies (SIGKILL, power loss) and its group memberships are dropped.
 VIRUS_PRESENCE_HEARTBEAT = env_int("VIRUS_PRESENCE_HEARTBEAT", 15)
