@@ -64,7 +64,8 @@ async def test_racing_kills_credit_exactly_one_player_and_push_one_kill_naming_t
 
 async def test_board_after_a_kill_burst_equals_a_fresh_query_and_was_pushed_at_a_bounded_rate(game):
     rng = random.Random(11)
-    apis = [await Api(game.url, asynchronous=True).start() for _ in range(10)]
+    # Two connections each: 20 requests in flight at most, within a shared PostgreSQL's client limit.
+    apis = [await Api(game.url, asynchronous=True, connections=2).start() for _ in range(10)]
     wins = collections.Counter()
     try:
         async with watcher(game, apis[0]) as viewer:
