@@ -222,3 +222,112 @@ def test_phone_layout_fits_the_screen(open_page, game):
     add = phone.locator("#add-virus").bounding_box()
     assert add["x"] + add["width"] <= 390 and add["y"] + add["height"] <= 844
     screenshot(phone, "phone")
+
+
+# Players and the leaderboard --------------------------------------------------------------
+
+
+def wait_board(page, names: list[str], kills: list[int] | None = None, timeout=LIVE) -> None:
+    """Wait until the board lists these names (and, if given, these kill counts) in this order."""
+    page.wait_for_function(
+        """([names, kills]) => {
+            const rows = [...document.querySelectorAll('#leaderboard-list li')];
+            const shown = rows.map(li => li.querySelector('.name').textContent);
+            const counts = rows.map(li => Number(li.querySelector('.kills').textContent));
+            return JSON.stringify(shown) === JSON.stringify(names)
+                && (kills === null || JSON.stringify(counts) === JSON.stringify(kills));
+        }""",
+        arg=[names, kills],
+        timeout=timeout,
+    )
+
+
+def squash_one(page) -> None:
+    """Click a virus nobody covers and wait until it is gone from this page."""
+    before = len(virus_ids(page))
+    page.click(f'[data-virus-id="{uncovered_virus(page)}"]')
+    page.wait_for_function(
+        "n => document.querySelectorAll('#playground button[data-virus-id]').length === n",
+        arg=before - 1,
+        timeout=LIVE,
+    )
+
+
+def test_two_players_see_each_others_names_and_the_same_board_live(open_page, game):
+    game.manage("spawn_virus", "--count", "5")
+    alice, bob = open_page(), open_page()
+    names = {page: page.text_content("#player-name") for page in (alice, bob)}
+    assert names[alice] and names[bob] and names[alice] != names[bob]
+    ids = database_ids(game)
+    wait_ids(alice, ids)
+    wait_ids(bob, ids)
+    for page in (alice, bob, alice):
+        squash_one(page)
+    for page in (alice, bob):
+        wait_board(page, [names[alice], names[bob]], [2, 1])
+    assert (alice.text_content("#score-value"), bob.text_content("#score-value")) == ("2", "1")
+    assert (alice.text_content("#player-rank"), bob.text_content("#player-rank")) == ("#1", "#2")
+    assert alice.get_attribute("#leaderboard-list li:first-child", "aria-current") == "true"
+    screenshot(alice, "players-desktop")
+
+
+def test_rename_refuses_markup_shows_up_in_the_other_page_and_survives_a_reload(open_page, game):
+    game.manage("spawn_virus")
+    alice, bob = open_page(), open_page()
+    wait_ids(alice, database_ids(game))
+    squash_one(alice)
+    before = alice.text_content("#player-name")
+    wait_board(bob, [before])
+
+    alice.click("#rename-open")
+    alice.fill("#rename-input", "<b>x</b>")
+    alice.press("#rename-input", "Enter")
+    alice.wait_for_function("() => document.querySelector('#rename-error').textContent !== ''", timeout=LIVE)
+    assert "letters" in alice.text_content("#rename-error")
+    assert alice.get_attribute("#rename-input", "aria-invalid") == "true"
+    assert alice.text_content("#player-name") == before
+    assert alice.locator("#player b, #leaderboard b").count() == 0
+
+    alice.fill("#rename-input", "Dr Sneeze")
+    alice.press("#rename-input", "Enter")
+    wait_board(bob, ["Dr Sneeze"])
+    assert alice.is_hidden("#rename-form")
+    assert alice.text_content("#player-name") == "Dr Sneeze"
+
+    alice.reload()
+    wait_open(alice)
+    alice.wait_for_function("() => document.querySelector('#player-rank').textContent === '#1'", timeout=LIVE)
+    assert (alice.text_content("#player-name"), alice.text_content("#score-value")) == ("Dr Sneeze", "1")
+
+
+def test_a_banned_player_cannot_score(open_page, game):
+    game.manage("spawn_virus")
+    alice = open_page()
+    (virus_id,) = database_ids(game)
+    wait_ids(alice, {virus_id})
+    player_id = alice.get_attribute("#player", "data-player-id")
+    ban = (
+        f"from viruses import services; services.players_set_banned(player_ids=['{player_id}'], banned=True)"
+    )
+    game.manage("shell", "-c", ban)
+    alice.click(f'[data-virus-id="{virus_id}"]')
+    alice.wait_for_function(
+        "() => document.querySelector('#toast').textContent.includes('banned')", timeout=LIVE
+    )
+    assert database_ids(game) == {virus_id}
+    assert alice.text_content("#score-value") == "0"
+
+
+def test_phone_shows_the_board_below_the_dish_mid_game(open_page, game):
+    game.manage("spawn_virus", "--count", "12")
+    phone = open_page(viewport={"width": 390, "height": 844})
+    wait_ids(phone, database_ids(game))
+    squash_one(phone)
+    wait_board(phone, [phone.text_content("#player-name")])
+    dish = phone.locator("#playground").bounding_box()
+    board = phone.locator("#leaderboard").bounding_box()
+    assert board["y"] >= dish["y"] + dish["height"]
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    add = phone.locator("#add-virus").bounding_box()
+    assert add["y"] + add["height"] <= 844
+    screenshot(phone, "players-phone")

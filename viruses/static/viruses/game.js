@@ -9,6 +9,7 @@
 // Loaded as <script type="module">: strict mode, deferred, nothing leaks to globals.
 // The seq rules live in feed.js (no DOM); this file draws and talks to the server.
 
+import { Board } from "./board.js";
 import { Feed, messagesOf } from "./feed.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
@@ -31,7 +32,6 @@ const connectionStatus = $("#connection-status");
 const connectionLabel = connectionStatus.querySelector(".label");
 const emptyState = $("#empty-state");
 const aliveCount = $("#alive-count");
-const scoreValue = $("#score-value");
 const toast = $("#toast");
 const csrfToken = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
@@ -43,7 +43,6 @@ const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 const state = {
   viruses: new Map(), // id -> live <button>; dying nodes are already gone from here
   rendered: false, // false until the first snapshot has been drawn (no spawn animation for it)
-  score: 0,
 };
 
 // Ids we sent a DELETE for; repeated taps on them are ignored until the push removes them.
@@ -220,12 +219,16 @@ function applySnapshot(message, { live = true } = {}) {
   state.rendered = true;
   feed.snapshot(message.seq, { live });
   if (Number.isInteger(message.online)) setOnline(message.online);
+  board.snapshot(message);
   updateCounters();
 }
 
 function applyChange(message) {
   if (message.type === "virus.created") addVirus(message.virus);
-  else if (message.type === "virus.killed" && typeof message.id === "string") removeVirus(message.id);
+  else if (message.type === "virus.killed" && typeof message.id === "string") {
+    removeVirus(message.id);
+    board.killed(message); // in seq order, after the snapshot: each of our kills counts once
+  }
 }
 
 const feed = new Feed({
@@ -247,6 +250,9 @@ function handleMessage(message) {
       break;
     case "presence":
       setOnline(message.online);
+      break;
+    case "leaderboard":
+      board.leaderboard(message);
       break;
     case "error":
       console.warn("Server says:", message.error);
@@ -468,7 +474,7 @@ async function killVirusClicked(button) {
   }
   if (response.ok) {
     // Stay in pendingKills until the push removes it: a second tap must not earn a 404.
-    scoreValue.textContent = String(++state.score);
+    // The score counts the push's "by" (board.js), so every tab of this player agrees.
     // The virus goes when its "virus.killed" push arrives, in every window alike.
     if (!feed.live) refreshOverHttp({ force: true });
     return;
@@ -523,6 +529,7 @@ function showToast(text) {
 // Start
 // ---------------------------------------------------------------------------
 
+const board = new Board({ csrfToken, toast: showToast, reducedMotion });
 updateCounters();
 socket.connect();
 
