@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 
 from . import messages
+from .selectors import ONLINE_NAMES
 
 
 @register()
@@ -45,6 +46,8 @@ def largest_snapshot_bytes(alive: int) -> int:
         online=2**31,
         leaderboard=board,
         me={**WIDEST_PLAYER, "rank": 2**31},
+        online_players=[{"id": WIDEST_PLAYER["id"], "name": WIDEST_PLAYER["name"]}] * ONLINE_NAMES,
+        online_more=2**31,
     )
     return len(text.encode())
 

@@ -81,7 +81,10 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.joined = True
         await server_presence.join(
-            self.channel_name, client_address=address, user_agent=header(self.scope, b"user-agent")
+            self.channel_name,
+            client_address=address,
+            user_agent=header(self.scope, b"user-agent"),
+            player_id=self.player_id,
         )
         await self.send_snapshot()
         logger.info(kv("ws.connect", channel=self.channel_name, client=address, server=SERVER))
@@ -151,8 +154,8 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.send_snapshot()
 
     async def send_snapshot(self) -> None:
-        seq, viruses, online, board, me = await database_sync_to_async(selectors.snapshot)(self.player_id)
-        text = messages.snapshot(seq=seq, viruses=viruses, online=online, leaderboard=board, me=me)
+        seq, viruses, online, extra = await database_sync_to_async(selectors.snapshot)(self.player_id)
+        text = messages.snapshot(seq=seq, viruses=viruses, online=online, **extra)
         await self.send_text(text)
 
     async def send_text(self, text: str) -> None:

@@ -54,13 +54,9 @@ def player_json(player) -> dict | None:
 # --- to one client ----------------------------------------------------------------------
 
 
-def snapshot(
-    *, seq: int, viruses: list[dict], online: int, leaderboard: dict | None = None, me: dict | None = None
-) -> str:
-    message = {"type": "snapshot", "seq": seq, "viruses": viruses, "online": online}
-    if leaderboard is not None:
-        message.update(leaderboard=leaderboard, me=me)
-    return encode(message)
+def snapshot(*, seq: int, viruses: list[dict], online: int, **extra) -> str:
+    """The snapshot; `extra`: the fields added since the first contract (`selectors.snapshot`)."""
+    return encode({"type": "snapshot", "seq": seq, "viruses": viruses, "online": online, **extra})
 
 
 def error(message: str) -> str:
@@ -83,8 +79,9 @@ def leaderboard_event(board: dict) -> dict:
     return _event("leaderboard", {"type": "leaderboard", **board})
 
 
-def presence_event(*, online: int) -> dict:
-    return _event("presence", {"type": "presence", "online": online})
+def presence_event(*, online: int, **names) -> dict:
+    """`names`: `online_players` and `online_more` (`selectors.online_players`)."""
+    return _event("presence", {"type": "presence", "online": online, **names})
 
 
 def _event(kind: str, message: dict) -> dict:

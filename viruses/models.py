@@ -102,6 +102,8 @@ class Connection(models.Model):
     server = models.CharField(max_length=255, db_index=True)
     client_address = models.CharField(max_length=64, blank=True, db_index=True)
     user_agent = models.CharField(max_length=255, blank=True)
+    # The player of the handshake's cookie, for the names online; none for anonymous scripts.
+    player = models.ForeignKey("Player", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     connected_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(db_index=True)
 

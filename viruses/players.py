@@ -99,12 +99,17 @@ def remember(response, player) -> None:
     """Set the player cookie on `response` (HttpOnly: scripts never need it)."""
     response.set_cookie(
         COOKIE,
-        _signer().sign(str(player.pk)),
+        cookie_value(player.pk),
         max_age=COOKIE_MAX_AGE,
         secure=settings.SESSION_COOKIE_SECURE,
         httponly=True,
         samesite="Lax",
     )
+
+
+def cookie_value(player_id) -> str:
+    """The signed value of the player cookie for `player_id`."""
+    return _signer().sign(str(player_id))
 
 
 def _signer():

@@ -10,6 +10,7 @@ from . import messages
 from .models import ChangeCounter, Connection, Player, Virus
 
 BOARD_SIZE = 10  # players on the leaderboard
+ONLINE_NAMES = 12  # names online listed; the rest are "and N more"
 
 
 def virus_state() -> tuple[int, list[dict]]:
@@ -81,10 +82,32 @@ def game_status() -> dict:
     }
 
 
-def snapshot(player_id=None) -> tuple[int, list[dict], int, dict, dict | None]:
-    """Return (seq, viruses, online, leaderboard, me): what a client is sent first and on resync."""
+def snapshot(player_id=None) -> tuple[int, list[dict], int, dict]:
+    """Return (seq, viruses, online, extra): what a client is sent first and on resync.
+
+    `extra` holds the additions to the first contract: the leaderboard, the viewer (`me`)
+    and the names online.
+    """
     seq, viruses = virus_state()
-    return seq, viruses, online_count(), leaderboard(), me(player_id)
+    extra = {"leaderboard": leaderboard(), "me": me(player_id), **online_players()}
+    return seq, viruses, online_count(), extra
+
+
+def online_players(limit: int = ONLINE_NAMES) -> dict:
+    """Who is online by name: `{"online_players": [{"id", "name"}, ...], "online_more": N}`.
+
+    At most `limit` names (alphabetical); `online_more` counts the other named players.
+    Anonymous sockets (scripts without the cookie) and banned players count only in `online`.
+    """
+    named = Player.objects.filter(
+        pk__in=Connection.objects.filter(_online(), player__isnull=False).values("player_id"), banned=False
+    )
+    shown = list(named.order_by("name_key").values("id", "name")[:limit])
+    more = named.count() - len(shown) if len(shown) == limit else 0
+    return {
+        "online_players": [{"id": str(p["id"]), "name": p["name"]} for p in shown],
+        "online_more": more,
+    }
 
 
 def leaderboard() -> dict:

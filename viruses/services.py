@@ -179,13 +179,18 @@ def players_set_banned(*, player_ids, banned: bool) -> int:
     return changed
 
 
-def connection_open(*, channel_name: str, server: str, client_address: str, user_agent: str) -> None:
-    """Record one open WebSocket of `server` (admin: who is online, on which server)."""
+def connection_open(
+    *, channel_name: str, server: str, client_address: str, user_agent: str, player_id=None
+) -> None:
+    """Record one open WebSocket of `server` (admin: who is online, on which server, as whom)."""
+    if player_id is not None and not Player.objects.filter(pk=player_id).exists():
+        player_id = None  # a cookie of a player who is gone (a database reset): anonymous
     Connection.objects.create(
         channel_name=channel_name,
         server=server,
         client_address=client_address[:64],
         user_agent=user_agent[:255],
+        player_id=player_id,
         last_seen=timezone.now(),
     )
 
