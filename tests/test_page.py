@@ -268,6 +268,17 @@ def test_two_players_see_each_others_names_and_the_same_board_live(open_page, ga
     assert (alice.text_content("#score-value"), bob.text_content("#score-value")) == ("2", "1")
     assert (alice.text_content("#player-rank"), bob.text_content("#player-rank")) == ("#1", "#2")
     assert alice.get_attribute("#leaderboard-list li:first-child", "aria-current") == "true"
+    for page in (alice, bob):
+        page.wait_for_function(
+            "names => names.every(n => document.querySelector('#online-names').textContent.includes(n))",
+            arg=list(names.values()),
+            timeout=LIVE,
+        )
+    alice.wait_for_function(
+        "name => document.querySelector('#event-list').textContent.includes(name + ' squashed a ')",
+        arg=names[bob],
+        timeout=LIVE,
+    )
     screenshot(alice, "players-desktop")
 
 

@@ -10,6 +10,7 @@
 // The seq rules live in feed.js (no DOM); this file draws and talks to the server.
 
 import { Board } from "./board.js";
+import { Events } from "./events.js";
 import { Feed, messagesOf } from "./feed.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
@@ -220,14 +221,20 @@ function applySnapshot(message, { live = true } = {}) {
   feed.snapshot(message.seq, { live });
   if (Number.isInteger(message.online)) setOnline(message.online);
   board.snapshot(message);
+  events.presence(message);
   updateCounters();
 }
 
 function applyChange(message) {
-  if (message.type === "virus.created") addVirus(message.virus);
-  else if (message.type === "virus.killed" && typeof message.id === "string") {
+  if (message.type === "virus.created") {
+    addVirus(message.virus);
+    const virus = normaliseVirus(message.virus);
+    if (virus) events.created(message, KIND_NAMES[virus.kind]);
+  } else if (message.type === "virus.killed" && typeof message.id === "string") {
+    const kind = state.viruses.get(message.id)?.dataset.kind;
     removeVirus(message.id);
     board.killed(message); // in seq order, after the snapshot: each of our kills counts once
+    events.killed(message, kind === undefined ? "" : KIND_NAMES[Number(kind)]);
   }
 }
 
@@ -250,6 +257,7 @@ function handleMessage(message) {
       break;
     case "presence":
       setOnline(message.online);
+      events.presence(message);
       break;
     case "leaderboard":
       board.leaderboard(message);
@@ -530,6 +538,7 @@ function showToast(text) {
 // ---------------------------------------------------------------------------
 
 const board = new Board({ csrfToken, toast: showToast, reducedMotion });
+const events = new Events({ list: $("#event-list"), online: $("#online-names") });
 updateCounters();
 socket.connect();
 
