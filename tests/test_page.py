@@ -342,3 +342,45 @@ def test_phone_shows_the_board_below_the_dish_mid_game(open_page, game):
     add = phone.locator("#add-virus").bounding_box()
     assert add["y"] + add["height"] <= 844
     screenshot(phone, "players-phone")
+
+
+# A dish you can read ------------------------------------------------------------------------
+
+
+def hidden_viruses(page) -> list[str]:
+    """Live viruses whose centre is not their own click target (another one lies on it)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('#playground button[data-virus-id]')].filter(el => {
+            const box = el.getBoundingClientRect();
+            const hit = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
+            return !hit || hit.closest('button') !== el;
+        }).map(el => el.dataset.virusId)"""
+    )
+
+
+def reading_order_breaks(page) -> int:
+    """How many times the DOM (Tab) order goes back up a row or leftwards within a row."""
+    return page.evaluate(
+        """() => {
+            const value = (el, name) => Number(el.style.getPropertyValue(name));
+            const at = [...document.querySelectorAll('#playground button[data-virus-id]')]
+                .map(el => [Math.floor(value(el, '--y') / 12), value(el, '--x')]);
+            return at.slice(1)
+                .filter(([row, x], i) => row < at[i][0] || (row === at[i][0] && x < at[i][1])).length;
+        }"""
+    )
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(390, 844), (1920, 1080), (1280, 800)], ids=["phone", "full-hd", "laptop"]
+)
+def test_a_crowded_dish_hides_no_virus_and_tabs_in_rows(open_page, game, width, height):
+    game.manage("spawn_virus", "--count", "80")
+    page = open_page(viewport={"width": width, "height": height})
+    page.emulate_media(reduced_motion="reduce")  # still viruses: hit-test where they rest
+    ids = database_ids(game)
+    wait_ids(page, ids)
+    page.wait_for_function("() => new Promise(done => requestAnimationFrame(() => done(true)))")
+    assert hidden_viruses(page) == []
+    assert reading_order_breaks(page) == 0
+    screenshot(page, f"crowded-{width}x{height}")

@@ -110,8 +110,72 @@ function addVirus(raw, { animate = true, delayMs = 0 } = {}) {
     if (delayMs) button.style.setProperty("--spawn-delay", `${delayMs}ms`);
   }
   state.viruses.set(virus.id, button);
+  positions.set(button, virus);
+  insertInReadingOrder(button, virus);
+  fitSoon();
+}
+
+// ---------------------------------------------------------------------------
+// A dish you can read: reading order for the keyboard, sizes that never hide a virus
+// ---------------------------------------------------------------------------
+
+const positions = new WeakMap(); // live button -> its virus ({x, y} in percent)
+const ROW_BAND = 12; // percent of the dish's height per row of the Tab order (the server's spacing)
+const FIT_MARGIN = 0.9; // a virus's round button stays this far inside half the gap to its neighbour
+
+function readsBefore(a, b) {
+  const rowA = Math.floor(a.y / ROW_BAND);
+  const rowB = Math.floor(b.y / ROW_BAND);
+  return rowA !== rowB ? rowA < rowB : a.x < b.x;
+}
+
+// Tab goes through the viruses in rows from the top, left to right, as the eye does,
+// whatever order they were created in.
+function insertInReadingOrder(button, virus) {
+  for (const other of playground.querySelectorAll("button[data-virus-id]")) {
+    const at = positions.get(other);
+    if (other !== button && at && readsBefore(virus, at)) {
+      playground.insertBefore(button, other);
+      return;
+    }
+  }
   playground.append(button);
 }
+
+// The server keeps viruses apart, but a crowded dish on a small screen can still be too
+// tight for their full size: shrink them all just enough that no round button covers the
+// centre of another (each centre then stays a click target).
+const probe = Object.assign(document.createElement("div"), { className: "virus-probe" });
+playground.append(probe);
+let fitQueued = false;
+function fitSoon() {
+  if (fitQueued) return;
+  fitQueued = true;
+  requestAnimationFrame(fitViruses);
+}
+
+function fitViruses() {
+  fitQueued = false;
+  const base = probe.getBoundingClientRect().width;
+  const { width, height } = playground.getBoundingClientRect();
+  // Positions map into the dish inset by one virus; the full size gives the tightest spread.
+  const w = Math.max(0, width - base) / 100;
+  const h = Math.max(0, height - base) / 100;
+  const points = [...state.viruses.values()].map((b) => positions.get(b)).filter(Boolean);
+  let closest = Infinity;
+  for (let i = 0; i < points.length; i++) {
+    for (let j = i + 1; j < points.length; j++) {
+      const dx = (points[i].x - points[j].x) * w;
+      const dy = (points[i].y - points[j].y) * h;
+      closest = Math.min(closest, dx * dx + dy * dy);
+    }
+  }
+  const fit = 2 * FIT_MARGIN * Math.sqrt(closest);
+  if (fit < base) playground.style.setProperty("--virus-fit", `${Math.max(12, Math.floor(fit))}px`);
+  else playground.style.removeProperty("--virus-fit");
+}
+
+new ResizeObserver(fitSoon).observe(playground);
 
 // Killing a virus we lack is a no-op. The virus leaves the state at once; only its
 // node lingers for the pop, stripped of data-virus-id so scripts and tests never
@@ -121,6 +185,7 @@ function removeVirus(id, { animate = true } = {}) {
   if (!button) return;
   state.viruses.delete(id);
   pendingKills.delete(id);
+  fitSoon();
 
   const hadFocus = document.activeElement === button;
   const next = hadFocus ? nearestVirus(button) : null;
