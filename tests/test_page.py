@@ -384,3 +384,19 @@ def test_a_crowded_dish_hides_no_virus_and_tabs_in_rows(open_page, game, width, 
     assert hidden_viruses(page) == []
     assert reading_order_breaks(page) == 0
     screenshot(page, f"crowded-{width}x{height}")
+
+
+def test_clearing_the_dish_is_celebrated_and_sound_is_off_until_turned_on_and_remembered(open_page, game):
+    game.manage("spawn_virus")
+    page = open_page()
+    wait_ids(page, database_ids(game))
+    assert page.get_attribute("#sound-toggle", "aria-pressed") == "false"
+    page.click("#sound-toggle")
+    assert page.get_attribute("#sound-toggle", "aria-pressed") == "true"
+    squash_one(page)
+    page.wait_for_function(
+        "() => document.querySelector('#toast').textContent.startsWith('Dish cleared by ')", timeout=LIVE
+    )
+    page.reload()
+    wait_open(page)
+    assert page.get_attribute("#sound-toggle", "aria-pressed") == "true"

@@ -12,6 +12,7 @@
 import { Board } from "./board.js";
 import { Events } from "./events.js";
 import { Feed, messagesOf } from "./feed.js";
+import { Sound } from "./sound.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
 
@@ -207,6 +208,16 @@ function removeVirus(id, { animate = true } = {}) {
   setTimeout(() => button.remove(), POP_MS);
 }
 
+// The last virus squashed: a short celebration (the toast says who did it, politely).
+function celebrateClearDish(message) {
+  showToast(message.by ? `Dish cleared by ${message.by.name}!` : "Dish cleared!");
+  if (reducedMotion.matches) return;
+  playground.classList.remove("is-cleared");
+  void playground.offsetWidth; // restart the animation if it is still running
+  playground.classList.add("is-cleared");
+  setTimeout(() => playground.classList.remove("is-cleared"), 1300);
+}
+
 function nearestVirus(from) {
   const a = from.getBoundingClientRect();
   let best = null;
@@ -295,11 +306,14 @@ function applyChange(message) {
     addVirus(message.virus);
     const virus = normaliseVirus(message.virus);
     if (virus) events.created(message, KIND_NAMES[virus.kind]);
+    sound.play("spawn");
   } else if (message.type === "virus.killed" && typeof message.id === "string") {
     const kind = state.viruses.get(message.id)?.dataset.kind;
     removeVirus(message.id);
     board.killed(message); // in seq order, after the snapshot: each of our kills counts once
     events.killed(message, kind === undefined ? "" : KIND_NAMES[Number(kind)]);
+    sound.play("squash");
+    if (state.viruses.size === 0) celebrateClearDish(message);
   }
 }
 
@@ -603,6 +617,7 @@ function showToast(text) {
 // ---------------------------------------------------------------------------
 
 const board = new Board({ csrfToken, toast: showToast, reducedMotion });
+const sound = new Sound($("#sound-toggle"));
 const events = new Events({ list: $("#event-list"), online: $("#online-names") });
 updateCounters();
 socket.connect();
