@@ -5,7 +5,7 @@
 // is text, never markup.
 
 const ME_URL = "/api/me/";
-const ME_REFRESH_GAP_MS = 5000; // own rank outside the top 10: re-read at most this often
+const ME_REFRESH_GAP_MS = 10000; // own rank outside the top 10: re-read (GET /api/me/) at most this often
 const CELEBRATE_MS = 1800;
 
 const $ = (selector) => document.querySelector(selector);
