@@ -217,3 +217,18 @@ def test_wrong_methods_on_the_player_endpoints_are_405():
     alice = browser()
     assert alice.post("/api/me/", headers={"x-csrftoken": alice.token}).status_code == 405
     assert alice.delete("/api/leaderboard/", headers={"x-csrftoken": alice.token}).status_code == 405
+
+
+def test_new_players_are_rate_limited_per_address_and_the_page_still_loads(settings):
+    settings.VIRUS_NEW_PLAYER_RATE, settings.VIRUS_NEW_PLAYER_BURST = 1, 2
+    address = f"test-{uuid.uuid4().hex[:12]}"
+    statuses = [Client(REMOTE_ADDR=address).get("/api/me/").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    page = Client(REMOTE_ADDR=address).get("/")
+    assert page.status_code == 200
+    assert players.COOKIE not in page.cookies
+    assert "Guest" in page.content.decode()
+    assert Player.objects.count() == 2
+    keeper = Client(REMOTE_ADDR=address)
+    keeper.cookies[players.COOKIE] = players.cookie_value(Player.objects.first().pk)
+    assert keeper.get("/api/me/").status_code == 200  # a player who kept the cookie is never limited

@@ -78,11 +78,23 @@ def rate_limited(request, bucket: str, player=None) -> JsonResponse | None:
     return response
 
 
+class TooManyPlayers(services.GameError):
+    status = 429
+
+
 def player_of(request):
-    """The request's `Player`, created (and the cookie set by `with_player_cookie`) if it has none."""
+    """The request's `Player`, created (and the cookie set by `with_player_cookie`) if it has none.
+
+    New players are rate-limited per address (`TooManyPlayers`): a script that never keeps
+    its cookie would otherwise add a row per request.
+    """
     player_id = players.from_request(request)
     player = selectors.player(player_id) if player_id else None
     if player is None:
+        address = request.META.get("REMOTE_ADDR", "")
+        if ratelimit.retry_after("player", address) is not None:
+            logger.info(kv("http.rate_limited", bucket="player", client=address))
+            raise TooManyPlayers("too many new players from this address, keep your cookie or wait")
         player = services.player_create()
         request.new_player = player
     return player
@@ -108,6 +120,8 @@ def index(request):
     # The first visit makes the player, so the page shows their name from the start.
     try:
         player = player_of(request)
+    except TooManyPlayers:  # the page still loads; this browser plays anonymously
+        player = None
     except DatabaseError as exc:  # the page still loads; the socket retries until the database is back
         logger.error(kv("http.error", method=request.method, path=request.path, error="database", detail=exc))
         player = None
