@@ -44,7 +44,8 @@ async def test_delete_from_the_change_page_pushes_the_kill(admin_client, pushes)
         f"/admin/viruses/virus/{virus.id}/delete/", {"post": "yes"}
     )
     assert (response.status_code, response.url) == (302, "/admin/viruses/virus/")  # back to the list
-    assert (await pushes.receive()) | {"seq": 0} == {"type": "virus.killed", "seq": 0, "id": str(virus.id)}
+    killed = (await pushes.receive()) | {"seq": 0}
+    assert killed == {"type": "virus.killed", "seq": 0, "id": str(virus.id), "by": None}  # no player's kill
 
 
 async def test_spawn_button_on_an_empty_playground_creates_and_pushes_five(admin_client, pushes):
@@ -153,3 +154,42 @@ def test_admin_login_failures_below_the_limit_do_not_lock(django_user_model):
     for _ in range(4):
         assert login("203.0.113.5", "boss", "wrong")[0].status_code == 200
     assert login("203.0.113.5", "boss", "right-horse-battery")[0].status_code == 302
+
+
+async def test_players_page_searches_sorts_by_score_and_bans_off_the_board(admin_client, pushes):
+    @database_sync_to_async
+    def players_with_kills(*counts):
+        made = []
+        for count in counts:
+            player = services.player_create()
+            for _ in range(count):
+                services.virus_kill(virus_id=services.virus_create().id, by=player)
+            made.append(player)
+        return made
+
+    low, high = await players_with_kills(1, 3)
+    await database_sync_to_async(services.player_rename)(player=high, name="Top Sneezer")
+    page = (await database_sync_to_async(admin_client.get)("/admin/viruses/player/")).content.decode()
+    assert page.index("Top Sneezer") < page.index(low.name)  # best score first
+    found = (
+        await database_sync_to_async(admin_client.get)("/admin/viruses/player/?q=sneez")
+    ).content.decode()
+    assert "Top Sneezer" in found
+    assert low.name not in found
+
+    names = await board_names(pushes)
+    while names != ["Top Sneezer", low.name]:  # pushes coalesce: the latest board tells
+        names = await board_names(pushes)
+    response = await database_sync_to_async(admin_client.post)(
+        "/admin/viruses/player/", {"action": "ban", "_selected_action": [str(high.pk)]}
+    )
+    assert response.status_code == 302
+    assert await board_names(pushes) == [low.name]
+    assert await pushes.nothing()
+
+
+async def board_names(pushes) -> list[str]:
+    """The names on the next `leaderboard` push, skipping virus changes."""
+    while (message := await pushes.receive())["type"] != "leaderboard":
+        pass
+    return [entry["name"] for entry in message["top"]]

@@ -155,3 +155,33 @@ async def test_snapshots_share_the_address_bucket_resync_answers_an_error(settin
     await second.connect()
     assert (await second.receive_output(3))["code"] == 1008
     await communicator.disconnect()
+
+
+async def test_names_online_come_in_the_snapshot_and_presence_without_anonymous_or_banned_ones():
+    from viruses import players
+    from viruses.models import Player
+
+    @database_sync_to_async
+    def cookie_of(name: str, *, banned: bool = False) -> bytes:
+        player = Player.objects.create(name=name, name_key=name.casefold(), banned=banned)
+        return f"{players.COOKIE}={players.cookie_value(player.pk)}".encode()
+
+    async def join(cookie: bytes | None) -> WebsocketCommunicator:
+        headers = [(b"origin", b"http://localhost")] + ([(b"cookie", cookie)] if cookie else [])
+        communicator = WebsocketCommunicator(application, "/ws/viruses/", headers=headers)
+        assert (await communicator.connect())[0]
+        return communicator
+
+    zed = await join(await cookie_of("Zed Zebra"))
+    anonymous = await join(None)
+    banned = await join(await cookie_of("Bad Apple", banned=True))
+    amy = await join(await cookie_of("Amy Ant"))
+    snapshot = await next_of(amy, "snapshot")
+    assert [p["name"] for p in snapshot["online_players"]] == ["Amy Ant", "Zed Zebra"]
+    assert (snapshot["online"], snapshot["online_more"], snapshot["me"]["name"]) == (4, 0, "Amy Ant")
+    await zed.disconnect()
+    while (presence := await next_of(amy, "presence"))["online"] != 3:
+        pass
+    assert [p["name"] for p in presence["online_players"]] == ["Amy Ant"]
+    for communicator in (anonymous, banned, amy):
+        await communicator.disconnect()

@@ -306,3 +306,181 @@ def test_while_the_socket_is_down_actions_go_over_http_and_back_once_it_is_up(ch
         assert len(traffic.writes()) == 2  # nothing more over HTTP
     finally:
         context.close()
+
+
+# Players and the leaderboard --------------------------------------------------------------
+
+
+def wait_board(page, names: list[str], kills: list[int] | None = None, timeout=LIVE) -> None:
+    """Wait until the board lists these names (and, if given, these kill counts) in this order."""
+    page.wait_for_function(
+        """([names, kills]) => {
+            const rows = [...document.querySelectorAll('#leaderboard-list li')];
+            const shown = rows.map(li => li.querySelector('.name').textContent);
+            const counts = rows.map(li => Number(li.querySelector('.kills').textContent));
+            return JSON.stringify(shown) === JSON.stringify(names)
+                && (kills === null || JSON.stringify(counts) === JSON.stringify(kills));
+        }""",
+        arg=[names, kills],
+        timeout=timeout,
+    )
+
+
+def squash_one(page) -> None:
+    """Click a virus nobody covers and wait until it is gone from this page."""
+    before = len(virus_ids(page))
+    page.click(f'[data-virus-id="{uncovered_virus(page)}"]')
+    page.wait_for_function(
+        "n => document.querySelectorAll('#playground button[data-virus-id]').length === n",
+        arg=before - 1,
+        timeout=LIVE,
+    )
+
+
+def test_two_players_see_each_others_names_and_the_same_board_live(open_page, game):
+    game.manage("spawn_virus", "--count", "5")
+    alice, bob = open_page(), open_page()
+    names = {page: page.text_content("#player-name") for page in (alice, bob)}
+    assert names[alice] and names[bob] and names[alice] != names[bob]
+    ids = database_ids(game)
+    wait_ids(alice, ids)
+    wait_ids(bob, ids)
+    for page in (alice, bob, alice):
+        squash_one(page)
+    for page in (alice, bob):
+        wait_board(page, [names[alice], names[bob]], [2, 1])
+    assert (alice.text_content("#score-value"), bob.text_content("#score-value")) == ("2", "1")
+    assert (alice.text_content("#player-rank"), bob.text_content("#player-rank")) == ("#1", "#2")
+    assert alice.get_attribute("#leaderboard-list li:first-child", "aria-current") == "true"
+    for page in (alice, bob):
+        page.wait_for_function(
+            "names => names.every(n => document.querySelector('#online-names').textContent.includes(n))",
+            arg=list(names.values()),
+            timeout=LIVE,
+        )
+    alice.wait_for_function(
+        "name => document.querySelector('#event-list').textContent.includes(name + ' squashed a ')",
+        arg=names[bob],
+        timeout=LIVE,
+    )
+    screenshot(alice, "players-desktop")
+
+
+def test_rename_refuses_markup_shows_up_in_the_other_page_and_survives_a_reload(open_page, game):
+    game.manage("spawn_virus")
+    alice, bob = open_page(), open_page()
+    wait_ids(alice, database_ids(game))
+    squash_one(alice)
+    before = alice.text_content("#player-name")
+    wait_board(bob, [before])
+
+    alice.click("#rename-open")
+    alice.fill("#rename-input", "<b>x</b>")
+    alice.press("#rename-input", "Enter")
+    alice.wait_for_function("() => document.querySelector('#rename-error').textContent !== ''", timeout=LIVE)
+    assert "letters" in alice.text_content("#rename-error")
+    assert alice.get_attribute("#rename-input", "aria-invalid") == "true"
+    assert alice.text_content("#player-name") == before
+    assert alice.locator("#player b, #leaderboard b").count() == 0
+
+    alice.fill("#rename-input", "Dr Sneeze")
+    alice.press("#rename-input", "Enter")
+    wait_board(bob, ["Dr Sneeze"])
+    assert alice.is_hidden("#rename-form")
+    assert alice.text_content("#player-name") == "Dr Sneeze"
+
+    alice.reload()
+    wait_open(alice)
+    alice.wait_for_function("() => document.querySelector('#player-rank').textContent === '#1'", timeout=LIVE)
+    assert (alice.text_content("#player-name"), alice.text_content("#score-value")) == ("Dr Sneeze", "1")
+
+
+def test_a_banned_player_cannot_score(open_page, game):
+    game.manage("spawn_virus")
+    alice = open_page()
+    (virus_id,) = database_ids(game)
+    wait_ids(alice, {virus_id})
+    player_id = alice.get_attribute("#player", "data-player-id")
+    ban = (
+        f"from viruses import services; services.players_set_banned(player_ids=['{player_id}'], banned=True)"
+    )
+    game.manage("shell", "-c", ban)
+    alice.click(f'[data-virus-id="{virus_id}"]')
+    alice.wait_for_function(
+        "() => document.querySelector('#toast').textContent.includes('banned')", timeout=LIVE
+    )
+    assert database_ids(game) == {virus_id}
+    assert alice.text_content("#score-value") == "0"
+
+
+def test_phone_shows_the_board_below_the_dish_mid_game(open_page, game):
+    game.manage("spawn_virus", "--count", "12")
+    phone = open_page(viewport={"width": 390, "height": 844})
+    wait_ids(phone, database_ids(game))
+    squash_one(phone)
+    wait_board(phone, [phone.text_content("#player-name")])
+    dish = phone.locator("#playground").bounding_box()
+    board = phone.locator("#leaderboard").bounding_box()
+    assert board["y"] >= dish["y"] + dish["height"]
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    add = phone.locator("#add-virus").bounding_box()
+    assert add["y"] + add["height"] <= 844
+    screenshot(phone, "players-phone")
+
+
+# A dish you can read ------------------------------------------------------------------------
+
+
+def hidden_viruses(page) -> list[str]:
+    """Live viruses whose centre is not their own click target (another one lies on it)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('#playground button[data-virus-id]')].filter(el => {
+            const box = el.getBoundingClientRect();
+            const hit = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
+            return !hit || hit.closest('button') !== el;
+        }).map(el => el.dataset.virusId)"""
+    )
+
+
+def reading_order_breaks(page) -> int:
+    """How many times the DOM (Tab) order goes back up a row or leftwards within a row."""
+    return page.evaluate(
+        """() => {
+            const value = (el, name) => Number(el.style.getPropertyValue(name));
+            const at = [...document.querySelectorAll('#playground button[data-virus-id]')]
+                .map(el => [Math.floor(value(el, '--y') / 12), value(el, '--x')]);
+            return at.slice(1)
+                .filter(([row, x], i) => row < at[i][0] || (row === at[i][0] && x < at[i][1])).length;
+        }"""
+    )
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(390, 844), (1920, 1080), (1280, 800)], ids=["phone", "full-hd", "laptop"]
+)
+def test_a_crowded_dish_hides_no_virus_and_tabs_in_rows(open_page, game, width, height):
+    game.manage("spawn_virus", "--count", "80")
+    page = open_page(viewport={"width": width, "height": height})
+    page.emulate_media(reduced_motion="reduce")  # still viruses: hit-test where they rest
+    ids = database_ids(game)
+    wait_ids(page, ids)
+    page.wait_for_function("() => new Promise(done => requestAnimationFrame(() => done(true)))")
+    assert hidden_viruses(page) == []
+    assert reading_order_breaks(page) == 0
+    screenshot(page, f"crowded-{width}x{height}")
+
+
+def test_clearing_the_dish_is_celebrated_and_sound_is_off_until_turned_on_and_remembered(open_page, game):
+    game.manage("spawn_virus")
+    page = open_page()
+    wait_ids(page, database_ids(game))
+    assert page.get_attribute("#sound-toggle", "aria-pressed") == "false"
+    page.click("#sound-toggle")
+    assert page.get_attribute("#sound-toggle", "aria-pressed") == "true"
+    squash_one(page)
+    page.wait_for_function(
+        "() => document.querySelector('#toast').textContent.startsWith('Dish cleared by ')", timeout=LIVE
+    )
+    page.reload()
+    wait_open(page)
+    assert page.get_attribute("#sound-toggle", "aria-pressed") == "true"

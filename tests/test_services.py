@@ -1,5 +1,8 @@
 """The game's rules, enforced by the only writers."""
 
+import itertools
+import math
+import random
 import uuid
 
 import pytest
@@ -62,3 +65,36 @@ def test_bulk_writes_that_fire_no_signals_refuse_to_run(write, name):
         write()
     virus.refresh_from_db()
     assert (virus.kind, virus.x, Virus.objects.count()) == (3, 20, 1)
+
+
+def pairwise_gaps(viruses) -> list[float]:
+    return [math.hypot(a.x - b.x, a.y - b.y) for a, b in itertools.combinations(viruses, 2)]
+
+
+def test_new_viruses_keep_their_distance_while_there_is_room():
+    random.seed(20)
+    viruses = [services.virus_create() for _ in range(20)]
+    assert min(pairwise_gaps(viruses)) >= services.SPACING
+
+
+def test_a_crowded_dish_still_takes_every_virus_each_in_the_emptiest_spot_found(settings):
+    settings.VIRUS_MAX_ALIVE = 150
+    random.seed(150)
+    viruses = [services.virus_create() for _ in range(150)]
+    assert Virus.objects.count() == 150
+    assert all(services.MARGIN <= v.x <= 100 - services.MARGIN for v in viruses)
+    # Uniformly random spots put the closest two of 150 about 0.3 % apart, often on top of each other.
+    assert min(pairwise_gaps(viruses)) >= 2.5
+
+
+def test_a_virus_finds_the_one_free_corner_of_a_full_dish():
+    random.seed(3)
+    # A dish with one free corner: the new virus goes there.
+    crowd = [
+        services.virus_create(x=x, y=y)
+        for x in range(10, 95, 10)
+        for y in range(10, 95, 10)
+        if x < 60 or y < 60
+    ]
+    virus = services.virus_create()
+    assert min(math.hypot(virus.x - c.x, virus.y - c.y) for c in crowd) >= services.SPACING

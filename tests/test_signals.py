@@ -4,7 +4,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import transaction
 
-from viruses import selectors, services
+from viruses import leaderboard, selectors, services
 from viruses.models import Virus
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,6 +38,7 @@ async def test_create_pushes_the_virus_with_the_next_seq(pushes):
             "y": virus.y,
             "created_at": virus.created_at.isoformat(),
         },
+        "by": None,  # the game itself (spawner, admin, shell) made it
     }
 
 
@@ -118,3 +119,31 @@ async def test_seq_is_gap_free_across_mixed_commits_and_rollbacks(pushes):
     assert seqs == list(range(before + 1, before + changes + 1))
     assert await current_seq() == before + changes
     assert await pushes.nothing()
+
+
+async def test_a_players_kill_is_pushed_naming_them_then_the_board_and_a_rolled_back_one_is_neither(pushes):
+    player = await database_sync_to_async(services.player_create)()
+    virus = await create()
+    await pushes.receive()
+
+    @database_sync_to_async
+    def kill_then_fail():
+        with transaction.atomic():
+            services.virus_kill(virus_id=virus.id, by=player)
+            raise Boom
+
+    with pytest.raises(Boom):
+        await kill_then_fail()
+    assert await pushes.nothing(timeout=3 * leaderboard.DELAY)  # no kill, and no board
+    await database_sync_to_async(player.refresh_from_db)()
+    assert player.kills == 0
+
+    await database_sync_to_async(services.virus_kill)(virus_id=virus.id, by=player)
+    killed = await pushes.receive()
+    assert (killed["type"], killed["by"]) == ("virus.killed", {"id": str(player.pk), "name": player.name})
+    board = await pushes.receive()
+    assert board == {
+        "type": "leaderboard",
+        "top": [{"rank": 1, "id": str(player.pk), "name": player.name, "kills": 1}],
+        "players": 1,
+    }

@@ -7,6 +7,7 @@ import time
 import pytest
 from django.core.management import CommandError, call_command
 
+from viruses.management.commands.spawn_virus import moments
 from viruses.models import Virus
 
 pytestmark = pytest.mark.django_db
@@ -72,3 +73,11 @@ def test_once_per_without_a_reachable_cache_refuses_to_spawn(settings, unused_tc
     with pytest.raises(CommandError, match="spawn lock"):
         spawn("--once-per", "60")
     assert Virus.objects.count() == 0
+
+
+def test_spread_gives_each_creation_its_own_equal_slice_of_the_window():
+    random.seed(4)
+    for _ in range(200):
+        spaced = moments(3, 55)
+        assert all(i * 55 / 3 <= moment < (i + 1) * 55 / 3 for i, moment in enumerate(spaced))
+    assert moments(1, 0) == [0.0]

@@ -40,33 +40,34 @@ async def atake_token(bucket: str, address: str, player: str | None = None) -> N
         raise RateLimited(bucket, wait)
 
 
-def create(*, address: str, player: str | None = None) -> Virus:
-    """Create one virus for a player; `RateLimited` (429) or `AliveCapReached` (409) refuse it."""
-    take_token("action", address, player)
-    return services.virus_create()
+def create(*, address: str, by: services.Actor = None) -> Virus:
+    """Create one virus for player `by`; `RateLimited` (429), `AliveCapReached` (409) or
+    `PlayerBanned` (403) refuse it."""
+    take_token("action", address)
+    return services.virus_create(by=by)
 
 
-def kill(*, virus_id: uuid.UUID | str, address: str, player: str | None = None) -> None:
-    """Kill one virus for a player; `VirusNotFound` (404) or `RateLimited` (429) refuse it.
+def kill(*, virus_id: uuid.UUID | str, address: str, by: services.Actor = None) -> None:
+    """Kill one virus and credit player `by`; `VirusNotFound` (404) or `RateLimited` (429) refuse it.
 
     A malformed id is not found, and costs no token: nothing was tried.
     """
     virus_id = parse_id(virus_id)
-    take_token("action", address, player)
-    services.virus_kill(virus_id=virus_id)
+    take_token("action", address)
+    services.virus_kill(virus_id=virus_id, by=by)
 
 
-async def acreate(*, address: str, player: str | None = None) -> Virus:
+async def acreate(*, address: str, by: services.Actor = None) -> Virus:
     """`create` for consumers."""
-    await atake_token("action", address, player)
-    return await database_sync_to_async(services.virus_create)()
+    await atake_token("action", address)
+    return await database_sync_to_async(services.virus_create)(by=by)
 
 
-async def akill(*, virus_id: uuid.UUID | str, address: str, player: str | None = None) -> None:
+async def akill(*, virus_id: uuid.UUID | str, address: str, by: services.Actor = None) -> None:
     """`kill` for consumers."""
     virus_id = parse_id(virus_id)
-    await atake_token("action", address, player)
-    await database_sync_to_async(services.virus_kill)(virus_id=virus_id)
+    await atake_token("action", address)
+    await database_sync_to_async(services.virus_kill)(virus_id=virus_id, by=by)
 
 
 def parse_id(virus_id: uuid.UUID | str) -> uuid.UUID:

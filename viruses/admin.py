@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 
 from . import services
 from .logs import kv
-from .models import Connection, Virus
+from .models import Connection, Player, Virus
 from .selectors import stale_before
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,34 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Player)
+class PlayerAdmin(admin.ModelAdmin):
+    list_display = ["name", "kills", "scored_at", "banned", "created_at"]
+    list_filter = ["banned"]
+    search_fields = ["name"]
+    ordering = ["-kills", "scored_at"]
+    fields = readonly_fields = ["id", "name", "kills", "scored_at", "banned", "created_at"]
+    actions = ["ban", "unban"]
+
+    def has_add_permission(self, request):
+        return False  # players come from the game's first visit
+
+    def has_change_permission(self, request, obj=None):
+        # Scores and names change through the game only (a saved form could overwrite a kill
+        # made meanwhile); bans are list actions.
+        return obj is None and super().has_change_permission(request)
+
+    @admin.action(description="Ban selected players (no more actions, off the board)")
+    def ban(self, request, queryset):
+        changed = services.players_set_banned(player_ids=queryset.values_list("pk", flat=True), banned=True)
+        self.message_user(request, f"Banned {changed} players.", messages.SUCCESS)
+
+    @admin.action(description="Unban selected players")
+    def unban(self, request, queryset):
+        changed = services.players_set_banned(player_ids=queryset.values_list("pk", flat=True), banned=False)
+        self.message_user(request, f"Unbanned {changed} players.", messages.SUCCESS)
 
 
 @receiver(user_locked_out)

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 
 from . import messages
+from .selectors import ONLINE_NAMES
 
 
 @register()
@@ -32,11 +33,22 @@ WIDEST_VIRUS = {
     "y": 1.2345678901234567e-05,
     "created_at": "2000-01-01T00:00:00.000000+00:00",
 }
+# A name of 24 letters outside the BMP: each is escaped as a 12-byte surrogate pair.
+WIDEST_PLAYER = {"id": str(uuid.UUID(int=0)), "name": "\U0001d4d0" * 24, "kills": 2**31, "banned": False}
 
 
 def largest_snapshot_bytes(alive: int) -> int:
-    """Return the size of the largest snapshot `alive` viruses can make."""
-    text = messages.snapshot(seq=2**63 - 1, viruses=[WIDEST_VIRUS] * alive, online=2**31)
+    """Return the size of the largest snapshot `alive` viruses can make (with a full leaderboard)."""
+    board = {"top": [{"rank": 10, **WIDEST_PLAYER}] * 10, "players": 2**31}
+    text = messages.snapshot(
+        seq=2**63 - 1,
+        viruses=[WIDEST_VIRUS] * alive,
+        online=2**31,
+        leaderboard=board,
+        me={**WIDEST_PLAYER, "rank": 2**31},
+        online_players=[{"id": WIDEST_PLAYER["id"], "name": WIDEST_PLAYER["name"]}] * ONLINE_NAMES,
+        online_more=2**31,
+    )
     return len(text.encode())
 
 

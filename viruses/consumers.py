@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from . import actions, admission, broadcast, messages, ratelimit, selectors, services
+from . import actions, admission, broadcast, messages, players, ratelimit, selectors, services
 from .logs import kv
 from .presence import SERVER, server_presence
 from .transport import SlidingWindow, Socket
@@ -34,13 +34,14 @@ class VirusConsumer(AsyncWebsocketConsumer):
     """
 
     # The group events (messages.py), each already encoded once for every client.
-    RELAYED = frozenset({"virus.created", "virus.killed", "presence"})
+    RELAYED = frozenset({"virus.created", "virus.killed", "presence", "leaderboard"})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.socket: Socket | None = None  # set when the connection starts
         self.flood = SlidingWindow(flood_limit(), FLOOD_WINDOW)
         self.address = ""  # the client's address, as the cap counts it
+        self.player_id = None  # the player of the handshake's cookie (players.py), if any
         self.opened_at: float | None = None  # when the client joined; None if refused
         self.admitted = False  # holds one of its address's places (admission.py)
         self.joined = False  # in the group and counted online
@@ -61,6 +62,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         address = self.address = client_address(self.scope)
+        self.player_id = players.from_scope(self.scope)
         self.admitted = await admission.areserve(address, self.channel_name)
         if not self.admitted:
             # Told why (1008, policy violation) and never joined: nothing to undo on disconnect.
@@ -80,7 +82,10 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.joined = True
         await server_presence.join(
-            self.channel_name, client_address=address, user_agent=header(self.scope, b"user-agent")
+            self.channel_name,
+            client_address=address,
+            user_agent=header(self.scope, b"user-agent"),
+            player_id=self.player_id,
         )
         await self.send_snapshot()
         logger.info(kv("ws.connect", channel=self.channel_name, client=address, server=SERVER))
@@ -156,10 +161,10 @@ class VirusConsumer(AsyncWebsocketConsumer):
         """Do a player's create or kill and answer the sender alone, echoing its `ref`."""
         try:
             if action.type == "create":
-                virus = await actions.acreate(address=self.address)
+                virus = await actions.acreate(address=self.address, by=self.player_id)
                 answer = messages.ack(ref=action.ref, status=201, virus=messages.virus_json(virus))
             else:
-                await actions.akill(virus_id=action.virus_id, address=self.address)
+                await actions.akill(virus_id=action.virus_id, address=self.address, by=self.player_id)
                 answer = messages.ack(ref=action.ref, status=204)
         except services.GameError as exc:
             if isinstance(exc, actions.RateLimited):
@@ -173,8 +178,9 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.send_text(answer)
 
     async def send_snapshot(self) -> None:
-        seq, viruses, online = await database_sync_to_async(selectors.snapshot)()
-        await self.send_text(messages.snapshot(seq=seq, viruses=viruses, online=online))
+        seq, viruses, online, extra = await database_sync_to_async(selectors.snapshot)(self.player_id)
+        text = messages.snapshot(seq=seq, viruses=viruses, online=online, **extra)
+        await self.send_text(text)
 
     async def send_text(self, text: str) -> None:
         """Send, unless the client has stopped reading: then close it (1013) instead."""

@@ -88,11 +88,17 @@ def virus_json(virus) -> dict:
     }
 
 
+def player_json(player) -> dict | None:
+    """Who did something, as `"by"` shows it: `{"id", "name"}`, or None for the game itself."""
+    return None if player is None else {"id": str(player.pk), "name": player.name}
+
+
 # --- to one client ----------------------------------------------------------------------
 
 
-def snapshot(*, seq: int, viruses: list[dict], online: int) -> str:
-    return encode({"type": "snapshot", "seq": seq, "viruses": viruses, "online": online})
+def snapshot(*, seq: int, viruses: list[dict], online: int, **extra) -> str:
+    """The snapshot; `extra`: the fields added since the first contract (`selectors.snapshot`)."""
+    return encode({"type": "snapshot", "seq": seq, "viruses": viruses, "online": online, **extra})
 
 
 def error(message: str, *, ref: str | None = None, status: int | None = None) -> str:
@@ -117,16 +123,22 @@ def ack(*, ref: str, status: int, virus: dict | None = None) -> str:
 # --- group events, to every client ------------------------------------------------------
 
 
-def created_event(*, seq: int, virus: dict) -> dict:
-    return _event("virus.created", {"type": "virus.created", "seq": seq, "virus": virus})
+def created_event(*, seq: int, virus: dict, by: dict | None = None) -> dict:
+    return _event("virus.created", {"type": "virus.created", "seq": seq, "virus": virus, "by": by})
 
 
-def killed_event(*, seq: int, virus_id: str) -> dict:
-    return _event("virus.killed", {"type": "virus.killed", "seq": seq, "id": virus_id})
+def killed_event(*, seq: int, virus_id: str, by: dict | None = None) -> dict:
+    return _event("virus.killed", {"type": "virus.killed", "seq": seq, "id": virus_id, "by": by})
 
 
-def presence_event(*, online: int) -> dict:
-    return _event("presence", {"type": "presence", "online": online})
+def leaderboard_event(board: dict) -> dict:
+    """The board (`selectors.leaderboard()`), the same for every client: built and encoded once."""
+    return _event("leaderboard", {"type": "leaderboard", **board})
+
+
+def presence_event(*, online: int, **names) -> dict:
+    """`names`: `online_players` and `online_more` (`selectors.online_players`)."""
+    return _event("presence", {"type": "presence", "online": online, **names})
 
 
 def _event(kind: str, message: dict) -> dict:

@@ -42,6 +42,10 @@ class Virus(models.Model):
 
     objects = VirusQuerySet.as_manager()
 
+    # Not stored: the player creating or killing this instance, set by the services for the
+    # signal receivers' pushes ("by"); None for the spawner, the admin and the shell.
+    by = None
+
     class Meta:
         ordering = ["created_at", "id"]
         verbose_name_plural = "viruses"
@@ -109,6 +113,8 @@ class Connection(models.Model):
     server = models.CharField(max_length=255, db_index=True)
     client_address = models.CharField(max_length=64, blank=True, db_index=True)
     user_agent = models.CharField(max_length=255, blank=True)
+    # The player of the handshake's cookie, for the names online; none for anonymous scripts.
+    player = models.ForeignKey("Player", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     connected_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(db_index=True)
 
@@ -117,3 +123,27 @@ class Connection(models.Model):
 
     def __str__(self):
         return f"{self.client_address or 'unknown'} on {self.server}"
+
+
+class Player(models.Model):
+    """An anonymous player, known by a signed cookie (viruses/players.py); no account needed."""
+
+    NAME_MAX = 24
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=NAME_MAX)
+    # The name folded for comparison: unique, so "Brave Otter" and "brave otter" cannot both
+    # exist whatever the database's collation (SQLite's LOWER() only folds ASCII).
+    name_key = models.CharField(max_length=4 * NAME_MAX, unique=True, editable=False)
+    kills = models.PositiveIntegerField(default=0)
+    # When the player reached their current kill count: ties on the board go to who got there first.
+    scored_at = models.DateTimeField(null=True, blank=True)
+    banned = models.BooleanField(default=False, help_text="Banned players cannot act and leave the board.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-kills", "scored_at", "id"]
+        indexes = [models.Index(fields=["-kills", "scored_at", "id"], name="player_board")]
+
+    def __str__(self):
+        return self.name

@@ -18,7 +18,12 @@ from django.conf import settings
 
 from . import admission, broadcast, messages, services
 from .logs import kv
-from .selectors import online_count
+from .selectors import online_count, online_players
+
+
+def online_state() -> tuple[int, dict]:
+    return online_count(), online_players()
+
 
 SERVER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 ANNOUNCE_DELAY = 0.25  # joins and leaves within this window share one presence push
@@ -35,9 +40,13 @@ class ServerPresence:
         self._heartbeat: asyncio.Task | None = None
         self._last_announced: int | None = None
 
-    async def join(self, channel_name: str, *, client_address: str, user_agent: str) -> None:
+    async def join(self, channel_name: str, *, client_address: str, user_agent: str, player_id=None) -> None:
         await database_sync_to_async(services.connection_open)(
-            channel_name=channel_name, server=SERVER, client_address=client_address, user_agent=user_agent
+            channel_name=channel_name,
+            server=SERVER,
+            client_address=client_address,
+            user_agent=user_agent,
+            player_id=player_id,
         )
         self.channels[channel_name] = client_address
         self._start_heartbeat()
@@ -55,12 +64,12 @@ class ServerPresence:
     async def _announce(self) -> None:
         await asyncio.sleep(ANNOUNCE_DELAY)
         try:
-            online = await database_sync_to_async(online_count)()
+            online, names = await database_sync_to_async(online_state)()
         except Exception as exc:  # the database is down: the next join, leave or beat retries
             logger.warning(kv("presence.count_failed", error=_describe(exc)))
             return
         self._last_announced = online
-        await broadcast.apush(messages.presence_event(online=online))
+        await broadcast.apush(messages.presence_event(online=online, **names))
 
     def _start_heartbeat(self) -> None:
         if not _running_here(self._heartbeat):

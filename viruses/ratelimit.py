@@ -8,7 +8,10 @@ fixed windows. Buckets:
 - "action": creates and kills, over HTTP and WebSocket (VIRUS_RATE_LIMIT per minute
   sustained, VIRUS_RATE_BURST at once);
 - "snapshot": full snapshots, i.e. GET /api/viruses/, WebSocket connects and resyncs
-  (VIRUS_SNAPSHOT_RATE per second, VIRUS_SNAPSHOT_BURST at once).
+  (VIRUS_SNAPSHOT_RATE per second, VIRUS_SNAPSHOT_BURST at once);
+- "rename": renames, per player (VIRUS_RENAME_RATE per minute, VIRUS_RENAME_BURST at once);
+- "player": new players, per client address (VIRUS_NEW_PLAYER_RATE per minute,
+  VIRUS_NEW_PLAYER_BURST at once), so that cookie-less requests cannot fill the table.
 
 A rate of 0 turns a bucket off. Without REDIS_URL the buckets live in this process.
 """
@@ -53,6 +56,10 @@ def limits(bucket: str) -> tuple[float, int]:
         return settings.VIRUS_RATE_LIMIT / 60, settings.VIRUS_RATE_BURST
     if bucket == "snapshot":
         return settings.VIRUS_SNAPSHOT_RATE, settings.VIRUS_SNAPSHOT_BURST
+    if bucket == "rename":
+        return settings.VIRUS_RENAME_RATE / 60, settings.VIRUS_RENAME_BURST
+    if bucket == "player":
+        return settings.VIRUS_NEW_PLAYER_RATE / 60, settings.VIRUS_NEW_PLAYER_BURST
     raise ValueError(f"unknown rate-limit bucket {bucket!r}")
 
 

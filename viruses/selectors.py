@@ -7,7 +7,10 @@ from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from . import messages
-from .models import ChangeCounter, Connection, Virus
+from .models import ChangeCounter, Connection, Player, Virus
+
+BOARD_SIZE = 10  # players on the leaderboard
+ONLINE_NAMES = 12  # names online listed; the rest are "and N more"
 
 
 def virus_state() -> tuple[int, list[dict]]:
@@ -79,10 +82,79 @@ def game_status() -> dict:
     }
 
 
-def snapshot() -> tuple[int, list[dict], int]:
-    """Return (seq, viruses, online): what a client is sent first and on resync."""
+def snapshot(player_id=None) -> tuple[int, list[dict], int, dict]:
+    """Return (seq, viruses, online, extra): what a client is sent first and on resync.
+
+    `extra` holds the additions to the first contract: the leaderboard, the viewer (`me`)
+    and the names online.
+    """
     seq, viruses = virus_state()
-    return seq, viruses, online_count()
+    extra = {"leaderboard": leaderboard(), "me": me(player_id), **online_players()}
+    return seq, viruses, online_count(), extra
+
+
+def online_players(limit: int = ONLINE_NAMES) -> dict:
+    """Who is online by name: `{"online_players": [{"id", "name"}, ...], "online_more": N}`.
+
+    At most `limit` names (alphabetical); `online_more` counts the other named players.
+    Anonymous sockets (scripts without the cookie) and banned players count only in `online`.
+    """
+    named = Player.objects.filter(
+        pk__in=Connection.objects.filter(_online(), player__isnull=False).values("player_id"), banned=False
+    )
+    shown = list(named.order_by("name_key").values("id", "name")[:limit])
+    more = named.count() - len(shown) if len(shown) == limit else 0
+    return {
+        "online_players": [{"id": str(p["id"]), "name": p["name"]} for p in shown],
+        "online_more": more,
+    }
+
+
+def leaderboard() -> dict:
+    """The board: the top BOARD_SIZE players by kills (ties: who got there first) and how many rank.
+
+    Players with no kill and banned players are not on it.
+    """
+    top = _ranked().values("id", "name", "kills")[:BOARD_SIZE]
+    return {
+        "top": [
+            {"rank": rank, "id": str(row["id"]), "name": row["name"], "kills": row["kills"]}
+            for rank, row in enumerate(top, 1)
+        ],
+        "players": _ranked().count(),
+    }
+
+
+def player(player_id) -> Player | None:
+    return Player.objects.filter(pk=player_id).first()
+
+
+def me(player_id) -> dict | None:
+    """The player as they see themself: `{"id", "name", "kills", "rank", "banned"}`, or None."""
+    player = Player.objects.filter(pk=player_id).first() if player_id else None
+    if player is None:
+        return None
+    return {
+        "id": str(player.pk),
+        "name": player.name,
+        "kills": player.kills,
+        "rank": rank(player),
+        "banned": player.banned,
+    }
+
+
+def rank(player: Player) -> int | None:
+    """The player's place on the whole board (1 is first), None when not on it."""
+    if player.banned or not player.kills:
+        return None
+    kills, at = player.kills, player.scored_at
+    tied = Q(kills=kills) & (Q(scored_at__lt=at) | Q(scored_at=at, id__lt=player.pk))
+    ahead = Q(kills__gt=kills) | tied
+    return _ranked().filter(ahead).count() + 1
+
+
+def _ranked():
+    return Player.objects.filter(kills__gt=0, banned=False).order_by("-kills", "scored_at", "id")
 
 
 def _online() -> Q:

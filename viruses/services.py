@@ -1,17 +1,23 @@
-"""The only writers: viruses (pushing is not their job: the signals do it on commit) and
-the `Connection` rows that say who is online."""
+"""The only writers: viruses and players (pushing is not their job: the signals do it on
+commit) and the `Connection` rows that say who is online."""
 
+import math
 import random
 import uuid
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .models import ChangeCounter, Connection, Virus
+from . import players
+from .models import ChangeCounter, Connection, Player, Virus
 from .selectors import stale_before
 
 MARGIN = 6  # percent kept free at the playground's edges, so no virus is cut off
+# A new virus keeps at least this far (percent of the dish) from every living one when it
+# can; on a crowded dish it takes the emptiest of CANDIDATES random spots instead.
+SPACING = 12.0
+CANDIDATES = 40
 
 
 class GameError(Exception):
@@ -28,45 +34,167 @@ class VirusNotFound(GameError):
     status = 404
 
 
-def virus_create(*, kind: int | None = None, x: float | None = None, y: float | None = None) -> Virus:
-    """Create one virus, placed and drawn by the server unless told otherwise."""
-    virus = Virus(
-        kind=random.randrange(Virus.KINDS) if kind is None else kind,
-        x=round(random.uniform(MARGIN, 100 - MARGIN), 2) if x is None else x,
-        y=round(random.uniform(MARGIN, 100 - MARGIN), 2) if y is None else y,
-    )
-    if (kind, x, y) != (None, None, None):
-        # Before the lock, which every writer waits for; validating a virus costs a query
-        # per constraint. The server's own choices are in range by construction.
-        virus.full_clean(validate_unique=False)  # the id is a fresh uuid4
+class BadRequest(GameError):
+    status = 400
+
+
+class PlayerBanned(GameError):
+    status = 403
+
+
+class BadName(BadRequest):
+    pass
+
+
+class NameTaken(GameError):
+    status = 409
+
+
+Actor = Player | uuid.UUID | str | None  # who acts: a player (or its id), None for the game itself
+
+
+def virus_create(
+    *, kind: int | None = None, x: float | None = None, y: float | None = None, by: Actor = None
+) -> Virus:
+    """Create one virus, placed and drawn by the server unless told otherwise.
+
+    `by` is the player who released it (None: the spawner, the admin); a banned player is refused.
+    """
+    explicit = (kind, x, y) != (None, None, None)
+    kind = random.randrange(Virus.KINDS) if kind is None else kind
+    if explicit:
+        # Before the lock, which every writer waits for; validating costs a query per
+        # constraint. The server's own choices are in range by construction.
+        sample = Virus(kind=kind, x=_coordinate() if x is None else x, y=_coordinate() if y is None else y)
+        sample.full_clean(validate_unique=False)  # the id is a fresh uuid4
     with transaction.atomic():
         # Holding the counter lock makes count-then-insert atomic across processes.
         ChangeCounter.lock()
-        if Virus.objects.count() >= settings.VIRUS_MAX_ALIVE:
+        player = _actor(by)
+        alive = list(Virus.objects.values_list("x", "y"))
+        if len(alive) >= settings.VIRUS_MAX_ALIVE:
             raise AliveCapReached(f"the playground is full ({settings.VIRUS_MAX_ALIVE} viruses)")
+        if x is None and y is None:
+            x, y = place(alive)
+        virus = Virus(kind=kind, x=_coordinate() if x is None else x, y=_coordinate() if y is None else y)
+        virus.by = player  # read by the post_save receiver for the push's "by"
         virus.save(force_insert=True)
     return virus
 
 
-def virus_kill(*, virus_id: uuid.UUID | str) -> None:
-    """Kill one virus; a second kill of the same virus raises `VirusNotFound`."""
+def place(alive: list[tuple[float, float]]) -> tuple[float, float]:
+    """Pick a spot at least SPACING from every living virus, else the emptiest of CANDIDATES tried."""
+    best, best_gap = None, -1.0  # squared distances: no square roots in the loop
+    for _ in range(CANDIDATES):
+        x, y = _coordinate(), _coordinate()
+        gap = math.inf
+        for ax, ay in alive:
+            gap = min(gap, (x - ax) ** 2 + (y - ay) ** 2)
+            if gap <= best_gap:  # cannot beat the best spot so far
+                break
+        if gap >= SPACING**2:
+            return x, y
+        if gap > best_gap:
+            best, best_gap = (x, y), gap
+    return best
+
+
+def _coordinate() -> float:
+    return round(random.uniform(MARGIN, 100 - MARGIN), 2)
+
+
+def virus_kill(*, virus_id: uuid.UUID | str, by: Actor = None) -> None:
+    """Kill one virus and credit `by` with it; a second kill of the same virus raises `VirusNotFound`.
+
+    The delete and the credit commit together, so of two players racing for one virus
+    exactly one scores.
+    """
     with transaction.atomic():
         # Under the counter lock a racing kill waits, then finds nothing: exactly one
-        # post_delete, so exactly one `virus.killed` push.
+        # post_delete, so exactly one `virus.killed` push and one credit.
         ChangeCounter.lock()
+        player = _actor(by)
         virus = Virus.objects.filter(pk=virus_id).first()
         if virus is None:
             raise VirusNotFound("no such virus (already killed?)")
+        virus.by = player  # read by the post_delete receiver for the push's "by"
         virus.delete()
+        if player is not None:
+            player.kills += 1
+            player.scored_at = timezone.now()
+            player.save(update_fields=["kills", "scored_at"])
 
 
-def connection_open(*, channel_name: str, server: str, client_address: str, user_agent: str) -> None:
-    """Record one open WebSocket of `server` (admin: who is online, on which server)."""
+def _actor(by: Actor) -> Player | None:
+    """Return the acting player as it is now (call under the counter lock); refuse a banned one.
+
+    An id whose player no longer exists (a database reset) acts as nobody, like the spawner.
+    """
+    if by is None:
+        return None
+    player = Player.objects.filter(pk=by.pk if isinstance(by, Player) else by).first()
+    if player is not None and player.banned:
+        raise PlayerBanned("this player is banned")
+    return player
+
+
+def player_create() -> Player:
+    """Create an anonymous player with a friendly generated name nobody else has."""
+    for attempt in range(20):
+        name = players.generated_name(attempt)
+        try:
+            with transaction.atomic():
+                return Player.objects.create(name=name, name_key=players.name_key(name))
+        except IntegrityError:  # the name was taken (maybe just now, by another process)
+            continue
+    raise GameError("could not find a free name, try again")
+
+
+def player_rename(*, player: Actor, name) -> Player:
+    """Rename a player; an invalid or taken name raises and changes nothing."""
+    try:
+        name = players.clean_name(name)
+    except players.InvalidName as exc:
+        raise BadName(str(exc)) from None
+    key = players.name_key(name)
+    try:
+        with transaction.atomic():
+            current = _actor(player)
+            if current is None:
+                raise GameError("no such player")
+            if Player.objects.filter(name_key=key).exclude(pk=current.pk).exists():
+                raise NameTaken(f"the name {name!r} is taken")
+            current.name, current.name_key = name, key
+            current.save(update_fields=["name", "name_key"])
+    except IntegrityError:  # taken between the check and the save
+        raise NameTaken(f"the name {name!r} is taken") from None
+    return current
+
+
+def players_set_banned(*, player_ids, banned: bool) -> int:
+    """Ban or unban players (one save each, so the board is pushed); return how many changed."""
+    changed = 0
+    with transaction.atomic():
+        ChangeCounter.lock()  # so that no kill in flight credits a player banned meanwhile
+        for player in Player.objects.filter(pk__in=list(player_ids)).exclude(banned=banned):
+            player.banned = banned
+            player.save(update_fields=["banned"])
+            changed += 1
+    return changed
+
+
+def connection_open(
+    *, channel_name: str, server: str, client_address: str, user_agent: str, player_id=None
+) -> None:
+    """Record one open WebSocket of `server` (admin: who is online, on which server, as whom)."""
+    if player_id is not None and not Player.objects.filter(pk=player_id).exists():
+        player_id = None  # a cookie of a player who is gone (a database reset): anonymous
     Connection.objects.create(
         channel_name=channel_name,
         server=server,
         client_address=client_address[:64],
         user_agent=user_agent[:255],
+        player_id=player_id,
         last_seen=timezone.now(),
     )
 

@@ -3,6 +3,7 @@
 import asyncio
 import functools
 import ipaddress
+import json
 import logging
 
 from asgiref.sync import async_to_sync
@@ -13,7 +14,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from . import actions, messages, selectors, services
+from . import actions, messages, players, ratelimit, selectors, services
 from .logs import kv
 
 logger = logging.getLogger(__name__)
@@ -73,10 +74,54 @@ def client_address(request) -> str:
     return request.META.get("REMOTE_ADDR", "")
 
 
+class TooManyPlayers(services.GameError):
+    status = 429
+
+
+def player_of(request):
+    """The request's `Player`, created (and the cookie set by `with_player_cookie`) if it has none.
+
+    New players are rate-limited per address (`TooManyPlayers`): a script that never keeps
+    its cookie would otherwise add a row per request.
+    """
+    player_id = players.from_request(request)
+    player = selectors.player(player_id) if player_id else None
+    if player is None:
+        address = client_address(request)
+        if ratelimit.retry_after("player", address) is not None:
+            logger.info(kv("http.rate_limited", bucket="player", client=address))
+            raise TooManyPlayers("too many new players from this address, keep your cookie or wait")
+        player = services.player_create()
+        request.new_player = player
+    return player
+
+
+def with_player_cookie(view):
+    """Set the player cookie on the answer when `player_of` created a player for this request."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        if (player := getattr(request, "new_player", None)) is not None:
+            players.remember(response, player)
+        return response
+
+    return wrapper
+
+
 @ensure_csrf_cookie
 @allow("GET")
+@with_player_cookie
 def index(request):
-    return render(request, "viruses/index.html")
+    # The first visit makes the player, so the page shows their name from the start.
+    try:
+        player = player_of(request)
+    except TooManyPlayers:  # the page still loads; this browser plays anonymously
+        player = None
+    except DatabaseError as exc:  # the page still loads; the socket retries until the database is back
+        logger.error(kv("http.error", method=request.method, path=request.path, error="database", detail=exc))
+        player = None
+    return render(request, "viruses/index.html", {"player": player})
 
 
 @allow("GET", "POST")
@@ -86,15 +131,45 @@ def virus_collection(request):
         actions.take_token("snapshot", client_address(request))
         seq, viruses = selectors.virus_state()
         return JsonResponse({"seq": seq, "viruses": viruses})
-    virus = actions.create(address=client_address(request))
+    virus = actions.create(address=client_address(request), by=players.from_request(request))
     return JsonResponse(messages.virus_json(virus), status=201)
 
 
 @allow("DELETE")
 @json_errors
 def virus_detail(request, virus_id: str):
-    actions.kill(virus_id=virus_id, address=client_address(request))
+    actions.kill(virus_id=virus_id, address=client_address(request), by=players.from_request(request))
     return HttpResponse(status=204)
+
+
+@allow("GET", "PATCH")
+@with_player_cookie
+@json_errors
+def me(request):
+    """The player of this browser (made on first use); PATCH `{"name": ...}` renames them."""
+    player = player_of(request)
+    if request.method == "PATCH":
+        name = _json_body(request).get("name")
+        actions.take_token("rename", client_address(request), str(player.pk))
+        services.player_rename(player=player, name=name)
+    return JsonResponse(selectors.me(player.pk))
+
+
+@allow("GET")
+@json_errors
+def leaderboard(request):
+    """The board, plus where this browser's player stands (`"me"`, null without a player)."""
+    return JsonResponse({**selectors.leaderboard(), "me": selectors.me(players.from_request(request))})
+
+
+def _json_body(request) -> dict:
+    try:
+        body = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise services.BadRequest("the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise services.BadRequest('the body must be a JSON object such as {"name": "Brave Otter"}')
+    return body
 
 
 @allow("GET")

@@ -255,6 +255,12 @@ VIRUS_RATE_BURST = env_int("VIRUS_RATE_BURST", 20)
 # Full snapshots (GET /api/viruses/, WebSocket connects and resyncs): per second, and at once.
 VIRUS_SNAPSHOT_RATE = env_int("VIRUS_SNAPSHOT_RATE", 2)
 VIRUS_SNAPSHOT_BURST = env_int("VIRUS_SNAPSHOT_BURST", 30)
+# Renames per player: per minute sustained, and at once (every attempt counts, refused ones too).
+VIRUS_RENAME_RATE = env_int("VIRUS_RENAME_RATE", 4)
+VIRUS_RENAME_BURST = env_int("VIRUS_RENAME_BURST", 3)
+# New players per client address (first visits without the cookie): per minute, and at once.
+VIRUS_NEW_PLAYER_RATE = env_int("VIRUS_NEW_PLAYER_RATE", 30)
+VIRUS_NEW_PLAYER_BURST = env_int("VIRUS_NEW_PLAYER_BURST", 60)
 # Seconds between a server's presence heartbeats; its sockets stop counting as online
 # 3 heartbeats after it dies (SIGKILL, power loss) and its group memberships are dropped.
 VIRUS_PRESENCE_HEARTBEAT = env_int("VIRUS_PRESENCE_HEARTBEAT", 15)

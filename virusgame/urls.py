@@ -7,6 +7,8 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("api/viruses/", views.virus_collection, name="virus-collection"),
     path("api/viruses/<str:virus_id>/", views.virus_detail, name="virus-detail"),
+    path("api/me/", views.me, name="me"),
+    path("api/leaderboard/", views.leaderboard, name="leaderboard"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]

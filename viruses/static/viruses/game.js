@@ -11,7 +11,10 @@
 // touching the DOM; this file draws and talks to the server.
 
 import { Actions, failureMessage } from "./actions.js";
+import { Board } from "./board.js";
+import { Events } from "./events.js";
 import { Feed, messagesOf } from "./feed.js";
+import { Sound } from "./sound.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
 
@@ -33,7 +36,6 @@ const connectionStatus = $("#connection-status");
 const connectionLabel = connectionStatus.querySelector(".label");
 const emptyState = $("#empty-state");
 const aliveCount = $("#alive-count");
-const scoreValue = $("#score-value");
 const toast = $("#toast");
 const csrfToken = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
@@ -45,7 +47,6 @@ const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 const state = {
   viruses: new Map(), // id -> live <button>; dying nodes are already gone from here
   rendered: false, // false until the first snapshot has been drawn (no spawn animation for it)
-  score: 0,
 };
 
 // Ids we asked to kill; repeated taps on them are ignored until the push removes them.
@@ -112,8 +113,72 @@ function addVirus(raw, { animate = true, delayMs = 0 } = {}) {
     if (delayMs) button.style.setProperty("--spawn-delay", `${delayMs}ms`);
   }
   state.viruses.set(virus.id, button);
+  positions.set(button, virus);
+  insertInReadingOrder(button, virus);
+  fitSoon();
+}
+
+// ---------------------------------------------------------------------------
+// A dish you can read: reading order for the keyboard, sizes that never hide a virus
+// ---------------------------------------------------------------------------
+
+const positions = new WeakMap(); // live button -> its virus ({x, y} in percent)
+const ROW_BAND = 12; // percent of the dish's height per row of the Tab order (the server's spacing)
+const FIT_MARGIN = 0.9; // a virus's round button stays this far inside half the gap to its neighbour
+
+function readsBefore(a, b) {
+  const rowA = Math.floor(a.y / ROW_BAND);
+  const rowB = Math.floor(b.y / ROW_BAND);
+  return rowA !== rowB ? rowA < rowB : a.x < b.x;
+}
+
+// Tab goes through the viruses in rows from the top, left to right, as the eye does,
+// whatever order they were created in.
+function insertInReadingOrder(button, virus) {
+  for (const other of playground.querySelectorAll("button[data-virus-id]")) {
+    const at = positions.get(other);
+    if (other !== button && at && readsBefore(virus, at)) {
+      playground.insertBefore(button, other);
+      return;
+    }
+  }
   playground.append(button);
 }
+
+// The server keeps viruses apart, but a crowded dish on a small screen can still be too
+// tight for their full size: shrink them all just enough that no round button covers the
+// centre of another (each centre then stays a click target).
+const probe = Object.assign(document.createElement("div"), { className: "virus-probe" });
+playground.append(probe);
+let fitQueued = false;
+function fitSoon() {
+  if (fitQueued) return;
+  fitQueued = true;
+  requestAnimationFrame(fitViruses);
+}
+
+function fitViruses() {
+  fitQueued = false;
+  const base = probe.getBoundingClientRect().width;
+  const { width, height } = playground.getBoundingClientRect();
+  // Positions map into the dish inset by one virus; the full size gives the tightest spread.
+  const w = Math.max(0, width - base) / 100;
+  const h = Math.max(0, height - base) / 100;
+  const points = [...state.viruses.values()].map((b) => positions.get(b)).filter(Boolean);
+  let closest = Infinity;
+  for (let i = 0; i < points.length; i++) {
+    for (let j = i + 1; j < points.length; j++) {
+      const dx = (points[i].x - points[j].x) * w;
+      const dy = (points[i].y - points[j].y) * h;
+      closest = Math.min(closest, dx * dx + dy * dy);
+    }
+  }
+  const fit = 2 * FIT_MARGIN * Math.sqrt(closest);
+  if (fit < base) playground.style.setProperty("--virus-fit", `${Math.max(12, Math.floor(fit))}px`);
+  else playground.style.removeProperty("--virus-fit");
+}
+
+new ResizeObserver(fitSoon).observe(playground);
 
 // Killing a virus we lack is a no-op. The virus leaves the state at once; only its
 // node lingers for the pop, stripped of data-virus-id so scripts and tests never
@@ -123,6 +188,7 @@ function removeVirus(id, { animate = true } = {}) {
   if (!button) return;
   state.viruses.delete(id);
   pendingKills.delete(id);
+  fitSoon();
 
   const hadFocus = document.activeElement === button;
   const next = hadFocus ? nearestVirus(button) : null;
@@ -142,6 +208,16 @@ function removeVirus(id, { animate = true } = {}) {
   }
   button.classList.add("is-dying");
   setTimeout(() => button.remove(), POP_MS);
+}
+
+// The last virus squashed: a short celebration (the toast says who did it, politely).
+function celebrateClearDish(message) {
+  showToast(message.by ? `Dish cleared by ${message.by.name}!` : "Dish cleared!");
+  if (reducedMotion.matches) return;
+  playground.classList.remove("is-cleared");
+  void playground.offsetWidth; // restart the animation if it is still running
+  playground.classList.add("is-cleared");
+  setTimeout(() => playground.classList.remove("is-cleared"), 1300);
 }
 
 function nearestVirus(from) {
@@ -222,12 +298,25 @@ function applySnapshot(message, { live = true } = {}) {
   state.rendered = true;
   feed.snapshot(message.seq, { live });
   if (Number.isInteger(message.online)) setOnline(message.online);
+  board.snapshot(message);
+  events.presence(message);
   updateCounters();
 }
 
 function applyChange(message) {
-  if (message.type === "virus.created") addVirus(message.virus);
-  else if (message.type === "virus.killed" && typeof message.id === "string") removeVirus(message.id);
+  if (message.type === "virus.created") {
+    addVirus(message.virus);
+    const virus = normaliseVirus(message.virus);
+    if (virus) events.created(message, KIND_NAMES[virus.kind]);
+    sound.play("spawn");
+  } else if (message.type === "virus.killed" && typeof message.id === "string") {
+    const kind = state.viruses.get(message.id)?.dataset.kind;
+    removeVirus(message.id);
+    board.killed(message); // in seq order, after the snapshot: each of our kills counts once
+    events.killed(message, kind === undefined ? "" : KIND_NAMES[Number(kind)]);
+    sound.play("squash");
+    if (state.viruses.size === 0) celebrateClearDish(message);
+  }
 }
 
 const feed = new Feed({
@@ -249,6 +338,10 @@ function handleMessage(message) {
       break;
     case "presence":
       setOnline(message.online);
+      events.presence(message);
+      break;
+    case "leaderboard":
+      board.leaderboard(message);
       break;
     case "ack":
       actions.answer(message);
@@ -463,7 +556,7 @@ async function killVirusClicked(button) {
   const outcome = await actions.kill(id);
   if (outcome.status === 204) {
     // Stay in pendingKills until the push removes it: a second tap must not earn a 404.
-    scoreValue.textContent = String(++state.score);
+    // The score counts the push's "by" (board.js), so every tab of this player agrees.
     // The virus goes when its "virus.killed" push arrives, in every window alike.
     if (!feed.live) refreshOverHttp({ force: true });
     return;
@@ -518,6 +611,9 @@ function showToast(text) {
 // Start
 // ---------------------------------------------------------------------------
 
+const board = new Board({ csrfToken, toast: showToast, reducedMotion });
+const sound = new Sound($("#sound-toggle"));
+const events = new Events({ list: $("#event-list"), online: $("#online-names") });
 updateCounters();
 socket.connect();
 

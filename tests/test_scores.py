@@ -1,0 +1,143 @@
+"""Scores and the live leaderboard on real daphne and Redis: credits, pushes, the board's rate.
+
+Each HTTP client keeps its cookies, so each is one player, as a browser would be.
+"""
+
+import asyncio
+import collections
+import random
+import time
+from contextlib import asynccontextmanager
+
+import websockets
+
+from tests import harness
+from tests.harness import Api, Client
+from viruses import leaderboard
+
+
+@asynccontextmanager
+async def watcher(game, api: Api | None = None):
+    """A WebSocket client reading its snapshot; with `api`, as that HTTP client's player (its cookie)."""
+    headers = {"Cookie": f"player={api.client.cookies['player']}"} if api else None
+    async with websockets.connect(
+        game.ws_url, origin=game.url, max_size=None, additional_headers=headers
+    ) as ws:
+        client = Client(ws)
+        assert (await client.recv())["type"] == "snapshot"
+        yield client
+
+
+async def me(api: Api) -> dict:
+    return (await api.get("/api/me/")).json()
+
+
+async def test_racing_kills_credit_exactly_one_player_and_push_one_kill_naming_them(game):
+    async with (
+        Api(game.url, asynchronous=True) as alice,
+        Api(game.url, asynchronous=True) as bob,
+        watcher(game) as observer,
+    ):
+        ids = [(await alice.create()).json()["id"] for _ in range(20)]
+        answers = await asyncio.gather(*(kill(v) for v in ids for kill in (alice.kill, bob.kill)))
+        players = {"alice": await me(alice), "bob": await me(bob)}
+        winners = {}
+        for i, virus_id in enumerate(ids):
+            statuses = (answers[2 * i].status_code, answers[2 * i + 1].status_code)
+            assert sorted(statuses) == [204, 404]
+            winners[virus_id] = players["alice" if statuses[0] == 204 else "bob"]
+        assert players["alice"]["kills"] + players["bob"]["kills"] == 20
+        for who in ("alice", "bob"):
+            assert players[who]["kills"] == sum(w["id"] == players[who]["id"] for w in winners.values())
+
+        created = [await observer.until(lambda m: m["type"] == "virus.created") for _ in ids]
+        assert {m["by"]["id"] for m in created} == {players["alice"]["id"]}
+        assert created[0]["by"]["name"] == players["alice"]["name"]
+        killed = [await observer.until(lambda m: m["type"] == "virus.killed") for _ in ids]
+        assert {m["id"]: m["by"] for m in killed} == {
+            v: {"id": w["id"], "name": w["name"]} for v, w in winners.items()
+        }
+        # No second virus.killed for any of them: the next change is the marker's creation.
+        marker = (await alice.create()).json()["id"]
+        after = await observer.until(lambda m: m["type"] in ("virus.created", "virus.killed"))
+        assert after["type"] == "virus.created" and after["virus"]["id"] == marker
+
+
+async def test_board_after_a_kill_burst_equals_a_fresh_query_and_was_pushed_at_a_bounded_rate(cluster):
+    """Two server processes on PostgreSQL: the bound on board pushes holds for the whole deployment.
+
+    On SQLite one: two processes' writers queue on the file lock, and past its 5 s busy
+    timeout a kill answers 503 (the contract's answer, but this test counts 204s and 404s).
+    """
+    game, other = cluster.start(2) if harness.uses_postgres() else cluster.start(1) * 2
+    rng = random.Random(11)
+    # Two connections each: 20 requests in flight at most, within a shared PostgreSQL's client limit.
+    apis = [await Api(server.url, asynchronous=True, connections=2).start() for server in [game, other] * 5]
+    wins = collections.Counter()
+    try:
+        async with watcher(game, apis[0]) as viewer:
+            first = viewer.messages[0]
+            assert first["leaderboard"] == {"top": [], "players": 0}
+            assert first["me"]["name"] == (await me(apis[0]))["name"]
+            started = time.monotonic()
+            for _ in range(3):  # 300 kills, by 10 players racing in pairs
+                ids = [(await apis[0].create()).json()["id"] for _ in range(100)]
+                hunters = [rng.sample(apis, 2) for _ in ids]
+                answers = await asyncio.gather(
+                    *(api.kill(v) for v, pair in zip(ids, hunters, strict=True) for api in pair)
+                )
+                for i, pair in enumerate(hunters):
+                    statuses = [answers[2 * i].status_code, answers[2 * i + 1].status_code]
+                    assert sorted(statuses) == [204, 404], answers[2 * i : 2 * i + 2]
+                    wins[pair[statuses.index(204)]] += 1
+            burst = time.monotonic() - started
+
+            fresh = (await apis[0].get("/api/leaderboard/")).json()
+            expected = sorted(wins.values(), reverse=True)
+            assert [e["kills"] for e in fresh["top"]] == expected[:10]
+            assert fresh["players"] == len(wins)
+            for api in apis:
+                assert (await me(api))["kills"] == wins[api]
+
+            def is_final(message):
+                return message["type"] == "leaderboard" and {k: message[k] for k in ("top", "players")} == {
+                    k: fresh[k] for k in ("top", "players")
+                }
+
+            await viewer.until(is_final, timeout=15)
+            boards = [m for m in viewer.messages if m["type"] == "leaderboard"]
+            # 600 answered kills: at most one board per DELAY, and one more on each side of the burst.
+            assert 1 <= len(boards) <= burst / leaderboard.DELAY + 2, (len(boards), burst)
+            assert await no_more_boards(viewer)  # nothing changed since: nothing more is pushed
+    finally:
+        for api in apis:
+            await api.close()
+    cluster.assert_clean()
+
+
+async def no_more_boards(viewer) -> bool:
+    try:
+        await viewer.until(lambda m: m["type"] == "leaderboard", timeout=4 * leaderboard.DELAY)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_rename_is_pushed_live_and_a_reconnect_keeps_name_and_score(game):
+    async with Api(game.url, asynchronous=True) as alice, watcher(game) as observer:
+        virus = (await alice.create()).json()["id"]
+        assert (await alice.kill(virus)).status_code == 204
+        await observer.until(lambda m: m["type"] == "leaderboard" and m["top"])
+        headers = {**alice.headers(), "Content-Type": "application/json"}
+        renamed = await alice.client.patch("/api/me/", content='{"name": "Sir Sneeze"}', headers=headers)
+        assert renamed.status_code == 200
+        board = await observer.until(
+            lambda m: m["type"] == "leaderboard" and m["top"][0]["name"] == "Sir Sneeze"
+        )
+        assert board["top"][0]["kills"] == 1
+        async with watcher(game, alice) as again:  # a reload: the same cookie, a new socket
+            assert again.messages[0]["me"] | {"rank": 1} == {
+                **(await me(alice)),
+                "name": "Sir Sneeze",
+                "kills": 1,
+            }

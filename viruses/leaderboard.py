@@ -1,0 +1,71 @@
+"""The live leaderboard push: coalesced for the whole deployment, built once for everyone.
+
+Every committed change of a player (a kill credited, a rename, a ban) calls `changed()` on
+commit. The first such call claims the next push (a Redis key every server shares, or a flag
+in this process without Redis) and schedules it DELAY later; calls while it is claimed do
+nothing, since that push reads the database after their commit. The push gives up its
+claim before reading, so a change committed after the read claims the following one: the
+last board pushed is always the board as it stands, and pushes are at most one per DELAY
+however fast people click.
+"""
+
+import logging
+import threading
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError, connection
+
+from . import broadcast, messages, selectors
+from .logs import kv
+from .shared import redis_client
+
+DELAY = 0.5  # seconds between two board pushes, at least
+CLAIM_EXPIRY_MS = 10_000  # a claim of a server that died before pushing lapses after this
+
+logger = logging.getLogger(__name__)
+_local_claim = threading.Lock()
+
+
+def changed() -> None:
+    """Make sure a board push follows within DELAY (call on commit of a player change)."""
+    if _claim():
+        timer = threading.Timer(DELAY, push_now)
+        timer.daemon = True
+        timer.start()
+
+
+def push_now() -> bool:
+    """Release the claim, read the board and push it to every client; never raises."""
+    _release()
+    try:
+        board = selectors.leaderboard()
+    except DatabaseError as exc:  # clients still get the board in their next snapshot
+        logger.error(kv("leaderboard.error", error=f"{type(exc).__name__}: {exc}"))
+        return False
+    finally:
+        connection.close()  # this thread's own connection; the timer thread ends here
+    return broadcast.push(messages.leaderboard_event(board))
+
+
+def _key() -> str:
+    return f"{settings.REDIS_PREFIX}:leaderboard:due"
+
+
+def _claim() -> bool:
+    if settings.REDIS_URLS:
+        try:
+            return bool(redis_client(settings.REDIS_URLS[0]).set(_key(), "1", nx=True, px=CLAIM_EXPIRY_MS))
+        except redis.RedisError as exc:  # coalesce within this process only, meanwhile
+            logger.warning(kv("leaderboard.claim_unavailable", error=type(exc).__name__))
+    return _local_claim.acquire(blocking=False)
+
+
+def _release() -> None:
+    if settings.REDIS_URLS:
+        try:
+            redis_client(settings.REDIS_URLS[0]).delete(_key())
+        except redis.RedisError as exc:
+            logger.warning(kv("leaderboard.claim_unavailable", error=type(exc).__name__))
+    if _local_claim.locked():
+        _local_claim.release()

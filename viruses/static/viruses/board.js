@@ -1,0 +1,169 @@
+// The player and the leaderboard: your name, rank and score, the inline rename, the top 10.
+//
+// Everything shown comes from the server (snapshot, `leaderboard` pushes, `by` on kills,
+// GET/PATCH /api/me/). Names are only ever set as textContent: whatever a name holds, it
+// is text, never markup.
+
+const ME_URL = "/api/me/";
+const ME_REFRESH_GAP_MS = 10000; // own rank outside the top 10: re-read (GET /api/me/) at most this often
+const CELEBRATE_MS = 1800;
+
+const $ = (selector) => document.querySelector(selector);
+
+export class Board {
+  constructor({ csrfToken, toast, reducedMotion }) {
+    this.csrfToken = csrfToken;
+    this.toast = toast;
+    this.reducedMotion = reducedMotion;
+    this.pill = $("#player");
+    this.nameEl = $("#player-name");
+    this.rankEl = $("#player-rank");
+    this.scoreEl = $("#score-value");
+    this.list = $("#leaderboard-list");
+    this.empty = $("#leaderboard-empty");
+    this.meLine = $("#leaderboard-me");
+    this.form = $("#rename-form");
+    this.input = $("#rename-input");
+    this.error = $("#rename-error");
+    this.openButton = $("#rename-open");
+    this.me = { id: this.pill.dataset.playerId || null, name: this.nameEl.textContent, kills: 0, rank: null };
+    this.top = [];
+    this.lastMeRefresh = -Infinity;
+    this.known = false; // no celebration for a rank we already had when the page loaded
+
+    this.openButton.addEventListener("click", () => this.openRename());
+    $("#rename-cancel").addEventListener("click", () => this.closeRename());
+    this.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.rename(this.input.value);
+    });
+    this.form.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") this.closeRename();
+    });
+  }
+
+  // --- from the server ------------------------------------------------------------
+
+  snapshot(message) {
+    if (message.me && typeof message.me.id === "string") this.setMe(message.me);
+    if (message.leaderboard) this.leaderboard(message.leaderboard);
+  }
+
+  leaderboard(board) {
+    if (!Array.isArray(board.top)) return;
+    this.top = board.top.filter((e) => e && typeof e.id === "string");
+    this.renderList();
+    const mine = this.top.find((e) => e.id === this.me.id);
+    if (mine) {
+      this.setMe({ ...this.me, name: mine.name, kills: mine.kills, rank: mine.rank });
+    } else if (this.me.kills > 0) {
+      this.refreshMe(); // off the top 10: ask where we stand, now and then
+    }
+  }
+
+  // A kill pushed in seq order: ours adds to our score at once.
+  killed(message) {
+    if (message.by && message.by.id === this.me.id) this.setMe({ ...this.me, kills: this.me.kills + 1 });
+  }
+
+  async refreshMe({ force = false } = {}) {
+    const now = performance.now();
+    if (!force && now - this.lastMeRefresh < ME_REFRESH_GAP_MS) return;
+    this.lastMeRefresh = now;
+    try {
+      const response = await fetch(ME_URL, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (response.ok) this.setMe(await response.json());
+    } catch {
+      /* offline: the next snapshot tells */
+    }
+  }
+
+  // --- drawing --------------------------------------------------------------------
+
+  setMe(me) {
+    const before = this.me.rank;
+    this.me = { id: me.id, name: String(me.name ?? ""), kills: Number(me.kills) || 0, rank: me.rank ?? null };
+    this.pill.dataset.playerId = this.me.id;
+    this.nameEl.textContent = this.me.name;
+    this.scoreEl.textContent = String(this.me.kills);
+    this.rankEl.textContent = this.me.rank ? `#${this.me.rank}` : "";
+    this.meLine.textContent = this.me.rank && this.me.rank > this.top.length ? `You: #${this.me.rank}, ${this.me.kills} squashed` : "";
+    if (this.known && this.me.rank && this.me.rank <= 3 && (before === null || before > 3)) this.celebrate();
+    this.known = true;
+    this.renderList();
+  }
+
+  renderList() {
+    const items = this.top.map((entry) => {
+      const li = document.createElement("li");
+      li.dataset.playerId = entry.id;
+      if (entry.id === this.me.id) li.setAttribute("aria-current", "true");
+      const rank = Object.assign(document.createElement("span"), { className: "rank", textContent: `${entry.rank}.` });
+      const name = Object.assign(document.createElement("span"), { className: "name", textContent: entry.name });
+      const kills = Object.assign(document.createElement("span"), { className: "kills", textContent: String(entry.kills) });
+      kills.setAttribute("aria-label", `${entry.kills} squashed`);
+      li.append(rank, name, kills);
+      return li;
+    });
+    this.list.replaceChildren(...items);
+    this.empty.hidden = items.length > 0;
+  }
+
+  celebrate() {
+    this.toast(`You're #${this.me.rank} on the board!`);
+    if (this.reducedMotion.matches) return;
+    this.pill.classList.add("is-celebrating");
+    setTimeout(() => this.pill.classList.remove("is-celebrating"), CELEBRATE_MS);
+  }
+
+  // --- rename ---------------------------------------------------------------------
+
+  openRename() {
+    this.form.hidden = false;
+    this.openButton.setAttribute("aria-expanded", "true");
+    this.input.value = this.me.name;
+    this.setError("");
+    this.input.focus();
+    this.input.select();
+  }
+
+  closeRename() {
+    this.form.hidden = true;
+    this.openButton.setAttribute("aria-expanded", "false");
+    this.openButton.focus();
+  }
+
+  setError(text) {
+    this.error.textContent = text;
+    this.input.setAttribute("aria-invalid", text ? "true" : "false");
+  }
+
+  async rename(name) {
+    let response;
+    try {
+      response = await fetch(ME_URL, {
+        method: "PATCH",
+        credentials: "same-origin",
+        headers: { "X-CSRFToken": this.csrfToken, "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ name }),
+      });
+    } catch {
+      this.setError("Can't reach the server");
+      return;
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      /* not JSON */
+    }
+    if (!response.ok) {
+      this.setError(data?.error ? `${data.error[0].toUpperCase()}${data.error.slice(1)}` : `Error ${response.status}`);
+      this.input.focus();
+      return;
+    }
+    this.setMe(data);
+    this.closeRename();
+    this.toast(`You are now ${data.name}`);
+  }
+}
