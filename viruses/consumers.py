@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from . import admission, broadcast, messages, ratelimit, selectors
+from . import admission, broadcast, messages, metrics, ratelimit, selectors
 from .logs import kv
 from .presence import SERVER, server_presence
 from .transport import SlidingWindow, Socket
@@ -144,6 +144,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
     async def handle(self, message: dict) -> None:
         if message["type"] != "resync":
             raise messages.unknown_type(message)
+        metrics.resync_requested()
         if (wait := await ratelimit.aretry_after("snapshot", self.address)) is not None:
             raise messages.BadMessage(f"too many snapshots, wait {math.ceil(wait)} s")
         await self.send_snapshot()

@@ -67,6 +67,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: it counts the API's actions by the answer they got, refusals included.
+    "viruses.metrics.count_http_actions",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -219,6 +221,12 @@ CSRF_COOKIE_HTTPONLY = True
 # Addresses or networks (monitors, the balancer) that /healthz tells which part is down;
 # others get only {"status": "ok" | "down"}. Empty: everyone gets the details.
 HEALTHZ_DETAILS_FROM = env_networks("DJANGO_HEALTHZ_DETAILS_FROM")
+# /metrics (viruses/metrics.py): off (404) unless one of these is set. A scraper then needs
+# `Authorization: Bearer <METRICS_TOKEN>` and/or an address in METRICS_ALLOW_FROM (both, if both are set).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
+if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 characters (a random one is best)")
+METRICS_ALLOW_FROM = env_networks("METRICS_ALLOW_FROM")
 # Set on the game's HTML pages (viruses/middleware.py); the admin keeps its own inline styles.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; "

@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.urls import path
 
-from viruses import views
+from viruses import metrics, views
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("api/viruses/", views.virus_collection, name="virus-collection"),
     path("api/viruses/<str:virus_id>/", views.virus_detail, name="virus-detail"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics.view, name="metrics"),
     path("admin/", admin.site.urls),
 ]
