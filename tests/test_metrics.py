@@ -1,13 +1,26 @@
 """`/metrics` on real daphne: the counters move as players act, and outsiders read nothing."""
 
+import asyncio
+import json
+import logging
+import re
+import shutil
+import sqlite3
+import tempfile
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
 import httpx
 import pytest
 import websockets
+from channels_redis.core import RedisChannelLayer
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests import harness
-from tests.delivery import wait_for
-from tests.harness import player
+from tests import harness, nodes
+from tests.delivery import TcpProxy, sqlite_path, wait_for
+from tests.harness import player, uses_postgres
 from tools.local_redis import LocalRedis
 from tools.servers import Api
 
@@ -44,6 +57,7 @@ def start_game(game_env, tmp_path):
         started.append(server)
         return server
 
+    start.env = game_env
     yield start
     for server in started:
         server.stop()
@@ -114,6 +128,61 @@ async def test_redis_errors_and_failed_pushes_are_counted(start_game, tmp_path):
     assert moved(before, after, "virusgame_actions_total", path="http", action="create", status="201") == 1
 
 
+async def test_database_errors_are_counted(start_game):
+    """The database goes away (PostgreSQL: its proxy is cut; SQLite: another writer holds the lock)."""
+    env = {"METRICS_TOKEN": TOKEN}
+    proxy = lock = None
+    if uses_postgres():
+        url = urlsplit(start_game.env["DATABASE_URL"])
+        proxy = await TcpProxy(url.hostname, url.port or 5432).start()
+        env["DATABASE_URL"] = urlunsplit(url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}"))
+    server = await asyncio.to_thread(start_game, **env)
+    async with Api(server.url, asynchronous=True) as api:
+        before = await asyncio.to_thread(scrape, server)
+        if proxy:
+            await proxy.stop()
+        else:
+            lock = sqlite3.connect(sqlite_path(server.env), isolation_level=None)
+            lock.execute("BEGIN IMMEDIATE")
+        try:
+            assert (await api.create()).status_code == 503
+        finally:
+            if lock:
+                lock.rollback()
+                lock.close()
+        after = await asyncio.to_thread(scrape, server)
+    assert moved(before, after, "virusgame_backend_errors_total", backend="database", event="http.error") == 1
+    assert moved(before, after, "virusgame_actions_total", path="http", action="create", status="503") == 1
+
+
+async def test_messages_the_layer_drops_for_a_full_channel_are_counted(redis_server, caplog):
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix=f"drop{uuid.uuid4().hex[:8]}", capacity=1)
+    stuck = await layer.new_channel()  # a consumer that never reads (a frozen client)
+    await layer.group_add("viruses", stuck)
+    before = REGISTRY.get_sample_value("virusgame_layer_dropped_messages_total")
+    with caplog.at_level(logging.INFO, logger="channels_redis.core"):
+        for _ in range(3):
+            await layer.group_send("viruses", {"type": "presence", "text": "{}"})
+    assert REGISTRY.get_sample_value("virusgame_layer_dropped_messages_total") - before == 2
+    await layer.flush()
+    await layer.close_pools()
+
+
+def test_the_dashboard_and_the_documented_queries_name_only_exported_metrics(start_game):
+    server = start_game(METRICS_TOKEN=TOKEN)
+    text = get_metrics(server, Authorization=f"Bearer {TOKEN}").text
+    exported = set()
+    suffixes_of = {"counter": ["_total"], "histogram": ["", "_bucket", "_sum", "_count"]}
+    for family in text_string_to_metric_families(text):
+        suffixes = suffixes_of.get(family.type, [""])
+        exported |= {family.name + suffix for suffix in suffixes}
+    dashboard = json.loads((harness.ROOT / "deploy" / "grafana" / "virusgame.json").read_text())
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    docs = (harness.ROOT / "docs" / "production.md").read_text()
+    named = set(re.findall(r"\b(?:virusgame|process)_[a-z_]+", " ".join(queries) + docs))
+    assert named and named <= exported, named - exported
+
+
 def get_metrics(server, **headers: str) -> httpx.Response:
     return httpx.get(f"{server.url}/metrics", headers=headers, timeout=10)
 
@@ -157,3 +226,70 @@ async def test_each_process_counts_its_own(start_game):
             1,
             0,
         )
+
+
+def metrics_site_for_test(port: int, socket_dir: Path) -> str:
+    """deploy/nginx/virusgame-metrics.conf on a loopback port, daphne's sockets in `socket_dir`."""
+    text = (nodes.DEPLOY / "nginx" / "virusgame-metrics.conf").read_text()
+    text = re.sub(r"listen [^;]*;", f"listen 127.0.0.1:{port};", text)
+    text = text.replace("allow 10.0.0.0/8;", "allow 127.0.0.1;").replace("game.example.com", "localhost")
+    return text.replace("/run/virusgame/", f"{socket_dir}/")
+
+
+class NginxWithMetricsSite(nodes.Nginx):
+    """nginx with the public site (tests/nodes.py) and the metrics site side by side."""
+
+    def __init__(self, directory: Path, upstream_ports: list[int], metrics_site: str):
+        super().__init__(directory, upstream_ports)
+        self.metrics_site = metrics_site
+
+    def write_config(self) -> Path:
+        conf = super().write_config()
+        site = self.directory / "site.conf"
+        site.write_text(site.read_text() + "\n" + self.metrics_site)
+        return conf
+
+
+async def test_the_scraper_reaches_each_process_through_the_metrics_site_and_the_public_site_hides_it(
+    game_env, tmp_path
+):
+    harness.require(nodes.nginx_binary() is not None, "nginx is not installed")
+    env = {**game_env, "METRICS_TOKEN": TOKEN, "METRICS_ALLOW_FROM": "127.0.0.1"}
+    socket_dir = Path(tempfile.mkdtemp(prefix="vg-"))  # unix socket paths must stay short
+    (tmp_path / "nginx").mkdir()
+    # Two processes with the unit's flags (--proxy-headers), each on a unix socket as the unit's.
+    daphnes = [
+        nodes.Node(
+            env,
+            tmp_path / f"daphne-{i}.log",
+            daphne_args=[*nodes.unit_daphne_args(), "-u", str(socket_dir / f"daphne-{i}.sock")],
+        )
+        for i in (1, 2)
+    ]
+    metrics_port = harness.free_port()
+    proxy = NginxWithMetricsSite(
+        tmp_path / "nginx", [daphnes[0].port], metrics_site_for_test(metrics_port, socket_dir)
+    )
+    try:
+        for node in daphnes:
+            node.start()
+        proxy.start()
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(timeout=10) as http:
+            public = await http.get(f"{proxy.url}/metrics", headers=bearer)
+            assert public.status_code == 404 and "virusgame_" not in public.text
+
+            async with player(daphnes[0]):
+                for i, open_sockets in ((1, 1), (2, 0)):
+                    url = f"http://127.0.0.1:{metrics_port}/daphne-{i}/metrics"
+                    assert (await http.get(url)).status_code == 403  # no token
+                    scraped = await http.get(url, headers=bearer)
+                    assert scraped.status_code == 200
+                    assert f"virusgame_ws_open {open_sockets}.0" in scraped.text
+        for node in daphnes:  # the address daphne saw was the scraper's, not nginx's socket
+            assert "event=metrics.refused reason=token client=127.0.0.1" in node.read_log()
+    finally:
+        proxy.stop()
+        for node in daphnes:
+            node.stop()
+        shutil.rmtree(socket_dir, ignore_errors=True)
