@@ -8,6 +8,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from viruses import sentinel
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -123,10 +125,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Channel layer: Redis when REDIS_URL is set (comma-separated URLs shard across servers),
-# otherwise in memory, which only reaches sockets of the same process (see viruses/checks.py).
+# Channel layer: Redis when REDIS_URL is set (comma-separated URLs shard across servers,
+# or one redis+sentinel:// URL: viruses/sentinel.py), otherwise in memory, which only
+# reaches sockets of the same process (see viruses/checks.py).
 REDIS_URLS = env_list("REDIS_URL")
+if os.environ.get("REDIS_URL", "").strip().startswith("redis+sentinel://"):
+    REDIS_URLS = [os.environ["REDIS_URL"].strip()]  # its commas separate sentinels
+    try:
+        sentinel.parse(REDIS_URLS[0])
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"REDIS_URL: {exc}") from None
+REDIS_SENTINEL = bool(REDIS_URLS) and sentinel.is_sentinel_url(REDIS_URLS[0])
 REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "virusgame")  # to share one Redis between games
+LAYER_CONNECTION = {
+    # redis-py's default 5 s read timeout would kill idle consumers, whose blocking reads
+    # wait longer than that.
+    "socket_timeout": None,
+    "socket_connect_timeout": 2,
+    # The default of 100 fails handshakes under a connect burst.
+    "max_connections": 2000,
+}
 if REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
@@ -135,15 +153,9 @@ if REDIS_URLS:
             "BACKEND": "viruses.layers.LocalFanoutRedisChannelLayer",
             "CONFIG": {
                 "hosts": [
-                    {
-                        "address": url,
-                        # redis-py's default 5 s read timeout would kill idle consumers,
-                        # whose blocking reads wait longer than that.
-                        "socket_timeout": None,
-                        "socket_connect_timeout": 2,
-                        # The default of 100 fails handshakes under a connect burst.
-                        "max_connections": 2000,
-                    }
+                    sentinel.layer_host(url, **LAYER_CONNECTION)
+                    if REDIS_SENTINEL
+                    else {"address": url, **LAYER_CONNECTION}
                     for url in REDIS_URLS
                 ],
                 "prefix": REDIS_PREFIX,
@@ -156,8 +168,13 @@ if REDIS_URLS:
     }
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URLS[0],
+            # Through the sentinels, the spawner's lock also waits for a replica to hold it.
+            "BACKEND": (
+                "viruses.sentinel.SentinelRedisCache"
+                if REDIS_SENTINEL
+                else "django.core.cache.backends.redis.RedisCache"
+            ),
+            "LOCATION": REDIS_URLS[:1],
             "KEY_PREFIX": REDIS_PREFIX,
             "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
         }
