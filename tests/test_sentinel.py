@@ -21,6 +21,7 @@ from tests import harness
 from tests.delivery import Player, api_state, wait_for
 from tools.local_redis import SentinelGroup, server_binary
 from tools.servers import PYTHON, ROOT, Api
+from viruses import sentinel
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -36,6 +37,35 @@ def sentinels(tmp_path):
     group = SentinelGroup(tmp_path / "sentinel", password="sentinel-test-password").start()
     yield group
     group.stop()
+
+
+def test_sentinel_urls_name_the_sentinels_service_database_and_password():
+    assert sentinel.parse("redis+sentinel://:s%40cret@10.0.0.5:26379,[::1]:26380/mymaster/2") == (
+        sentinel.SentinelURL((("10.0.0.5", 26379), ("::1", 26380)), "mymaster", 2, "s@cret")
+    )
+    assert sentinel.parse("redis+sentinel://10.0.0.5:26379/mymaster").db == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://10.0.0.5:26379",  # no service
+        "redis+sentinel://10.0.0.5/mymaster",  # no port
+        "redis+sentinel:///mymaster",  # no sentinel
+        "redis+sentinel://10.0.0.5:26379/mymaster/zero",  # no database number
+    ],
+)
+def test_a_wrong_sentinel_url_is_refused_in_one_line(game_env, url):
+    done = subprocess.run(
+        [PYTHON, "manage.py", "check"],
+        cwd=ROOT,
+        env={**game_env, "REDIS_URL": url},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
+    assert "REDIS_URL" in done.stderr and "redis+sentinel://" in done.stderr
 
 
 class Spawner:

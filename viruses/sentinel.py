@@ -18,6 +18,7 @@ from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from redis.sentinel import Sentinel
 
 SCHEME = "redis+sentinel"
+FORMAT = "redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]"
 SENTINEL_TIMEOUTS = {"socket_timeout": 1, "socket_connect_timeout": 1}
 # A spawn turn counts once this many replicas hold the lock (and the primary could fail).
 LOCK_REPLICAS = 1
@@ -39,18 +40,18 @@ def is_sentinel_url(url: str) -> bool:
 def parse(url: str) -> SentinelURL:
     """Parse a `redis+sentinel://` URL; ValueError says what is wrong."""
     parts = urlsplit(url)
-    if parts.scheme != SCHEME:
-        raise ValueError(f"not a {SCHEME}:// URL")
     hosts = parts.netloc.rpartition("@")[2]
     sentinels = []
     for host in filter(None, hosts.split(",")):
         name, _, port = host.rpartition(":")
         if not name or not port.isdigit():
-            raise ValueError(f"sentinel {host!r} is not HOST:PORT")
+            raise ValueError(f"sentinel {host!r} is not HOST:PORT; expected {FORMAT}")
         sentinels.append((name.strip("[]"), int(port)))
     path = [p for p in parts.path.split("/") if p]
-    if not sentinels or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
-        raise ValueError("expected redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]")
+    if parts.scheme != SCHEME or not sentinels or not path or len(path) > 2:
+        raise ValueError(f"expected {FORMAT}")
+    if len(path) == 2 and not path[1].isdigit():
+        raise ValueError(f"the database must be a number; expected {FORMAT}")
     password = unquote(parts.password) if parts.password else None
     return SentinelURL(tuple(sentinels), path[0], int(path[1]) if len(path) == 2 else 0, password)
 
