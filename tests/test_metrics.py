@@ -23,6 +23,7 @@ from tests.delivery import TcpProxy, sqlite_path, wait_for
 from tests.harness import player, uses_postgres
 from tools.local_redis import LocalRedis
 from tools.servers import Api
+from viruses.consumers import FLOOD_MESSAGES
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -105,6 +106,32 @@ async def test_counters_move_as_players_connect_act_get_refused_resync_and_leave
     assert moved(before, gone, "virusgame_ws_disconnects_total", code="1000") == 2
     assert value(gone, "virusgame_presence_heartbeat_age_seconds") == 0
     assert value(gone, "process_resident_memory_bytes") > 0  # the client's process metrics too
+
+
+async def test_sockets_the_server_closes_are_counted_by_reason(start_game):
+    server = start_game(METRICS_TOKEN=TOKEN)
+    before = scrape(server)
+    async with websockets.connect(server.ws_url, origin=server.url) as ws:  # a flood: 1008
+        for _ in range(FLOOD_MESSAGES + 1):
+            await ws.send('{"type": "resync"}')
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await ws.recv()
+    # A client that stops reading while changes keep coming: 1013.
+    async with websockets.connect(server.ws_url, origin=server.url, max_size=None, max_queue=1):
+        layer = RedisChannelLayer(hosts=[server.env["REDIS_URL"]], prefix=server.env["REDIS_PREFIX"])
+        padded = json.dumps({"type": "presence", "online": 1, "pad": "x" * 64 * 1024})
+        try:
+            for _ in range(300):  # ~20 MB
+                await layer.group_send("viruses", {"type": "presence", "text": padded})
+                if "reason=slow_reader" in server.read_log():
+                    break
+                await asyncio.sleep(0.005)
+        finally:
+            await layer.close_pools()
+    after = scrape(server)
+    assert moved(before, after, "virusgame_ws_server_closes_total", reason="flood") == 1
+    assert moved(before, after, "virusgame_ws_server_closes_total", reason="slow_reader") == 1
 
 
 async def test_redis_errors_and_failed_pushes_are_counted(start_game, tmp_path):
