@@ -77,7 +77,7 @@ HTTP_ACTIONS = {("virus-collection", "POST"): "create", ("virus-detail", "DELETE
 
 
 def observe(event: str, fields: dict) -> None:
-    """Count one log event (a `logs.kv` listener); never raises into the code that logs."""
+    """Count one log event (a `logs.kv` listener: it runs wherever something is logged)."""
     reason = fields.get("reason")
     EVENTS.labels(event, reason or "").inc()
     if event == "ws.connect":

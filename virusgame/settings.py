@@ -137,7 +137,7 @@ if os.environ.get("REDIS_URL", "").strip().startswith("redis+sentinel://"):
         raise ImproperlyConfigured(f"REDIS_URL: {exc}") from None
 REDIS_SENTINEL = bool(REDIS_URLS) and sentinel.is_sentinel_url(REDIS_URLS[0])
 REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "virusgame")  # to share one Redis between games
-LAYER_CONNECTION = {
+_layer_connection = {
     # redis-py's default 5 s read timeout would kill idle consumers, whose blocking reads
     # wait longer than that.
     "socket_timeout": None,
@@ -153,9 +153,9 @@ if REDIS_URLS:
             "BACKEND": "viruses.layers.LocalFanoutRedisChannelLayer",
             "CONFIG": {
                 "hosts": [
-                    sentinel.layer_host(url, **LAYER_CONNECTION)
+                    sentinel.layer_host(url, **_layer_connection)
                     if REDIS_SENTINEL
-                    else {"address": url, **LAYER_CONNECTION}
+                    else {"address": url, **_layer_connection}
                     for url in REDIS_URLS
                 ],
                 "prefix": REDIS_PREFIX,
