@@ -133,7 +133,8 @@ async def test_losing_the_redis_primary_under_play_loses_nothing_and_needs_no_re
     try:
         async with Api(server.url, asynchronous=True) as api:
             actor = asyncio.create_task(play(api))
-            await asyncio.sleep(4)  # play, with spawns, before the failover
+            # Play, with spawns, before the failover.
+            await wait_for(lambda: sum(len(s.spawns()) for s in spawners) >= 2, 60, "spawns before the kill")
             first = sentinels.primary()
             store = sentinels.client(first)
             assert store.keys(f"{prefix}:ws-address:*"), "admission goes through the sentinels"
