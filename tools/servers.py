@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DAPHNE = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}"]
 # Settings a server process must take from base_env, never from the caller's environment.
-OWN_PREFIXES = ("DJANGO_", "VIRUS_", "REDIS_", "DATABASE_")
+OWN_PREFIXES = ("DJANGO_", "VIRUS_", "REDIS_", "DATABASE_", "METRICS_")
 
 
 def free_port() -> int:

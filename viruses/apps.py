@@ -16,7 +16,7 @@ class VirusesConfig(AppConfig):
     name = "viruses"
 
     def ready(self):
-        from . import checks, signals  # noqa: F401  (connect receivers, register checks)
+        from . import checks, metrics, signals  # noqa: F401  (receivers, checks, log counting)
 
         if serving(sys.argv):
             tune_gc()

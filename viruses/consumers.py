@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from . import actions, admission, broadcast, messages, players, ratelimit, selectors, services
+from . import actions, admission, broadcast, messages, metrics, players, ratelimit, selectors, services
 from .logs import kv
 from .presence import SERVER, server_presence
 from .transport import SlidingWindow, Socket
@@ -153,6 +153,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
             return
         if message["type"] != "resync":
             raise messages.unknown_type(message)
+        metrics.resync_requested()
         if (wait := await ratelimit.aretry_after("snapshot", self.address)) is not None:
             raise messages.BadMessage(f"too many snapshots, wait {math.ceil(wait)} s")
         await self.send_snapshot()
@@ -162,19 +163,23 @@ class VirusConsumer(AsyncWebsocketConsumer):
         try:
             if action.type == "create":
                 virus = await actions.acreate(address=self.address, by=self.player_id)
-                answer = messages.ack(ref=action.ref, status=201, virus=messages.virus_json(virus))
+                status, answer = (
+                    201,
+                    messages.ack(ref=action.ref, status=201, virus=messages.virus_json(virus)),
+                )
             else:
                 await actions.akill(virus_id=action.virus_id, address=self.address, by=self.player_id)
-                answer = messages.ack(ref=action.ref, status=204)
+                status, answer = 204, messages.ack(ref=action.ref, status=204)
         except services.GameError as exc:
             if isinstance(exc, actions.RateLimited):
                 logger.info(kv("ws.rate_limited", client=self.address, retry_after=exc.retry_after))
-            answer = messages.error(str(exc), ref=action.ref, status=exc.status)
+            status, answer = exc.status, messages.error(str(exc), ref=action.ref, status=exc.status)
         except DatabaseError as exc:
             # As the HTTP API does: the player is told, the socket stays (pushes need no database).
             logger.error(kv("ws.error", action=action.type, error="database", detail=exc))
             text = "the database is unavailable, try again shortly"
-            answer = messages.error(text, ref=action.ref, status=503)
+            status, answer = 503, messages.error(text, ref=action.ref, status=503)
+        metrics.count_action(path="socket", action=action.type, status=status)
         await self.send_text(answer)
 
     async def send_snapshot(self) -> None:

@@ -10,12 +10,19 @@ Never put message bodies (what a client sent) in a field: only sizes, types and 
 
 import logging
 import re
+from collections.abc import Callable
 
 _BARE = re.compile(r"[A-Za-z0-9_.:/@+\-\[\]]+")
+
+# Called with (event, fields) for every line built, whatever the log level: the metrics
+# count events here (viruses/metrics.py), so the code that logs needs no second hook.
+listeners: list[Callable[[str, dict], None]] = []
 
 
 def kv(event: str, **fields) -> str:
     """Return `event=<event> key=value ...`; values with spaces or quotes are quoted."""
+    for listener in listeners:
+        listener(event, fields)
     parts = [f"event={event}"]
     for key, value in fields.items():
         parts.append(f"{key}={_value(value)}")

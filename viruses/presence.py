@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 
 from asgiref.sync import sync_to_async
@@ -39,6 +40,7 @@ class ServerPresence:
         self._announcer: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
         self._last_announced: int | None = None
+        self.refreshed_at: float | None = None  # monotonic time the rows were last known fresh
 
     async def join(self, channel_name: str, *, client_address: str, user_agent: str, player_id=None) -> None:
         await database_sync_to_async(services.connection_open)(
@@ -73,6 +75,7 @@ class ServerPresence:
 
     def _start_heartbeat(self) -> None:
         if not _running_here(self._heartbeat):
+            self.refreshed_at = time.monotonic()  # the joining row was just written
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
 
     async def _beat(self) -> None:
@@ -96,6 +99,7 @@ class ServerPresence:
                 reaped = await database_sync_to_async(services.connections_heartbeat)(
                     server=SERVER, channel_names=list(self.channels)
                 )
+                self.refreshed_at = time.monotonic()
                 if reaped:
                     logger.info(kv("presence.reaped", connections=len(reaped)))
                 for channel_name in reaped:

@@ -2,7 +2,6 @@
 
 import asyncio
 import functools
-import ipaddress
 import json
 import logging
 
@@ -14,7 +13,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from . import actions, messages, players, ratelimit, selectors, services
+from . import access, actions, messages, players, ratelimit, selectors, services
 from .logs import kv
 
 logger = logging.getLogger(__name__)
@@ -186,13 +185,7 @@ def healthz(request):
 def _may_see_details(request) -> bool:
     """Whether the client is a monitor (settings.HEALTHZ_DETAILS_FROM; empty: everyone)."""
     networks = settings.HEALTHZ_DETAILS_FROM
-    if not networks:
-        return True
-    try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
+    return not networks or access.client_in(request, networks)
 
 
 def _database_ok() -> bool:

@@ -8,6 +8,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from viruses import sentinel
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -67,6 +69,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: it counts the API's actions by the answer they got, refusals included.
+    "viruses.metrics.count_http_actions",
     "django.middleware.security.SecurityMiddleware",
     # whitenoise, async-capable: API requests pass it without a thread hop.
     "viruses.middleware.StaticFiles",
@@ -142,10 +146,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Channel layer: Redis when REDIS_URL is set (comma-separated URLs shard across servers),
-# otherwise in memory, which only reaches sockets of the same process (see viruses/checks.py).
+# Channel layer: Redis when REDIS_URL is set (comma-separated URLs shard across servers,
+# or one redis+sentinel:// URL: viruses/sentinel.py), otherwise in memory, which only
+# reaches sockets of the same process (see viruses/checks.py).
 REDIS_URLS = env_list("REDIS_URL")
+if os.environ.get("REDIS_URL", "").strip().startswith("redis+sentinel://"):
+    REDIS_URLS = [os.environ["REDIS_URL"].strip()]  # its commas separate sentinels
+    try:
+        sentinel.parse(REDIS_URLS[0])
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"REDIS_URL: {exc}") from None
+REDIS_SENTINEL = bool(REDIS_URLS) and sentinel.is_sentinel_url(REDIS_URLS[0])
 REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "virusgame")  # to share one Redis between games
+_layer_connection = {
+    # redis-py's default 5 s read timeout would kill idle consumers, whose blocking reads
+    # wait longer than that.
+    "socket_timeout": None,
+    "socket_connect_timeout": 2,
+    # The default of 100 fails handshakes under a connect burst.
+    "max_connections": 2000,
+}
 if REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
@@ -154,15 +174,9 @@ if REDIS_URLS:
             "BACKEND": "viruses.layers.LocalFanoutRedisChannelLayer",
             "CONFIG": {
                 "hosts": [
-                    {
-                        "address": url,
-                        # redis-py's default 5 s read timeout would kill idle consumers,
-                        # whose blocking reads wait longer than that.
-                        "socket_timeout": None,
-                        "socket_connect_timeout": 2,
-                        # The default of 100 fails handshakes under a connect burst.
-                        "max_connections": 2000,
-                    }
+                    sentinel.layer_host(url, **_layer_connection)
+                    if REDIS_SENTINEL
+                    else {"address": url, **_layer_connection}
                     for url in REDIS_URLS
                 ],
                 "prefix": REDIS_PREFIX,
@@ -175,8 +189,13 @@ if REDIS_URLS:
     }
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URLS[0],
+            # Through the sentinels, the spawner's lock also waits for a replica to hold it.
+            "BACKEND": (
+                "viruses.sentinel.SentinelRedisCache"
+                if REDIS_SENTINEL
+                else "django.core.cache.backends.redis.RedisCache"
+            ),
+            "LOCATION": REDIS_URLS[:1],
             "KEY_PREFIX": REDIS_PREFIX,
             "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
         }
@@ -240,6 +259,12 @@ CSRF_COOKIE_HTTPONLY = True
 # Addresses or networks (monitors, the balancer) that /healthz tells which part is down;
 # others get only {"status": "ok" | "down"}. Empty: everyone gets the details.
 HEALTHZ_DETAILS_FROM = env_networks("DJANGO_HEALTHZ_DETAILS_FROM")
+# /metrics (viruses/metrics.py): off (404) unless one of these is set. A scraper then needs
+# `Authorization: Bearer <METRICS_TOKEN>` and/or an address in METRICS_ALLOW_FROM (both, if both are set).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
+if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 characters (a random one is best)")
+METRICS_ALLOW_FROM = env_networks("METRICS_ALLOW_FROM")
 # Set on the game's HTML pages (viruses/middleware.py); the admin keeps its own inline styles.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; "

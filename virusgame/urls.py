@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from viruses import views
+from viruses import metrics, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -10,5 +10,6 @@ urlpatterns = [
     path("api/me/", views.me, name="me"),
     path("api/leaderboard/", views.leaderboard, name="leaderboard"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics.view, name="metrics"),
     path("admin/", admin.site.urls),
 ]

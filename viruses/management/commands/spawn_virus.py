@@ -43,6 +43,7 @@ class Command(BaseCommand):
             raise CommandError("--spread and --every cannot be negative")
         if every and spread > every:
             raise CommandError("--spread cannot be longer than --every")
+        self.verbosity = options["verbosity"]
         try:
             self.loop(count, spread, every, once_per)
         except KeyboardInterrupt:
@@ -80,6 +81,8 @@ class Command(BaseCommand):
             # Without the shared lock every node would spawn: skip this round instead.
             raise CommandError(f"cannot take the spawn lock, cache (Redis) unavailable: {exc}") from exc
         if taken:
+            if self.verbosity >= 2:  # which window each spawn belongs to (tests, operators)
+                self.stdout.write(f"Spawn turn: window {window} of {once_per} s.")
             return True
         self.stdout.write("Another node spawns in this window; skipping.")
         return False
