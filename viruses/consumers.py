@@ -11,6 +11,7 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from . import admission, broadcast, messages, ratelimit, selectors
+from .fanout import fanout
 from .logs import kv
 from .presence import SERVER, server_presence
 from .transport import SlidingWindow, Socket
@@ -27,13 +28,12 @@ logger = logging.getLogger(__name__)
 class VirusConsumer(AsyncWebsocketConsumer):
     """Send one client the snapshot, then relay every group event to it.
 
-    Async contract: every database access goes through `database_sync_to_async`. The
-    consumer never writes viruses (browsers use the HTTP API, whose commits the signals
-    push), so each change reaches the client by exactly one path.
+    Under daphne the process's fastlane (fanout.py) takes over the relaying once the
+    snapshot is out; the consumer still owns the socket's life. Async contract: every
+    database access goes through `database_sync_to_async`. The consumer never writes
+    viruses (browsers use the HTTP API, whose commits the signals push), so each change
+    reaches the client by exactly one path.
     """
-
-    # The group events (messages.py), each already encoded once for every client.
-    RELAYED = frozenset({"virus.created", "virus.killed", "presence"})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -44,6 +44,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         self.admitted = False  # holds one of its address's places (admission.py)
         self.joined = False  # in the group and counted online
         self.closing = False
+        self.fastlane = False  # group events go straight from the layer's reader (fanout.py)
 
     async def __call__(self, scope, receive, send):
         self.socket = Socket(scope, send)
@@ -82,7 +83,9 @@ class VirusConsumer(AsyncWebsocketConsumer):
             self.channel_name, client_address=address, user_agent=header(self.scope, b"user-agent")
         )
         await self.send_snapshot()
-        logger.info(kv("ws.connect", channel=self.channel_name, client=address, server=SERVER))
+        logger.info(
+            kv("ws.connect", channel=self.channel_name, client=address, server=SERVER, fastlane=self.fastlane)
+        )
 
     async def disconnect(self, code):
         if self.opened_at is None:
@@ -115,6 +118,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         if not self.joined:
             return
         self.joined = False
+        fanout.leave(self.channel_name)
         try:
             # First, so that no heartbeat renews the group membership we are about to drop.
             await server_presence.leave(self.channel_name)
@@ -149,8 +153,13 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.send_snapshot()
 
     async def send_snapshot(self) -> None:
+        # Off the fastlane meanwhile: events queue behind the snapshot, as on the consumer
+        # path, so the client never gets a snapshot older than an event it already has.
+        fanout.pause(self.channel_name)
         seq, viruses, online = await database_sync_to_async(selectors.snapshot)()
         await self.send_text(messages.snapshot(seq=seq, viruses=viruses, online=online))
+        if not self.closing:
+            self.fastlane = fanout.join(self.channel_layer, self.channel_name, self.socket)
 
     async def send_text(self, text: str) -> None:
         """Send, unless the client has stopped reading: then close it (1013) instead."""
@@ -168,7 +177,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         # Group events touch no database: relay them without Channels' per-message
         # `aclose_old_connections()`, a thread hop per client per change (half the cost
         # of a fan-out, docs/performance.md). Everything else goes the usual way.
-        if message["type"] in self.RELAYED:
+        if message["type"] in messages.GROUP_EVENTS:
             await self.send_text(message["text"])
         else:
             await super().dispatch(message)

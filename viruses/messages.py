@@ -59,6 +59,9 @@ def error(message: str) -> str:
 
 # --- group events, to every client ------------------------------------------------------
 
+# What a consumer or the fastlane relays to its client as it is: the event's `text`.
+GROUP_EVENTS = frozenset({"virus.created", "virus.killed", "presence"})
+
 
 def created_event(*, seq: int, virus: dict) -> dict:
     return _event("virus.created", {"type": "virus.created", "seq": seq, "virus": virus})
@@ -79,3 +82,8 @@ def _event(kind: str, message: dict) -> dict:
 
 def encode(message: dict) -> str:
     return json.dumps(message, separators=(",", ":"))
+
+
+def frame_text(texts: list[str]) -> str:
+    """One frame's text for encoded messages: the message itself, or a JSON array of them in order."""
+    return texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]"

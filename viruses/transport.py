@@ -13,6 +13,7 @@ it from there however many layers sit in between, and refuses to start without i
 import contextlib
 import inspect
 import logging
+import struct
 import sys
 import time
 from collections import deque
@@ -129,6 +130,37 @@ class Socket:
             return False
         return True
 
+    def takes_frames(self) -> bool:
+        """Whether `write_frame` may write ready-made frames to this socket (`text_frame`).
+
+        Only under daphne, once open, and only as autobahn would frame them itself: no
+        compression, unmasked, unfragmented (daphne's settings).
+        """
+        protocol = self.protocol
+        return (
+            self.open
+            and protocol is not None
+            and protocol.state == protocol.STATE_OPEN
+            and getattr(protocol, "_perMessageCompress", None) is None
+            and not protocol.maskServerFrames
+            and not protocol.autoFragmentSize
+        )
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write a frame made by `text_frame` now, in order with every other send; False once closing."""
+        protocol = self.protocol
+        if protocol.state != protocol.STATE_OPEN:
+            return False
+        if protocol.send_queue:  # autobahn has frames waiting to go out before this one
+            protocol.sendData(frame)
+        else:
+            protocol.transport.write(frame)
+        return True
+
+    def close_now(self, code: int) -> None:
+        """Send a close frame with an RFC code at once (an open socket under daphne only)."""
+        self.protocol.sendCloseFrame(code=code)
+
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Close with `code` (None or True, as Channels' `send(close=True)` passes: 1000)."""
         if code is None or code is True:
@@ -143,6 +175,24 @@ class Socket:
         if reason:
             message["reason"] = reason
         await self._send(message)
+
+
+def text_frame(text: str) -> bytes:
+    """`text` as one WebSocket text frame, exactly as autobahn frames a server's message.
+
+    RFC 6455 5.2: FIN and opcode 1, then the length (7 bits, or 126 and 16 bits, or 127 and
+    64 bits), no mask (servers never mask), then the payload. The same bytes go to every
+    client, so a group event is framed once for all of them.
+    """
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
 
 
 class SendBuffer:
