@@ -4,13 +4,13 @@ import logging
 import math
 import time
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from . import admission, broadcast, messages, ratelimit, selectors
+from .coalesce import Coalesced
 from .fanout import fanout
 from .logs import kv
 from .presence import SERVER, server_presence
@@ -156,8 +156,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         # Off the fastlane meanwhile: events queue behind the snapshot, as on the consumer
         # path, so the client never gets a snapshot older than an event it already has.
         fanout.pause(self.channel_name)
-        seq, viruses, online = await database_sync_to_async(selectors.snapshot)()
-        await self.send_text(messages.snapshot(seq=seq, viruses=viruses, online=online))
+        await self.send_text(await read_snapshot())
         if not self.closing:
             self.fastlane = fanout.join(self.channel_layer, self.channel_name, self.socket)
 
@@ -181,6 +180,15 @@ class VirusConsumer(AsyncWebsocketConsumer):
             await self.send_text(message["text"])
         else:
             await super().dispatch(message)
+
+
+def encoded_snapshot(_) -> str:
+    seq, viruses, online = selectors.snapshot()
+    return messages.snapshot(seq=seq, viruses=viruses, online=online)
+
+
+# Sockets asking at once (a connect storm) share one read, started after each of them asked.
+read_snapshot = Coalesced(encoded_snapshot)
 
 
 def header(scope, name: bytes) -> str:

@@ -57,19 +57,26 @@ def virus_kill(*, virus_id: uuid.UUID | str) -> None:
         virus.delete()
 
 
-def connection_open(*, channel_name: str, server: str, client_address: str, user_agent: str) -> None:
-    """Record one open WebSocket of `server` (admin: who is online, on which server)."""
-    Connection.objects.create(
-        channel_name=channel_name,
-        server=server,
-        client_address=client_address[:64],
-        user_agent=user_agent[:255],
-        last_seen=timezone.now(),
+def connections_open(*, server: str, sockets: list[dict]) -> None:
+    """Record open WebSockets of `server` (admin: who is online, on which server), in one INSERT.
+
+    `sockets`: dicts of `channel_name`, `client_address`, `user_agent`.
+    """
+    now = timezone.now()
+    Connection.objects.bulk_create(
+        Connection(
+            channel_name=socket["channel_name"],
+            server=server,
+            client_address=socket["client_address"][:64],
+            user_agent=socket["user_agent"][:255],
+            last_seen=now,
+        )
+        for socket in sockets
     )
 
 
-def connection_close(*, channel_name: str) -> None:
-    Connection.objects.filter(channel_name=channel_name).delete()
+def connections_close(*, channel_names: list[str]) -> None:
+    Connection.objects.filter(channel_name__in=channel_names).delete()
 
 
 def connections_heartbeat(*, server: str, channel_names: list[str]) -> list[str]:
