@@ -32,7 +32,9 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": DaphneProtocolMiddleware(
-            OriginValidator(URLRouter([path("ws/viruses/", LeverConsumer.as_asgi())]), settings.WS_ALLOWED_ORIGINS)
+            OriginValidator(
+                URLRouter([path("ws/viruses/", LeverConsumer.as_asgi())]), settings.WS_ALLOWED_ORIGINS
+            )
         ),
     }
 )
