@@ -7,6 +7,9 @@ import pytest
 
 from viruses.coalesce import Coalesced
 
+# The runs go through `database_sync_to_async`, which checks the thread's connection first.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 
 async def test_callers_during_a_run_share_the_next_one_and_each_gets_a_run_started_after_it_asked():
     release = threading.Event()
