@@ -7,7 +7,9 @@ application. Both need daphne's `WebSocketProtocol`, reachable only through daph
 (Channels' `SessionMiddleware` and `AuthMiddlewareStack` do). So the WebSocket stack is
 wrapped, outermost, in `DaphneProtocolMiddleware`, which puts the protocol (None under other
 servers and in-process tests) into `scope["extensions"]["daphne.protocol"]`; `Socket` reads
-it from there however many layers sit in between, and refuses to start without it.
+it from there however many layers sit in between, and refuses to start without it. The
+fastlane (fanout.py) also writes ready-made frames (`text_frame`) through it, straight to
+the socket when Twisted has nothing buffered for it (`Socket.write_frame`).
 """
 
 import contextlib
