@@ -10,6 +10,7 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from . import admission, broadcast, messages, ratelimit, selectors
+from .apps import closed_sockets
 from .coalesce import Coalesced
 from .fanout import fanout
 from .logs import kv
@@ -91,6 +92,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         if self.opened_at is None:
             return
         await self.leave()
+        closed_sockets.add()
         seconds = time.monotonic() - self.opened_at
         logger.info(kv("ws.disconnect", channel=self.channel_name, code=code, seconds=seconds))
 
