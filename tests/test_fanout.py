@@ -12,7 +12,9 @@ from channels_redis.core import RedisChannelLayer
 from tests.harness import player
 from tests.test_production import close_code
 from tools.gameclient import CHANGES, decode
+from viruses import transport
 from viruses.consumers import FLOOD_MESSAGES, MAX_MESSAGE_BYTES
+from viruses.fanout import Fanout
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -131,7 +133,7 @@ async def test_no_change_committed_while_a_client_connects_is_lost(server):
     assert lane_of_every_socket(server) == {server.lane}
 
 
-async def test_a_client_that_stops_reading_is_closed_with_1013(server):
+async def test_a_client_that_stops_reading_is_closed(server):
     async with connect(server, max_queue=1) as ws:
         layer = layer_of(server)
         padded = json.dumps({"type": "presence", "online": 1, "pad": "x" * 64 * 1024})
@@ -144,9 +146,51 @@ async def test_a_client_that_stops_reading_is_closed_with_1013(server):
         finally:
             await layer.close_pools()
         assert "reason=slow_reader" in server.read_log()
-        # Reading again, the client finds the close frame behind what was sent before it.
-        assert await close_code(ws, timeout=30) == 1013
+        # Reading again, the client finds the 1013 close frame behind the megabytes sent
+        # before it, unless it took longer than autobahn's close-handshake timeout (1 s) to
+        # get there: then the server has dropped the connection (1006). The code itself is
+        # checked below, without the race.
+        assert await close_code(ws, timeout=30) in (1013, 1006)
     assert lane_of_every_socket(server) == {server.lane}
+
+
+class StuckProtocol:
+    """daphne's protocol of a client that has stopped reading (Twisted paused the producer)."""
+
+    STATE_OPEN = 3
+    state = STATE_OPEN
+    maskServerFrames = False
+    autoFragmentSize = 0
+    send_queue = ()
+
+    def __init__(self):
+        self.transport = None
+        self.close_frames = []
+        self.written = []
+
+    def sendCloseFrame(self, code=None):
+        self.close_frames.append(code)
+        self.state = 2
+
+    def onPing(self, payload):
+        pass
+
+
+def test_the_fastlane_closes_a_socket_that_stopped_reading_with_1013_and_forgets_it(caplog):
+    protocol = StuckProtocol()
+    socket = transport.Socket({"extensions": {transport.PROTOCOL_KEY: protocol}}, None)
+    socket.open = True
+    socket.outbox.pauseProducing()
+    socket.outbox.backlog = transport.SLOW_READER_BYTES
+    lane = Fanout()
+    lane.live["c!1"] = socket
+    event = created(1)
+    assert lane.deliver(["c!1", "c!2"], event) == ["c!2"]  # c!2: not on the fastlane
+    assert protocol.close_frames == [1013]
+    assert lane.live == {}
+    assert lane.deliver(["c!1"], event) == ["c!1"]  # forgotten: nothing more written to it
+    assert protocol.close_frames == [1013]
+    assert 'event=ws.close channel="c!1" reason=slow_reader' in caplog.text
 
 
 async def test_close_codes_are_the_same_on_both_paths(server):
