@@ -12,7 +12,9 @@ pytestmark = pytest.mark.django_db
 
 
 def open_socket(channel_name: str, server: str = "here:1:aaa", address: str = "203.0.113.7") -> None:
-    services.connection_open(channel_name=channel_name, server=server, client_address=address, user_agent="t")
+    services.connections_open(
+        server=server, sockets=[{"channel_name": channel_name, "client_address": address, "user_agent": "t"}]
+    )
 
 
 def age(channel_name: str, seconds: float) -> None:
@@ -47,8 +49,21 @@ def test_status_counts_online_as_the_page_does(settings):
 
 
 def test_connection_rows_keep_within_their_columns():
-    services.connection_open(channel_name="c.1", server="s", client_address="a" * 100, user_agent="u" * 300)
+    services.connections_open(
+        server="s", sockets=[{"channel_name": "c.1", "client_address": "a" * 100, "user_agent": "u" * 300}]
+    )
     row = Connection.objects.get()
     assert (len(row.client_address), len(row.user_agent)) == (64, 255)
-    services.connection_close(channel_name="c.1")
+    services.connections_close(channel_names=["c.1"])
     assert not Connection.objects.exists()
+
+
+def test_sockets_that_come_and_go_at_once_are_written_together():
+    sockets = [
+        {"channel_name": f"c.{i}", "client_address": "203.0.113.7", "user_agent": "t"} for i in range(3)
+    ]
+    services.connections_open(server="s", sockets=sockets)
+    assert selectors.online_count() == 3
+    assert {row.connected_at for row in Connection.objects.all()} != {None}
+    services.connections_close(channel_names=["c.0", "c.2"])
+    assert list(Connection.objects.values_list("channel_name", flat=True)) == ["c.1"]

@@ -5,6 +5,7 @@ import subprocess
 import pytest
 
 from tests import harness
+from viruses import apps
 from viruses.apps import serving
 
 
@@ -46,3 +47,14 @@ def test_daphne_tunes_gc_at_start_up(game):
     assert "event=server.gc_tuned" in game.read_log()
     check = game.manage("check")
     assert "event=server.gc_tuned" not in check.stdout + check.stderr
+
+
+def test_a_server_collects_the_cycles_of_closed_sockets_once_per_thousand(monkeypatch):
+    collections = []
+    monkeypatch.setattr(apps.gc, "collect", lambda: collections.append(1) or 0)
+    untuned, tuned = apps.ClosedSockets(), apps.ClosedSockets()
+    tuned.tuned = True
+    for _ in range(2 * apps.CLOSED_SOCKETS_PER_COLLECTION + 1):
+        untuned.add()
+        tuned.add()
+    assert len(collections) == 2  # the tuned one only: elsewhere the default thresholds do it

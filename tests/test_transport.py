@@ -10,6 +10,8 @@ import websockets
 from autobahn.exception import Disconnected
 from channels_redis.core import RedisChannelLayer
 from django.core.exceptions import ImproperlyConfigured
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
 from tests import nodes
 from tests.test_production import close_code
@@ -232,3 +234,25 @@ def test_a_ping_from_a_client_that_does_not_read_closes_with_1008_instead_of_a_p
     protocol.transport.producer.pauseProducing()  # Twisted: its buffer is full
     protocol.onPing(b"2")
     assert (protocol.pongs, protocol.close_frames) == ([b"1"], [1008])
+
+
+def parse_frame(data: bytes):
+    """One frame as the websockets client parses it (RFC 6455 5.2)."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        assert reader.at_eof(), "bytes left after the frame"
+        return done.value
+    raise AssertionError("incomplete frame")
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 200_000])
+def test_text_frame_is_one_final_unmasked_text_frame_of_any_length(size):
+    text = "x" * (size - 2) + "\u00e9" if size else ""  # `size` bytes of UTF-8
+    assert len(text.encode()) == size
+    frame = parse_frame(transport.text_frame(text))
+    assert (frame.opcode, frame.fin, frame.data.decode()) == (Opcode.TEXT, True, text)

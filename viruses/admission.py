@@ -144,5 +144,14 @@ def count(address: str) -> int:
     return places().count(address)
 
 
-areserve = sync_to_async(reserve, thread_sensitive=False)
-arelease = sync_to_async(release, thread_sensitive=False)
+async def areserve(address: str, member: str) -> bool:
+    """`reserve` off the event loop; without a cap, no thread hop at all (a connect storm)."""
+    if settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS <= 0 or not address:
+        return True
+    return await sync_to_async(reserve, thread_sensitive=False)(address, member)
+
+
+async def arelease(address: str, member: str) -> None:
+    if settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS <= 0 or not address:
+        return  # nothing was reserved
+    await sync_to_async(release, thread_sensitive=False)(address, member)

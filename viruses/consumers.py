@@ -4,13 +4,15 @@ import logging
 import math
 import time
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from . import actions, admission, broadcast, messages, metrics, players, ratelimit, selectors, services
+from .apps import closed_sockets
+from .coalesce import Coalesced
+from .fanout import fanout
 from .logs import kv
 from .presence import SERVER, server_presence
 from .transport import SlidingWindow, Socket
@@ -27,14 +29,13 @@ logger = logging.getLogger(__name__)
 class VirusConsumer(AsyncWebsocketConsumer):
     """Send one client the snapshot, then relay every group event to it.
 
-    Async contract: every database access goes through `database_sync_to_async`. A
-    player's create or kill goes through `actions`, as over HTTP, and only its answer (ack
-    or error) is sent from here: the change itself reaches every client, this one included,
-    as the push its commit makes (signals.py), so by exactly one path.
+    Under daphne the process's fastlane (fanout.py) takes over the relaying once the
+    snapshot is out; the consumer still owns the socket's life. Async contract: every
+    database access goes through `database_sync_to_async`. A player's create or kill goes
+    through `actions`, as over HTTP, and only its answer (ack or error) is sent from here:
+    the change itself reaches every client, this one included, as the push its commit
+    makes (signals.py), so by exactly one path.
     """
-
-    # The group events (messages.py), each already encoded once for every client.
-    RELAYED = frozenset({"virus.created", "virus.killed", "presence", "leaderboard"})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -46,6 +47,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         self.admitted = False  # holds one of its address's places (admission.py)
         self.joined = False  # in the group and counted online
         self.closing = False
+        self.fastlane = False  # group events go straight from the layer's reader (fanout.py)
 
     async def __call__(self, scope, receive, send):
         self.socket = Socket(scope, send)
@@ -88,12 +90,15 @@ class VirusConsumer(AsyncWebsocketConsumer):
             player_id=self.player_id,
         )
         await self.send_snapshot()
-        logger.info(kv("ws.connect", channel=self.channel_name, client=address, server=SERVER))
+        logger.info(
+            kv("ws.connect", channel=self.channel_name, client=address, server=SERVER, fastlane=self.fastlane)
+        )
 
     async def disconnect(self, code):
         if self.opened_at is None:
             return
         await self.leave()
+        closed_sockets.add()
         seconds = time.monotonic() - self.opened_at
         logger.info(kv("ws.disconnect", channel=self.channel_name, code=code, seconds=seconds))
 
@@ -121,6 +126,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         if not self.joined:
             return
         self.joined = False
+        fanout.leave(self.channel_name)
         try:
             # First, so that no heartbeat renews the group membership we are about to drop.
             await server_presence.leave(self.channel_name)
@@ -183,13 +189,16 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.send_text(answer)
 
     async def send_snapshot(self) -> None:
-        seq, viruses, online, extra = await database_sync_to_async(selectors.snapshot)(self.player_id)
-        text = messages.snapshot(seq=seq, viruses=viruses, online=online, **extra)
-        await self.send_text(text)
+        # Off the fastlane meanwhile: events queue behind the snapshot, as on the consumer
+        # path, so the client never gets a snapshot older than an event it already has.
+        fanout.pause(self.channel_name)
+        await self.send_text((await read_snapshots(self.player_id))[self.player_id])
+        if not self.closing:
+            self.fastlane = fanout.join(self.channel_layer, self.channel_name, self.socket)
 
     async def send_text(self, text: str) -> None:
         """Send, unless the client has stopped reading: then close it (1013) instead."""
-        if self.closing:
+        if self.closing or self.socket.cut:
             return
         if self.socket.outbox.stuck(len(text)):
             state = self.socket.outbox.state()
@@ -203,7 +212,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         # Group events touch no database: relay them without Channels' per-message
         # `aclose_old_connections()`, a thread hop per client per change (half the cost
         # of a fan-out, docs/performance.md). Everything else goes the usual way.
-        if message["type"] in self.RELAYED:
+        if message["type"] in messages.GROUP_EVENTS:
             await self.send_text(message["text"])
         else:
             await super().dispatch(message)
@@ -219,6 +228,17 @@ def flood_limit() -> int:
     per_minute = settings.VIRUS_RATE_LIMIT or 180
     actions_per_window = settings.VIRUS_RATE_BURST + math.ceil(per_minute / 60 * FLOOD_WINDOW)
     return FLOOD_MESSAGES + 2 * actions_per_window
+
+
+def encoded_snapshots(player_ids: list) -> dict:
+    """One snapshot read for every socket asking at once: its text for each viewer (`me`)."""
+    seq, viruses, online, extra = selectors.snapshot()
+    shared = messages.snapshot(seq=seq, viruses=viruses, online=online, **extra)
+    return {player_id: messages.for_viewer(shared, selectors.me(player_id)) for player_id in set(player_ids)}
+
+
+# Sockets asking at once (a connect storm) share one read, started after each of them asked.
+read_snapshots = Coalesced(encoded_snapshots)
 
 
 def header(scope, name: bytes) -> str:

@@ -1,8 +1,14 @@
 """The channel layer: channels-redis's core layer, with one Redis reader per process and prefix."""
 
 import asyncio
+import logging
+from collections.abc import Callable
 
 from channels_redis.core import RedisChannelLayer
+
+from .logs import kv
+
+logger = logging.getLogger(__name__)
 
 
 class LocalFanoutRedisChannelLayer(RedisChannelLayer):
@@ -18,12 +24,16 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
     demand, dropped when drained), the client-prefix check. As in the core layer, a key is
     read only while a `receive()` waits on one of its channels (checked after each message).
     A Redis error is raised in every `receive()` waiting on that key, and the next
-    `receive()` starts a new reader.
+    `receive()` starts a new reader. `bypass` and `hand_over` let the process's fastlane
+    (fanout.py) take a channel's group events from the reader itself.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._readers: dict[tuple[asyncio.AbstractEventLoop, str], _Reader] = {}
+        # Called by the reader with each message and the local channels it names; returns
+        # the channels still to be given the message through their `receive()` (fanout.py).
+        self.bypass: Callable[[list[str], dict], list[str]] | None = None
 
     async def receive(self, channel):
         if "!" not in channel:
@@ -31,26 +41,49 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
         assert self.require_valid_channel_name(channel)
         real_channel = self.non_local_name(channel)
         assert real_channel.endswith(self.client_prefix + "!"), "Wrong client prefix"
+        while True:
+            item = await self._next(channel, real_channel)
+            if isinstance(item, _HandOver):
+                self._hand_over_now(channel, item)
+            elif isinstance(item, _ReadFailed):
+                raise item.error
+            else:
+                return item
+
+    async def _next(self, channel: str, real_channel: str):
         queue = self.receive_buffer[channel]
         try:
             if queue.empty():
                 waiting = self._reader(real_channel).waiting
                 waiting[channel] = waiting.get(channel, 0) + 1
                 try:
-                    item = await queue.get()
+                    return await queue.get()
                 finally:
                     if waiting[channel] == 1:
                         del waiting[channel]
                     else:
                         waiting[channel] -= 1
-            else:
-                item = queue.get_nowait()
+            return queue.get_nowait()
         finally:
             if queue.empty() and self.receive_buffer.get(channel) is queue:
                 del self.receive_buffer[channel]
-        if isinstance(item, _ReadFailed):
-            raise item.error
-        return item
+
+    def hand_over(self, channel: str, take: Callable[[list[dict]], list[dict]]) -> None:
+        """Call `take(queued)` when `channel`'s `receive()` has returned everything queued so far.
+
+        `queued` is what came for the channel since, in order; `take` returns what it leaves
+        to `receive()`. The call happens in the same step as a `receive()`, so with `bypass`
+        the reader can take over a channel without reordering or losing a message.
+        """
+        self.receive_buffer[channel].put_nowait(_HandOver(take))
+
+    def _hand_over_now(self, channel: str, item: "_HandOver") -> None:
+        queue = self.receive_buffer.get(channel)
+        queued = []
+        while queue is not None and not queue.empty():
+            queued.append(queue.get_nowait())
+        for left in item.take(queued):
+            self._put(channel, left)
 
     def _reader(self, real_channel: str) -> "_Reader":
         """Return this loop's reader of `real_channel`, started if none is running."""
@@ -70,11 +103,23 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
                     for channel in reader.waiting:
                         self._put(channel, _ReadFailed(exc))
                     return
-                for channel in channels if isinstance(channels, list) else (channels,):
+                if not isinstance(channels, list):
+                    channels = [channels]
+                if self.bypass is not None:
+                    channels = self._bypass(channels, message)
+                for channel in channels:
                     self._put(channel, message)
         finally:
             if self._readers.get(key) is reader:
                 del self._readers[key]
+
+    def _bypass(self, channels: list[str], message: dict) -> list[str]:
+        try:
+            return self.bypass(channels, message)
+        except Exception:  # a bug there must not stop the reader: the consumers still relay
+            logger.exception(kv("layer.bypass_failed", type=message.get("type")))
+            self.bypass = None
+            return channels
 
     def _put(self, channel: str, item) -> None:
         try:
@@ -98,6 +143,11 @@ class _Reader:
 
     def __init__(self):
         self.waiting: dict[str, int] = {}  # channel -> receive() calls waiting on it
+
+
+class _HandOver:
+    def __init__(self, take: Callable[[list[dict]], list[dict]]):
+        self.take = take
 
 
 class _ReadFailed:

@@ -101,6 +101,11 @@ def snapshot(*, seq: int, viruses: list[dict], online: int, **extra) -> str:
     return encode({"type": "snapshot", "seq": seq, "viruses": viruses, "online": online, **extra})
 
 
+def for_viewer(snapshot_text: str, me: dict | None) -> str:
+    """A snapshot encoded once for many sockets, completed with one viewer's `me`."""
+    return f'{snapshot_text[:-1]},"me":{encode(me)}}}'
+
+
 def error(message: str, *, ref: str | None = None, status: int | None = None) -> str:
     """An error for one client; `ref` and `status` when it answers an action."""
     answer = {"type": "error"}
@@ -121,6 +126,9 @@ def ack(*, ref: str, status: int, virus: dict | None = None) -> str:
 
 
 # --- group events, to every client ------------------------------------------------------
+
+# What a consumer or the fastlane relays to its client as it is: the event's `text`.
+GROUP_EVENTS = frozenset({"virus.created", "virus.killed", "presence", "leaderboard"})
 
 
 def created_event(*, seq: int, virus: dict, by: dict | None = None) -> dict:
@@ -148,3 +156,8 @@ def _event(kind: str, message: dict) -> dict:
 
 def encode(message: dict) -> str:
     return json.dumps(message, separators=(",", ":"))
+
+
+def frame_text(texts: list[str]) -> str:
+    """One frame's text for encoded messages: the message itself, or a JSON array of them in order."""
+    return texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]"

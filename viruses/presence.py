@@ -18,6 +18,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import admission, broadcast, messages, services
+from .coalesce import Coalesced
 from .logs import kv
 from .selectors import online_count, online_players
 
@@ -41,14 +42,18 @@ class ServerPresence:
         self._heartbeat: asyncio.Task | None = None
         self._last_announced: int | None = None
         self.refreshed_at: float | None = None  # monotonic time the rows were last known fresh
+        # Sockets that come or go at once share one INSERT or DELETE (a connect storm).
+        self._open = Coalesced(lambda sockets: services.connections_open(server=SERVER, sockets=sockets))
+        self._close = Coalesced(lambda channel_names: services.connections_close(channel_names=channel_names))
 
     async def join(self, channel_name: str, *, client_address: str, user_agent: str, player_id=None) -> None:
-        await database_sync_to_async(services.connection_open)(
-            channel_name=channel_name,
-            server=SERVER,
-            client_address=client_address,
-            user_agent=user_agent,
-            player_id=player_id,
+        await self._open(
+            {
+                "channel_name": channel_name,
+                "client_address": client_address,
+                "user_agent": user_agent,
+                "player_id": player_id,
+            }
         )
         self.channels[channel_name] = client_address
         self._start_heartbeat()
@@ -56,7 +61,7 @@ class ServerPresence:
 
     async def leave(self, channel_name: str) -> None:
         self.channels.pop(channel_name, None)  # at once: the heartbeat stops renewing it
-        await database_sync_to_async(services.connection_close)(channel_name=channel_name)
+        await self._close(channel_name)
         self.announce_soon()
 
     def announce_soon(self) -> None:

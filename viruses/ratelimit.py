@@ -86,7 +86,9 @@ def retry_after(bucket: str, address: str, player: str | None = None) -> float |
 
 
 async def aretry_after(bucket: str, address: str, player: str | None = None) -> float | None:
-    """`retry_after` for consumers: the Redis round trip runs off the event loop."""
+    """`retry_after` for consumers: the Redis round trip runs off the event loop (none when off)."""
+    if limits(bucket)[0] <= 0:
+        return None
     return await sync_to_async(retry_after, thread_sensitive=False)(bucket, address, player)
 
 

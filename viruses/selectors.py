@@ -82,14 +82,14 @@ def game_status() -> dict:
     }
 
 
-def snapshot(player_id=None) -> tuple[int, list[dict], int, dict]:
-    """Return (seq, viruses, online, extra): what a client is sent first and on resync.
+def snapshot() -> tuple[int, list[dict], int, dict]:
+    """Return (seq, viruses, online, extra): what every client is sent first and on resync.
 
-    `extra` holds the additions to the first contract: the leaderboard, the viewer (`me`)
-    and the names online.
+    `extra` holds the additions to the first contract: the leaderboard and the names
+    online. Each viewer's own `me` is added per socket (`messages.for_viewer`).
     """
     seq, viruses = virus_state()
-    extra = {"leaderboard": leaderboard(), "me": me(player_id), **online_players()}
+    extra = {"leaderboard": leaderboard(), **online_players()}
     return seq, viruses, online_count(), extra
 
 

@@ -183,24 +183,30 @@ def players_set_banned(*, player_ids, banned: bool) -> int:
     return changed
 
 
-def connection_open(
-    *, channel_name: str, server: str, client_address: str, user_agent: str, player_id=None
-) -> None:
-    """Record one open WebSocket of `server` (admin: who is online, on which server, as whom)."""
-    if player_id is not None and not Player.objects.filter(pk=player_id).exists():
-        player_id = None  # a cookie of a player who is gone (a database reset): anonymous
-    Connection.objects.create(
-        channel_name=channel_name,
-        server=server,
-        client_address=client_address[:64],
-        user_agent=user_agent[:255],
-        player_id=player_id,
-        last_seen=timezone.now(),
+def connections_open(*, server: str, sockets: list[dict]) -> None:
+    """Record open WebSockets of `server` (admin: who is online, on which server, as whom), in one INSERT.
+
+    `sockets`: dicts of `channel_name`, `client_address`, `user_agent` and maybe `player_id`.
+    """
+    now = timezone.now()
+    wanted = {socket.get("player_id") for socket in sockets} - {None}
+    # A cookie of a player who is gone (a database reset) connects as nobody.
+    known = {str(pk) for pk in Player.objects.filter(pk__in=wanted).values_list("pk", flat=True)}
+    Connection.objects.bulk_create(
+        Connection(
+            channel_name=socket["channel_name"],
+            server=server,
+            client_address=socket["client_address"][:64],
+            user_agent=socket["user_agent"][:255],
+            player_id=socket.get("player_id") if str(socket.get("player_id")) in known else None,
+            last_seen=now,
+        )
+        for socket in sockets
     )
 
 
-def connection_close(*, channel_name: str) -> None:
-    Connection.objects.filter(channel_name=channel_name).delete()
+def connections_close(*, channel_names: list[str]) -> None:
+    Connection.objects.filter(channel_name__in=channel_names).delete()
 
 
 def connections_heartbeat(*, server: str, channel_names: list[str]) -> list[str]:

@@ -7,15 +7,17 @@ application. Both need daphne's `WebSocketProtocol`, reachable only through daph
 (Channels' `SessionMiddleware` and `AuthMiddlewareStack` do). So the WebSocket stack is
 wrapped, outermost, in `DaphneProtocolMiddleware`, which puts the protocol (None under other
 servers and in-process tests) into `scope["extensions"]["daphne.protocol"]`; `Socket` reads
-it from there however many layers sit in between, and refuses to start without it.
+it from there however many layers sit in between, and refuses to start without it. The
+fastlane (fanout.py) also writes ready-made frames (`text_frame`) through it, straight to
+the socket when Twisted has nothing buffered for it (`Socket.write_frame`).
 """
 
 import contextlib
 import inspect
 import logging
+import struct
 import sys
 import time
-from collections import deque
 from functools import partial
 
 from autobahn.exception import Disconnected
@@ -92,8 +94,10 @@ class Socket:
         self._send = send
         self.outbox = SendBuffer()
         self.open = False
+        self.cut = False  # closed by the fastlane (close_now): nothing more is sent
         self.pings = SlidingWindow(PING_LIMIT, PING_WINDOW)
         self.refused_pings = False
+        self._sends_directly: bool | None = None
         if self.protocol is not None:
             # autobahn answers pings itself, below ASGI: the app's own limits never see them.
             self._answer_ping = self.protocol.onPing
@@ -129,6 +133,58 @@ class Socket:
             return False
         return True
 
+    @property
+    def sends_directly(self) -> bool:
+        """Whether `write_frame` may try the socket before Twisted's buffer (plain TCP only)."""
+        if self._sends_directly is None:
+            from twisted.internet.tcp import Connection  # here: once daphne has installed its reactor
+
+            transport = getattr(self.protocol, "transport", None)
+            self._sends_directly = isinstance(transport, Connection) and hasattr(transport, "_tempDataBuffer")
+        return self._sends_directly
+
+    def takes_frames(self) -> bool:
+        """Whether `write_frame` may write ready-made frames to this socket (`text_frame`).
+
+        Only under daphne, once open, and only as autobahn would frame them itself: no
+        compression, unmasked, unfragmented (daphne's settings).
+        """
+        protocol = self.protocol
+        return (
+            self.open
+            and protocol is not None
+            and protocol.state == protocol.STATE_OPEN
+            and getattr(protocol, "_perMessageCompress", None) is None
+            and not protocol.maskServerFrames
+            and not protocol.autoFragmentSize
+        )
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write a frame made by `text_frame` now, in order with every other send; False once closing."""
+        protocol = self.protocol
+        if protocol.state != protocol.STATE_OPEN:
+            return False
+        if protocol.send_queue:  # autobahn has frames waiting to go out before this one
+            protocol.sendData(frame)
+            return True
+        transport = protocol.transport
+        if self.sends_directly and _idle(transport):
+            # Nothing waits in Twisted's buffer: send at once, as asyncio's own transports
+            # do. Through `write` Twisted registers the socket for writability and back for
+            # each message, most of a delivery's cost (docs/performance.md).
+            sent = transport.writeSomeData(frame)
+            if isinstance(sent, int):
+                if sent == len(frame):
+                    return True
+                frame = frame[sent:]
+        transport.write(frame)  # the rest, or the error, Twisted's way
+        return True
+
+    def close_now(self, code: int) -> None:
+        """Send a close frame with an RFC code at once (an open socket under daphne only)."""
+        self.cut = True
+        self.protocol.sendCloseFrame(code=code)
+
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Close with `code` (None or True, as Channels' `send(close=True)` passes: 1000)."""
         if code is None or code is True:
@@ -143,6 +199,34 @@ class Socket:
         if reason:
             message["reason"] = reason
         await self._send(message)
+
+
+def _idle(transport) -> bool:
+    """Twisted's transport is open and has nothing buffered (abstract.FileDescriptor)."""
+    return (
+        transport.connected
+        and not transport.disconnecting
+        and not transport._tempDataBuffer
+        and not transport.dataBuffer
+    )
+
+
+def text_frame(text: str) -> bytes:
+    """`text` as one WebSocket text frame, exactly as autobahn frames a server's message.
+
+    RFC 6455 5.2: FIN and opcode 1, then the length (7 bits, or 126 and 16 bits, or 127 and
+    64 bits), no mask (servers never mask), then the payload. The same bytes go to every
+    client, so a group event is framed once for all of them.
+    """
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
 
 
 class SendBuffer:
@@ -197,12 +281,17 @@ class SlidingWindow:
 
     def __init__(self, limit: int, seconds: float):
         self.limit, self.seconds = limit, seconds
-        self.times: deque[float] = deque()
+        # A list: every socket has two windows, mostly empty; an empty deque is 13 times
+        # the size of an empty list (docs/performance.md, memory per idle socket).
+        self.times: list[float] = []
 
     def exceeded(self) -> bool:
         """Count one event now; True when it is one too many."""
         now = time.monotonic()
-        while self.times and now - self.times[0] >= self.seconds:
-            self.times.popleft()
-        self.times.append(now)
-        return len(self.times) > self.limit
+        times = self.times
+        old = 0
+        while old < len(times) and now - times[old] >= self.seconds:
+            old += 1
+        del times[:old]
+        times.append(now)
+        return len(times) > self.limit

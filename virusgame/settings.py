@@ -289,6 +289,9 @@ VIRUS_NEW_PLAYER_BURST = env_int("VIRUS_NEW_PLAYER_BURST", 60)
 # Seconds between a server's presence heartbeats; its sockets stop counting as online
 # 3 heartbeats after it dies (SIGKILL, power loss) and its group memberships are dropped.
 VIRUS_PRESENCE_HEARTBEAT = env_int("VIRUS_PRESENCE_HEARTBEAT", 15)
+# Under daphne, group events are framed once and written to every socket by the channel
+# layer's reader (viruses/fanout.py) instead of through one consumer task per socket.
+VIRUS_FASTLANE = env_bool("VIRUS_FASTLANE", True)
 # Open WebSockets per client address (all nodes together); more are closed with 1008. 0 = no cap.
 VIRUS_MAX_CONNECTIONS_PER_ADDRESS = env_int("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", 20)
 # daphne's --websocket-max-message-size (its default: 1 MiB). It caps what the server sends

@@ -20,6 +20,7 @@ from django.urls import path  # noqa: E402
 
 from bench.levers import enabled  # noqa: E402
 from viruses.consumers import VirusConsumer  # noqa: E402
+from viruses.transport import DaphneProtocolMiddleware  # noqa: E402
 
 
 class LeverConsumer(VirusConsumer):
@@ -30,8 +31,10 @@ class LeverConsumer(VirusConsumer):
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": OriginValidator(
-            URLRouter([path("ws/viruses/", LeverConsumer.as_asgi())]), settings.WS_ALLOWED_ORIGINS
+        "websocket": DaphneProtocolMiddleware(
+            OriginValidator(
+                URLRouter([path("ws/viruses/", LeverConsumer.as_asgi())]), settings.WS_ALLOWED_ORIGINS
+            )
         ),
     }
 )

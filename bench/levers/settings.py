@@ -5,6 +5,7 @@
 - `pubsub`: channels-redis's `RedisPubSubChannelLayer`.
 - `capacity100`: the core layer's default capacity (100) instead of the project's 1000.
 - `pool100`: the default connection pool (100) instead of the project's 2000.
+- `nofastlane`: `VIRUS_FASTLANE` off: every consumer relays its group events (fanout.py).
 """
 
 from bench.levers import enabled
@@ -23,6 +24,8 @@ if enabled("pubsub"):
     }
 if enabled("capacity100"):
     config["capacity"] = 100
+if enabled("nofastlane"):
+    VIRUS_FASTLANE = False
 if enabled("pool100"):
     for host in config["hosts"]:
         host.pop("max_connections", None)
