@@ -9,7 +9,9 @@ and fresh databases, and puts each through the same phases from one asyncio clie
 
 Phases per server: seed 50 viruses and measure the list endpoint; a connect storm; idle
 memory; fan-out latency at the storm's N; sustained deliveries per second; a burst; then
-latency at every other N (disconnecting or connecting players to get there).
+latency at every other N (disconnecting or connecting players to get there). Then, on a
+restarted server, the game load (bench/gameload.py): capacity in actions per second with P
+players watching, through the HTTP API and over the socket.
 """
 
 import argparse
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import report
+from bench import gameload, report
 from bench.client import Swarm
 from bench.drivers import FloorDriver, HttpDriver
 from tools.local_redis import LocalRedis
@@ -47,6 +49,11 @@ PROFILES = {
         "burst": 500,
         "burst_timeout": 120.0,
         "quiet_wait": 120.0,
+        "gameload": {
+            "players": [100, 300, 1000],
+            "rates": [5, 10, 25, 50, 100, 200, 300, 500, 800],
+            "step_seconds": 3.0,
+        },
     },
     "quick": {
         "storm": 500,
@@ -58,8 +65,14 @@ PROFILES = {
         "burst": 200,
         "burst_timeout": 30.0,
         "quiet_wait": 10.0,
+        "gameload": {
+            "players": [50, 200],
+            "rates": [10, 25, 50, 100, 200, 300, 500],
+            "step_seconds": 1.0,
+        },
     },
 }
+PHASES = ("fanout", "gameload")
 SUSTAINED_P99_LIMIT = 1.0  # s: a rate is sustained if every delivery arrives within this, none lost
 MAX_DELIVERIES = 100_000  # per second: above this the client process, not the server, is measured
 
@@ -445,6 +458,35 @@ async def run_server(server: BenchServer, driver, profile: dict, redis_pid: int)
     return result
 
 
+async def run_gameload(server: BenchServer, driver, profile: dict, redis_pid: int) -> dict:
+    """The game-load phase on a freshly started `server` (its database kept from before)."""
+    monitor = CpuMonitor([os.getpid(), redis_pid])
+    await wait_for_quiet(monitor, profile["quiet_wait"])
+    say(f"{server.name}: game load, starting")
+    server.start()
+    monitor.pids.append(server.process.pid)
+    monitor.foreign_cores()
+    swarm = Swarm("127.0.0.1", server.port)
+    started = time.perf_counter()
+    try:
+        await driver.start()
+        paths = ["socket"] if server.name == "floor" else ["http", "socket"]
+        result = await gameload.phase(
+            swarm, driver, paths, profile["gameload"], ceiling=MAX_DELIVERIES, say=say
+        )
+        result["closed_by_server"] = swarm.closed_by_server
+        result["other_cpu_cores"] = round(monitor.foreign_cores(), 2)
+        if result["other_cpu_cores"] > 0.3:
+            say(f"{server.name}: WARNING: other processes used {result['other_cpu_cores']} cores meanwhile")
+    finally:
+        swarm.close_all()
+        await driver.close()
+        server.stop()
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    say(f"{server.name}: game load done in {result['seconds']} s")
+    return result
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -462,6 +504,7 @@ def server_specs(args, databases: Databases, redis_url: str, static_root: Path, 
         channel = f"floor-{uuid.uuid4().hex[:8]}"
         env = base_env(database_url="", redis_url=redis_url)
         argv = [PYTHON, "-m", "bench.floor", "--port", "{port}", "--redis", redis_url, "--channel", channel]
+        argv += ["--database", str(databases.directory / f"{channel}.sqlite3")]
         server = BenchServer("floor", env, logs / "floor.log", argv)
         specs.append((server, lambda s=server, c=channel: FloorDriver(s.url, redis_url, c)))
     if "stock" in args.servers:
@@ -494,8 +537,12 @@ def main(argv: list[str] | None = None) -> int:
         "--project-app", default="virusgame.asgi:application", help="ASGI app for the project"
     )
     parser.add_argument("--label", default="", help="name of this run in the results file")
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}"
+    )
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    args.phases = [s.strip() for s in args.phases.split(",") if s.strip()]
     profile_name = "quick" if args.quick else "full"
     profile = PROFILES[profile_name]
 
@@ -517,15 +564,20 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "project_settings": args.project_settings or "virusgame.settings",
         "project_app": args.project_app,
+        "phases": args.phases,
         "servers": {},
     }
     try:
         static_root = work / "static"
         collectstatic(databases.fresh(), static_root)
         for server, make_driver in server_specs(args, databases, redis.url, static_root, logs):
-            results["servers"][server.name] = asyncio.run(
-                run_server(server, make_driver(), profile, redis.process.pid)
-            )
+            result = results["servers"][server.name] = {"name": server.name}
+            if "fanout" in args.phases:
+                result.update(asyncio.run(run_server(server, make_driver(), profile, redis.process.pid)))
+            if "gameload" in args.phases:
+                result["gameload"] = asyncio.run(
+                    run_gameload(server, make_driver(), profile, redis.process.pid)
+                )
     finally:
         redis.stop()
         databases.drop_all()
@@ -540,9 +592,16 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(results, indent=2))
     shutil.copy(json_path, RESULTS / f"latest-{profile_name}.json")
     print()
-    print(report.table(results))
-    report.plot(results, png_path)
-    shutil.copy(png_path, RESULTS / f"latest-{profile_name}.png")
+    if "fanout" in args.phases:
+        print(report.table(results))
+        report.plot(results, png_path)
+        shutil.copy(png_path, RESULTS / f"latest-{profile_name}.png")
+    if "gameload" in args.phases:
+        print()
+        print(report.gameload_table(results))
+        load_png = json_path.with_name(json_path.stem + "-gameload.png")
+        if report.gameload_plot(results, load_png):
+            shutil.copy(load_png, RESULTS / f"latest-{profile_name}-gameload.png")
     say(
         f"results: {json_path.relative_to(ROOT)}, plot: {png_path.relative_to(ROOT)} ({results['seconds']} s)"
     )
