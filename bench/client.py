@@ -202,8 +202,10 @@ class Player(asyncio.Protocol):
 class Swarm:
     """All players of one benchmark, and the arrival record of every change they saw."""
 
-    def __init__(self, host: str, port: int, path: str = "/ws/viruses/"):
+    def __init__(self, host: str, port: int, path: str = "/ws/viruses/", sources=None):
+        """`sources`: an iterator of local addresses, one per player (None: any)."""
         self.host, self.port, self.path = host, port, path
+        self.sources = sources
         self.players: list[Player] = []
         self.arrivals: dict[tuple, list] = {}  # key -> [count, first, last]
         self.waiters: dict[tuple, tuple[int, asyncio.Future]] = {}
@@ -222,7 +224,8 @@ class Swarm:
         player = Player(self, self.host, self.port, self.path)
         try:
             async with asyncio.timeout(wait):
-                await loop.create_connection(lambda: player, self.host, self.port)
+                local = (next(self.sources), 0) if self.sources else None
+                await loop.create_connection(lambda: player, self.host, self.port, local_addr=local)
                 await player.ready
         except (OSError, TimeoutError, Refused) as exc:
             if player.transport:

@@ -312,3 +312,43 @@ def gameload_plot(results: dict, path: Path) -> bool:
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+# -- the abuse phase (bench/abuse.py) ---------------------------------------------------------
+
+ABUSE_RATIO_TARGET = 2.0  # issue 13.2: one abuser may not raise another client's latency more than 2x
+ABUSE_RSS_TARGET = 10.0  # MB: "the server's memory by more than a few MB"
+
+
+def abuse_table(results: dict) -> str:
+    a = results["servers"]["project"]["abuse"]
+    calm, abused = a["without"], a["with"]
+    lines = [
+        f"abuse: one daphne process, {a['players']} players each from its own address, one abuser "
+        f"({abused['attacker']})",
+        f"{'figure':28} {'without':>9} {'with':>9} {'ratio':>7}  target",
+    ]
+    for label, key in (
+        ("fan-out p50 (ms)", "fanout_p50_ms"),
+        ("fan-out p99 (ms)", "fanout_p99_ms"),
+        ("/healthz p50 (ms)", "healthz_p50_ms"),
+        ("/healthz p99 (ms)", "healthz_p99_ms"),
+    ):
+        ratio = a.get(f"x_{key}")
+        met = "" if ratio is None else ("MET" if ratio <= ABUSE_RATIO_TARGET else "MISSED")
+        lines.append(
+            f"{label:28} {_fmt(calm[key]):>9} {_fmt(abused[key]):>9} {_ratio(ratio):>7}  "
+            f"<={ABUSE_RATIO_TARGET:g}x {met}"
+        )
+    lines.append(f"{'deliveries lost':28} {calm['lost']:>9} {abused['lost']:>9}")
+    lines.append(f"{'/healthz failed':28} {calm['healthz_failed']:>9} {abused['healthz_failed']:>9}")
+    growth = a["rss_growth_peak_mb"]
+    met = "MET" if growth <= ABUSE_RSS_TARGET else "MISSED"
+    lines.append(
+        f"{'server RSS growth (MB)':28} {'':>9} {_fmt(growth):>9} {'':>7}  <={ABUSE_RSS_TARGET:g} MB {met}"
+        f"  (from {a['rss_before_mb']} MB; {a['rss_growth_after_mb']} MB left after)"
+    )
+    if (a.get("other_cpu_cores") or 0) > 0.3:
+        lines.append(f"other processes (the attacker included) used {a['other_cpu_cores']} cores meanwhile")
+    rule = "-" * max(len(line) for line in lines[1:])
+    return "\n".join([lines[0], rule, lines[1], rule, *lines[2:], rule])

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import gameload, report
+from bench import abuse, gameload, report
 from bench.client import Swarm
 from bench.drivers import FloorDriver, HttpDriver
 from tools.local_redis import LocalRedis
@@ -54,6 +54,7 @@ PROFILES = {
             "rates": [5, 10, 25, 50, 100, 200, 300, 500, 800],
             "step_seconds": 3.0,
         },
+        "abuse": {"players": 200, "seconds": 15.0, "sockets": 20},
     },
     "quick": {
         "storm": 500,
@@ -70,10 +71,13 @@ PROFILES = {
             "rates": [10, 25, 50, 100, 200, 300, 500],
             "step_seconds": 1.0,
         },
+        "abuse": {"players": 50, "seconds": 5.0, "sockets": 20},
     },
 }
-PHASES = ("fanout", "gameload")
+PHASES = ("fanout", "gameload", "abuse")
 SUSTAINED_P99_LIMIT = 1.0  # s: a rate is sustained if every delivery arrives within this, none lost
+# What the other phases switch off because every client comes from 127.0.0.1.
+ADMISSION_OFF = ("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", "VIRUS_SNAPSHOT_RATE")
 MAX_DELIVERIES = 100_000  # per second: above this the client process, not the server, is measured
 
 T0 = time.monotonic()
@@ -487,6 +491,29 @@ async def run_gameload(server: BenchServer, driver, profile: dict, redis_pid: in
     return result
 
 
+async def run_abuse(server: BenchServer, driver, profile: dict, redis_pid: int) -> dict:
+    """The abuse phase against one project process with the shipped admission limits."""
+    monitor = CpuMonitor([os.getpid(), redis_pid])
+    await wait_for_quiet(monitor, profile["quiet_wait"])
+    say(f"{server.name}: abuse, starting")
+    server.start()
+    monitor.pids.append(server.process.pid)
+    monitor.foreign_cores()
+    try:
+        result = await abuse.phase(server, driver, profile["abuse"], say=say)
+    finally:
+        server.stop()
+    # The attacker process counts as "other": its CPU is part of the attack.
+    result["other_cpu_cores"] = round(monitor.foreign_cores(), 2)
+    return result
+
+
+def abuse_server(project: BenchServer, app: str, logs: Path) -> BenchServer:
+    """The project with the shipped per-address limits (socket cap, snapshot bucket) back on."""
+    env = {k: v for k, v in project.env.items() if k not in ADMISSION_OFF}
+    return BenchServer("project-abuse", env, logs / "project-abuse.log", [*DAPHNE, app])
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -578,6 +605,11 @@ def main(argv: list[str] | None = None) -> int:
                 result["gameload"] = asyncio.run(
                     run_gameload(server, make_driver(), profile, redis.process.pid)
                 )
+            if "abuse" in args.phases and server.name == "project":
+                target = abuse_server(server, args.project_app, logs)
+                result["abuse"] = asyncio.run(
+                    run_abuse(target, HttpDriver(target.url), profile, redis.process.pid)
+                )
     finally:
         redis.stop()
         databases.drop_all()
@@ -602,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
         load_png = json_path.with_name(json_path.stem + "-gameload.png")
         if report.gameload_plot(results, load_png):
             shutil.copy(load_png, RESULTS / f"latest-{profile_name}-gameload.png")
+    if (results["servers"].get("project") or {}).get("abuse"):
+        print()
+        print(report.abuse_table(results))
     say(
         f"results: {json_path.relative_to(ROOT)}, plot: {png_path.relative_to(ROOT)} ({results['seconds']} s)"
     )
