@@ -132,7 +132,7 @@ def table(results: dict) -> str:
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
     title = (
         f"virusgame fan-out benchmark ({results['profile']}, {results['database']}, "
-        f"{results['cpus']} CPUs, project = {results['project_settings']})"
+        f"{results['cpus']} CPUs, project = {results['project_settings']}{_layout(results)})"
     )
     legend = "ratios are project / baseline; ^ = higher is better, otherwise lower is better"
     noisy = {n: r.get("other_cpu_cores") for n, r in results["servers"].items()}
@@ -140,6 +140,11 @@ def table(results: dict) -> str:
     if noisy:
         legend += f"\nWARNING: other processes used CPU meanwhile (cores: {noisy}); figures are pessimistic"
     return "\n".join([title, rule, render(header), rule, *(render(c) for c in lines), rule, legend])
+
+
+def _layout(results: dict) -> str:
+    n = results.get("project_processes", 1)
+    return "" if n == 1 else f", {n} daphne processes on one port"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -162,7 +167,9 @@ def plot(results: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("connected clients (N)")
     ax.set_ylabel("fan-out completion (ms, change -> last client)")
-    ax.set_title(f"Fan-out latency vs N ({results['profile']} run, one daphne process)")
+    processes = results.get("project_processes", 1)
+    layout = "one daphne process" if processes == 1 else f"project: {processes} daphne processes"
+    ax.set_title(f"Fan-out latency vs N ({results['profile']} run, {layout})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -258,7 +265,8 @@ def gameload_table(results: dict) -> str:
 
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
     title = (
-        f"game load: capacity in actions/s at P players ({results['profile']}, {results['database']}; "
+        f"game load: capacity in actions/s at P players ({results['profile']}, {results['database']}"
+        f"{_layout(results)}; "
         "a step holds with every action answered 2xx, every change to every player, p99 send -> last "
         "player <= 250 ms, actions on schedule)"
     )
@@ -305,7 +313,9 @@ def gameload_plot(results: dict, path: Path) -> bool:
     ax.set_ylabel("capacity (actions/s that held; 0 drawn as 1)")
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.set_title(f"Game load: capacity vs P ({results['profile']} run, one daphne process)")
+    processes = results.get("project_processes", 1)
+    layout = "one daphne process" if processes == 1 else f"project: {processes} daphne processes"
+    ax.set_title(f"Game load: capacity vs P ({results['profile']} run, {layout})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -16,6 +16,7 @@ players watching, through the HTTP API and over the socket.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -94,8 +95,21 @@ class BenchServer(GameServer):
         log_path.unlink(missing_ok=True)  # this run's log only
         super().__init__(env, log_path, argv=argv, name=name)
 
+    def pids(self) -> list[int]:
+        """The server's process and its children (the daphne processes of `--processes N`)."""
+        pid = self.process.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            children = []
+        return [pid, *map(int, children)]
+
     def rss_mb(self) -> float:
-        return rss_mib(self.process.pid)
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):  # a child that just ended
+                total += rss_mib(pid)
+        return total
 
 
 class CpuMonitor:
@@ -105,15 +119,16 @@ class CpuMonitor:
     difference is what everything else on the machine used, in cores.
     """
 
-    def __init__(self, pids: list[int]):
+    def __init__(self, pids: list[int], server: "BenchServer | None" = None):
         self.pids = pids
+        self.server = server  # its processes, children included, are ours too
         self.mark = self.sample()
 
     def sample(self) -> tuple[float, int, int]:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         busy = sum(fields) - fields[3] - fields[4]
         ours = 0
-        for pid in self.pids:
+        for pid in self.pids + (self.server.pids() if self.server and self.server.process else []):
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text()
             except OSError:
@@ -374,7 +389,7 @@ async def run_server(server: BenchServer, driver, profile: dict, redis_pid: int)
     await wait_for_quiet(monitor, profile["quiet_wait"])
     say(f"{server.name}: starting")
     server.start()
-    monitor.pids.append(server.process.pid)
+    monitor.server = server
     monitor.foreign_cores()
     swarm = Swarm("127.0.0.1", server.port)
     try:
@@ -468,7 +483,7 @@ async def run_gameload(server: BenchServer, driver, profile: dict, redis_pid: in
     await wait_for_quiet(monitor, profile["quiet_wait"])
     say(f"{server.name}: game load, starting")
     server.start()
-    monitor.pids.append(server.process.pid)
+    monitor.server = server
     monitor.foreign_cores()
     swarm = Swarm("127.0.0.1", server.port)
     started = time.perf_counter()
@@ -497,7 +512,7 @@ async def run_abuse(server: BenchServer, driver, profile: dict, redis_pid: int) 
     await wait_for_quiet(monitor, profile["quiet_wait"])
     say(f"{server.name}: abuse, starting")
     server.start()
-    monitor.pids.append(server.process.pid)
+    monitor.server = server
     monitor.foreign_cores()
     try:
         result = await abuse.phase(server, driver, profile["abuse"], say=say)
@@ -546,7 +561,12 @@ def server_specs(args, databases: Databases, redis_url: str, static_root: Path, 
     if "project" in args.servers:
         extra = {"DJANGO_SETTINGS_MODULE": args.project_settings} if args.project_settings else {}
         env = base_env(database_url=databases.fresh(), redis_url=redis_url, **common, **extra)
-        server = BenchServer("project", env, logs / "project.log", [*DAPHNE, args.project_app])
+        argv = [*DAPHNE, args.project_app]
+        if args.processes != 1:
+            # A node's layout: one daphne per core on one port (virusgame/serve.py, as make serve).
+            argv = [PYTHON, "-m", "virusgame.serve", "--processes", str(args.processes)]
+            argv += ["-b", "127.0.0.1", "-p", "{port}", args.project_app]
+        server = BenchServer("project", env, logs / "project.log", argv)
         specs.append((server, lambda s=server: HttpDriver(s.url)))
     return specs
 
@@ -564,6 +584,12 @@ def main(argv: list[str] | None = None) -> int:
         "--project-app", default="virusgame.asgi:application", help="ASGI app for the project"
     )
     parser.add_argument("--label", default="", help="name of this run in the results file")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="daphne processes serving the project on one port, as make serve runs them (0: one per core)",
+    )
     parser.add_argument(
         "--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}"
     )
@@ -592,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         "project_settings": args.project_settings or "virusgame.settings",
         "project_app": args.project_app,
         "phases": args.phases,
+        "project_processes": args.processes or os.cpu_count(),
         "servers": {},
     }
     try:
