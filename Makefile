@@ -51,12 +51,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-# The fan-out benchmark against its baselines (docs/performance.md); not part of `make test`.
+# The benchmark against its baselines (docs/performance.md); not part of `make test`.
+# More options: make bench BENCH_ARGS="--processes 0" (a node: one daphne per core).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .run staticfiles .pytest_cache .ruff_cache test-artifacts
