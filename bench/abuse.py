@@ -10,6 +10,8 @@ the server and the measuring clients leave rather than theirs. The server closes
 abusers (1008, viruses/transport.py), so each socket reconnects at once and starts again,
 as an attacker would, within whatever admission allows. The server runs with the project's
 admission defaults here (socket cap and snapshot bucket per address), unlike other phases.
+There is no nginx in front, so the abused window is run twice: the attacker unpaced (bare
+daphne), then with its handshakes paced as the deploy kit's nginx lets them through.
 
     python -m bench.abuse --port 8000 --source 127.0.0.66 --sockets 20 --seconds 10
 """
@@ -31,6 +33,9 @@ from tools.servers import PYTHON, rss_mib
 
 ABUSER_ADDRESS = "127.0.0.66"
 ATTACKER = [PYTHON, "-m", "bench.abuse"]
+# deploy/nginx/virusgame.conf: limit_req zone=virusgame_ws (rate=5r/s) burst=30
+NGINX_WS_RATE = 5.0
+NGINX_WS_BURST = 30
 PING = 9
 CLOSE_1008 = b"\x88\x02\x03\xf0"  # an unmasked close frame with code 1008, as servers send it
 
@@ -46,12 +51,29 @@ def ping_frames(count: int) -> bytes:
 
 
 class Abuser:
-    """One attacker: `sockets` connections at once from `source`, flooding pings forever."""
+    """One attacker: `sockets` connections at once from `source`, flooding pings forever.
 
-    def __init__(self, host: str, port: int, source: str, sockets: int):
+    `connects_per_second` (0: unlimited) paces its handshakes as the deploy kit's nginx
+    would let them through (`limit_req`: 5/s, bursts of 30); the excess never reaches daphne.
+    """
+
+    def __init__(self, host: str, port: int, source: str, sockets: int, connects_per_second: float = 0):
         self.host, self.port, self.source, self.sockets = host, port, source, sockets
         self.stats = {"connections": 0, "refused": 0, "pings_sent": 0, "closed_1008": 0, "resets": 0}
         self.batch = ping_frames(64)
+        self.rate = connects_per_second
+        self.tokens, self.stamp = float(NGINX_WS_BURST), time.monotonic()
+
+    async def handshake_allowed(self) -> None:
+        """Wait for a token of the handshake bucket (no wait when unlimited)."""
+        while self.rate:
+            now = time.monotonic()
+            self.tokens = min(NGINX_WS_BURST, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await asyncio.sleep((1 - self.tokens) / self.rate)
 
     async def run(self, seconds: float) -> dict:
         loops = [self.loop(reading=i > 0) for i in range(self.sockets)]
@@ -71,6 +93,7 @@ class Abuser:
             await asyncio.sleep(0)  # reconnect at once
 
     async def one_socket(self, *, reading: bool) -> None:
+        await self.handshake_allowed()
         sock = socket.socket()
         sock.setblocking(False)
         if not reading:
@@ -185,45 +208,62 @@ async def phase(server, driver, profile: dict, *, say) -> dict:
         say(f"  abuse: {profile['seconds']} s of play without the abuser")
         calm = await window(swarm, driver, server.url, profile["seconds"], lambda: rss_mib(pid))
         say(f"  abuse: {_line(calm)}")
-        say(f"  abuse: the same with the abuser ({profile['sockets']} sockets from {ABUSER_ADDRESS})")
-        attacker = await asyncio.create_subprocess_exec(
-            *ATTACKER,
-            "--port",
-            str(server.port),
-            "--sockets",
-            str(profile["sockets"]),
-            "--seconds",
-            str(profile["seconds"] + 3),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        await asyncio.sleep(1.0)  # let the flood start
-        abused = await window(swarm, driver, server.url, profile["seconds"], lambda: rss_mib(pid))
-        out, _ = await asyncio.wait_for(attacker.communicate(), profile["seconds"] + 30)
-        abused["attacker"] = json.loads(out.decode().strip().splitlines()[-1])
-        say(f"  abuse: {_line(abused)}; attacker {abused['attacker']}")
-        await asyncio.sleep(2.0)
+        variants = {}
+        for name, rate in (("bare", 0.0), ("nginx", NGINX_WS_RATE)):
+            pacing = "unpaced" if not rate else f"handshakes paced at nginx's {rate:g}/s"
+            say(f"  abuse: with the abuser ({profile['sockets']} sockets from {ABUSER_ADDRESS}, {pacing})")
+            variants[name] = await abused_window(swarm, driver, server, profile, rate)
+            say(f"  abuse: {_line(variants[name])}; attacker {variants[name]['attacker']}")
+            await asyncio.sleep(2.0)
         rss_after = rss_mib(pid)
     finally:
         swarm.close_all()
         await driver.close()
     result = {
-        "players": len(swarm.players) or ramp["connected"],
+        "players": ramp["connected"],
         "without": calm,
-        "with": abused,
+        "with": variants["bare"],
+        "with_nginx_pacing": variants["nginx"],
         "rss_before_mb": round(rss_before, 1),
-        "rss_growth_peak_mb": round(abused["rss_peak_mb"] - rss_before, 1),
+        "rss_growth_peak_mb": round(max(v["rss_peak_mb"] for v in variants.values()) - rss_before, 1),
         "rss_growth_after_mb": round(rss_after - rss_before, 1),
         "players_closed": swarm.closed_by_server,
     }
-    for figure in ("fanout_p50_ms", "fanout_p99_ms", "healthz_p50_ms", "healthz_p99_ms"):
-        a, b = abused[figure], calm[figure]
-        result[f"x_{figure}"] = round(a / b, 2) if a is not None and b else None
+    for prefix, abused in (("x_", variants["bare"]), ("x_nginx_", variants["nginx"])):
+        for figure in FIGURES:
+            a, b = abused[figure], calm[figure]
+            result[f"{prefix}{figure}"] = round(a / b, 2) if a is not None and b else None
     say(
-        "  abuse: ratios with/without: fan-out p50 {x_fanout_p50_ms}x p99 {x_fanout_p99_ms}x, "
-        "/healthz p50 {x_healthz_p50_ms}x p99 {x_healthz_p99_ms}x; RSS +{rss_growth_peak_mb} MB "
-        "at peak, +{rss_growth_after_mb} MB after".format(**result)
+        "  abuse: ratios with/without (bare; nginx-paced): fan-out p50 {x_fanout_p50_ms}x; "
+        "{x_nginx_fanout_p50_ms}x, /healthz p50 {x_healthz_p50_ms}x; {x_nginx_healthz_p50_ms}x; "
+        "RSS +{rss_growth_peak_mb} MB at peak, +{rss_growth_after_mb} MB after".format(**result)
     )
     return result
+
+
+FIGURES = ("fanout_p50_ms", "fanout_p99_ms", "healthz_p50_ms", "healthz_p99_ms")
+
+
+async def abused_window(swarm: Swarm, driver, server, profile: dict, rate: float) -> dict:
+    """One window of play while the attacker process runs (handshakes paced at `rate`/s, 0: not)."""
+    attacker = await asyncio.create_subprocess_exec(
+        *ATTACKER,
+        "--port",
+        str(server.port),
+        "--sockets",
+        str(profile["sockets"]),
+        "--seconds",
+        str(profile["seconds"] + 3),
+        "--connects-per-second",
+        str(rate),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(1.0)  # let the flood start
+    pid = server.process.pid
+    abused = await window(swarm, driver, server.url, profile["seconds"], lambda: rss_mib(pid))
+    out, _ = await asyncio.wait_for(attacker.communicate(), profile["seconds"] + 30)
+    abused["attacker"] = json.loads(out.decode().strip().splitlines()[-1])
+    return abused
 
 
 def player_addresses():
@@ -249,11 +289,13 @@ def main() -> None:
     parser.add_argument("--source", default=ABUSER_ADDRESS, help="the abuser's own (loopback) address")
     parser.add_argument("--sockets", type=int, default=20, help="at once (the default per-address cap)")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connects-per-second", type=float, default=0.0, help="handshake pacing (0: none)")
     args = parser.parse_args()
     # A real attacker has its own machine: on this one, let it have only the CPU that the
     # server and the measuring clients leave (its bytes still reach the server in full).
     os.nice(19)
-    stats = asyncio.run(Abuser(args.host, args.port, args.source, args.sockets).run(args.seconds))
+    abuser = Abuser(args.host, args.port, args.source, args.sockets, args.connects_per_second)
+    stats = asyncio.run(abuser.run(args.seconds))
     print(json.dumps(stats), flush=True)
 
 
