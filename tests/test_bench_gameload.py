@@ -1,10 +1,10 @@
-"""The game-load benchmark's decisions (bench/gameload.py): when a step holds, what the capacity is."""
+"""The game-load benchmark's decisions: when a step holds, what the capacity is, which targets are met."""
 
 import asyncio
 
 import pytest
 
-from bench import gameload
+from bench import gameload, report
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +76,28 @@ def test_nothing_held_is_capacity_zero():
     found, _ = search({10: summary(10, lost=5)}, [10, 25])
     assert found["capacity"] == 0
     assert found["at_capacity"] is None
+
+
+def results_with(project_steps, capacity, database="sqlite", players=100, path="http"):
+    found = {"capacity": capacity, "next_step": "p99 900.0 ms", "steps": project_steps}
+    found["at_capacity"] = project_steps[-1] if project_steps else None
+    found["deliveries_per_s"] = capacity * players
+    level = {"players": players, path: found}
+    return {
+        "database": database,
+        "servers": {"project": {"gameload": {"paths": [path], "levels": {str(players): level}}}},
+    }
+
+
+def test_the_table_meets_a_target_only_with_the_rate_held_and_a_quick_own_answer():
+    def met(results):
+        (row,) = [r for r in report.gameload_rows(results) if r["path"] == "http"]
+        return row["met"]
+
+    held = [{**summary(50), "failed": None}, {**summary(100), "failed": None}]
+    assert met(results_with(held, 100)) is True  # issue 10: 100 players, HTTP, >= 100/s
+    slow_answer = [{**summary(100, own_p99_ms=140.0), "failed": None}]
+    assert met(results_with(slow_answer, 100)) is False  # own answer p99 over 100 ms
+    assert met(results_with(held[:1], 50)) is False  # 50/s held, 100/s did not
+    assert met(results_with(held[:1], 50, database="postgresql")) is True  # half on PostgreSQL
+    assert met(results_with(held, 100, players=200)) is None  # no target at that P
