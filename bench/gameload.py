@@ -97,7 +97,7 @@ async def search(rates: list[float], run_step, *, ceiling: float = math.inf, say
     the step that held at capacity and every step run.
     """
     steps: list[dict] = []
-    capacity = 0.0
+    capacity: float = 0
     reason = None
     for rate in rates:
         if rate > ceiling:
