@@ -89,7 +89,16 @@ def test_make_serve_migrates_collects_static_and_serves_with_debug_off(game_env,
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     # -o: never rebuild the virtualenv from here; `make test` has just made sure of it.
     process = subprocess.Popen(
-        ["make", "--no-print-directory", "-o", ".venv/.installed", "serve", f"SERVE_PORT={port}"],
+        # Two processes, not one per core: a CI runner may have many.
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            ".venv/.installed",
+            "serve",
+            f"SERVE_PORT={port}",
+            "SERVE_PROCESSES=2",
+        ],
         cwd=harness.ROOT,
         env=env,
         stdout=log,
