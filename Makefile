@@ -24,20 +24,23 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Production mode on this machine: migrate, collect static files, run daphne on loopback.
+# Production mode on this machine: migrate, collect static files, run one daphne process per
+# core on one loopback port (virusgame/serve.py; SERVE_PROCESSES=N for another count).
 # Settings come from the environment (DEBUG is off unless DJANGO_DEBUG says otherwise), or
 # from ENV_FILE, a file of KEY=value lines such as deploy/env.example:
 #   make serve ENV_FILE=/etc/virusgame/env
 # Behind a proxy on this machine add DAPHNE_ARGS=--proxy-headers (docs/production.md).
 SERVE_HOST ?= 127.0.0.1
 SERVE_PORT ?= 8000
+SERVE_PROCESSES ?= 0
 DAPHNE_ARGS ?=
 serve: $(STAMP)
 	@set -a; if [ -n "$(ENV_FILE)" ]; then . "$(abspath $(ENV_FILE))"; fi; set +a; \
 	set -x; \
 	$(BIN)/python manage.py migrate --no-input && \
 	$(BIN)/python manage.py collectstatic --no-input -v0 && \
-	exec $(BIN)/daphne -b $(SERVE_HOST) -p $(SERVE_PORT) --no-server-name \
+	exec $(BIN)/python -m virusgame.serve --processes $(SERVE_PROCESSES) -b $(SERVE_HOST) -p $(SERVE_PORT) \
+		--no-server-name \
 		--ping-interval 20 --ping-timeout 30 --application-close-timeout 10 $(DAPHNE_ARGS) \
 		virusgame.asgi:application
 
@@ -48,12 +51,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-# The fan-out benchmark against its baselines (docs/performance.md); not part of `make test`.
+# The benchmark against its baselines (docs/performance.md); not part of `make test`.
+# More options: make bench BENCH_ARGS="--processes 0" (a node: one daphne per core).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .run staticfiles .pytest_cache .ruff_cache test-artifacts

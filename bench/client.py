@@ -8,7 +8,9 @@ close). A player keeps the state the contract lets it build with the page's rule
 well under the server's flood limit).
 
 Arrival times are taken when the bytes reach the process (`data_received`), before any
-parsing, so the client's own parsing does not inflate the measured fan-out.
+parsing, so the client's own parsing does not inflate the measured fan-out. A player can also
+act over its socket (`act`: the contract's `create` / `kill` with a `ref`) and is told the
+server's answer (`ack` or `error`) with the time it arrived.
 """
 
 import asyncio
@@ -131,6 +133,13 @@ class Player(asyncio.Protocol):
     def send_json(self, message: dict) -> None:
         self.write_frame(1, json.dumps(message).encode())
 
+    def act(self, message: dict) -> asyncio.Future:
+        """Send an action (`message` carries its `ref`); the future gets (answer, arrival time)."""
+        future = asyncio.get_running_loop().create_future()
+        self.swarm.answers[message["ref"]] = future
+        self.send_json(message)
+        return future
+
     def fail(self, reason: str) -> None:
         if not self.ready.done():
             self.ready.set_exception(Refused(reason))
@@ -153,8 +162,10 @@ class Player(asyncio.Protocol):
             self.virus_messages += 1
             key = (kind, message["virus"]["id"] if kind == "virus.created" else message["id"])
             self.swarm.arrived(key, now)
-        elif kind == "error":
-            self.swarm.errors += 1
+        elif kind in ("ack", "error"):
+            if kind == "error":
+                self.swarm.errors += 1
+            self.swarm.answered(message, now)
         loop = asyncio.get_running_loop()
         self.feed.receive(message, loop.time())
         if kind == "snapshot" and not self.ready.done():
@@ -191,12 +202,16 @@ class Player(asyncio.Protocol):
 class Swarm:
     """All players of one benchmark, and the arrival record of every change they saw."""
 
-    def __init__(self, host: str, port: int, path: str = "/ws/viruses/"):
+    def __init__(self, host: str, port: int, path: str = "/ws/viruses/", sources=None):
+        """`sources`: an iterator of local addresses, one per player (None: any)."""
         self.host, self.port, self.path = host, port, path
+        self.sources = sources
         self.players: list[Player] = []
         self.arrivals: dict[tuple, list] = {}  # key -> [count, first, last]
         self.waiters: dict[tuple, tuple[int, asyncio.Future]] = {}
         self.errors = 0
+        self.answers: dict[str, asyncio.Future] = {}  # ref -> future of (answer, arrival time)
+        self.unreferenced: list[dict] = []  # errors without a ref (an action the server ignores)
         self.closed_by_server = 0
         self.last_arrival = 0.0
 
@@ -209,7 +224,8 @@ class Swarm:
         player = Player(self, self.host, self.port, self.path)
         try:
             async with asyncio.timeout(wait):
-                await loop.create_connection(lambda: player, self.host, self.port)
+                local = (next(self.sources), 0) if self.sources else None
+                await loop.create_connection(lambda: player, self.host, self.port, local_addr=local)
                 await player.ready
         except (OSError, TimeoutError, Refused) as exc:
             if player.transport:
@@ -260,6 +276,16 @@ class Swarm:
         self.closed_by_server += 1
 
     # -- arrivals ------------------------------------------------------------------------
+
+    def answered(self, message: dict, now: float) -> None:
+        future = self.answers.pop(message.get("ref"), None)
+        if future is None:
+            if message.get("ref") is None:
+                self.unreferenced.append(message)
+                del self.unreferenced[:-10]
+            return
+        if not future.done():
+            future.set_result((message, now))
 
     def reset_arrivals(self) -> None:
         self.arrivals = {}

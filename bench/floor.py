@@ -1,19 +1,25 @@
-"""The floor: a raw `websockets` broadcast server fed by Redis pub/sub.
+"""The floor: a raw `websockets` broadcast server fed by Redis pub/sub and its own sockets.
 
-No Django, no database, no channel layer: one process subscribes to one Redis channel,
-numbers each change, encodes it once and writes it to every socket with
-`websockets.broadcast`. It speaks the game's WebSocket contract (snapshot, virus.created,
-virus.killed, resync) and answers `GET /api/viruses/` and `GET /healthz`, so the benchmark
-drives it exactly like the project, except that changes are PUBLISHed to Redis directly.
+No Django, no channel layer: one process subscribes to one Redis channel, numbers each
+change, encodes it once and writes it to every socket with `websockets.broadcast`. It speaks
+the game's WebSocket contract (snapshot, virus.created, virus.killed, resync, and the
+`create` / `kill` actions with their `ack`) and answers `GET /api/viruses/` and `GET /healthz`,
+so the benchmark drives it like the project. Changes come two ways: PUBLISHed to Redis by
+the benchmark (no database), or as socket actions, each one SQLite write (autocommit, WAL)
+before its broadcast: the floor of what the game's write-and-tell costs in Python.
 
-    python -m bench.floor --port 8123 --redis unix:///tmp/redis.sock --channel floor
+    python -m bench.floor --port 8123 --redis unix:///tmp/redis.sock --channel floor --database f.db
 """
 
 import argparse
 import asyncio
 import json
 import os
+import random
 import signal
+import sqlite3
+import uuid
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 from websockets.asyncio.server import broadcast, serve
@@ -22,10 +28,17 @@ from websockets.http11 import Response
 
 
 class Floor:
-    def __init__(self):
+    def __init__(self, database: str):
         self.seq = 0
         self.viruses: dict[str, dict] = {}
         self.clients: set = set()
+        self.db = sqlite3.connect(database, isolation_level=None)  # autocommit: one write, one commit
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # as the project's SQLite settings
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS virus"
+            " (id TEXT PRIMARY KEY, kind INT, x REAL, y REAL, created_at TEXT)"
+        )
 
     def snapshot(self) -> str:
         return encode(
@@ -52,14 +65,38 @@ class Floor:
             async for data in ws:
                 try:
                     message = json.loads(data)
-                    if message.get("type") != "resync":
+                    kind = message.get("type")
+                    if kind not in ("resync", "create", "kill"):
                         raise ValueError
                 except (ValueError, AttributeError):
                     await ws.send(encode({"type": "error", "error": "unknown message"}))
                     continue
-                await ws.send(self.snapshot())
+                if kind == "resync":
+                    await ws.send(self.snapshot())
+                else:
+                    await ws.send(self.act(kind, message))
         finally:
             self.clients.discard(ws)
+
+    def act(self, kind: str, message: dict) -> str:
+        """Write the action to SQLite, broadcast its change, return the sender's answer."""
+        ref = str(message.get("ref", ""))[:64]
+        if kind == "create":
+            virus = {
+                "id": str(uuid.uuid4()),
+                "kind": random.randrange(6),
+                "x": round(random.uniform(6, 94), 2),
+                "y": round(random.uniform(6, 94), 2),
+                "created_at": datetime.now(UTC).isoformat(),
+            }
+            self.db.execute("INSERT INTO virus VALUES (:id, :kind, :x, :y, :created_at)", virus)
+            broadcast(self.clients, self.apply({"type": "virus.created", "virus": virus}))
+            return encode({"type": "ack", "ref": ref, "status": 201, "virus": virus})
+        virus_id = str(message.get("id"))
+        if self.db.execute("DELETE FROM virus WHERE id = ?", (virus_id,)).rowcount != 1:
+            return encode({"type": "error", "ref": ref, "status": 404, "error": "no such virus"})
+        broadcast(self.clients, self.apply({"type": "virus.killed", "id": virus_id}))
+        return encode({"type": "ack", "ref": ref, "status": 204})
 
     def process_request(self, connection, request):
         if request.path == "/api/viruses/":
@@ -89,8 +126,9 @@ async def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", required=True)
     parser.add_argument("--channel", default="floor")
+    parser.add_argument("--database", default=":memory:", help="SQLite file for the socket actions")
     args = parser.parse_args()
-    floor = Floor()
+    floor = Floor(args.database)
     stop = asyncio.get_running_loop().create_future()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)
     async with serve(

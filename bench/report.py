@@ -132,7 +132,7 @@ def table(results: dict) -> str:
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
     title = (
         f"virusgame fan-out benchmark ({results['profile']}, {results['database']}, "
-        f"{results['cpus']} CPUs, project = {results['project_settings']})"
+        f"{results['cpus']} CPUs, project = {results['project_settings']}{_layout(results)})"
     )
     legend = "ratios are project / baseline; ^ = higher is better, otherwise lower is better"
     noisy = {n: r.get("other_cpu_cores") for n, r in results["servers"].items()}
@@ -140,6 +140,11 @@ def table(results: dict) -> str:
     if noisy:
         legend += f"\nWARNING: other processes used CPU meanwhile (cores: {noisy}); figures are pessimistic"
     return "\n".join([title, rule, render(header), rule, *(render(c) for c in lines), rule, legend])
+
+
+def _layout(results: dict) -> str:
+    n = results.get("project_processes", 1)
+    return "" if n == 1 else f", {n} daphne processes on one port"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -162,9 +167,211 @@ def plot(results: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("connected clients (N)")
     ax.set_ylabel("fan-out completion (ms, change -> last client)")
-    ax.set_title(f"Fan-out latency vs N ({results['profile']} run, one daphne process)")
+    processes = results.get("project_processes", 1)
+    layout = "one daphne process" if processes == 1 else f"project: {processes} daphne processes"
+    ax.set_title(f"Fan-out latency vs N ({results['profile']} run, {layout})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# -- the game load (bench/gameload.py) ------------------------------------------------------
+
+# Issue 10's targets, one daphne process on SQLite: players -> {path: actions/s}; the
+# acting player's own answer p99 must stay within OWN_P99_TARGET at that rate. PostgreSQL: half.
+GAMELOAD_TARGETS = {
+    100: {"socket": 200, "http": 100},
+    300: {"socket": 300, "http": 100},
+    1000: {"socket": 100, "http": 50},
+}
+OWN_P99_TARGET = 100.0  # ms
+
+
+def gameload_target(results: dict, players: int, path: str) -> float | None:
+    target = GAMELOAD_TARGETS.get(players, {}).get(path)
+    if target is None:
+        return None
+    return target / 2 if results.get("database") == "postgresql" else target
+
+
+def gameload_rows(results: dict) -> list[dict]:
+    """One row per (P, path): capacity of each server, the project's figures and verdict."""
+    servers = {name: r.get("gameload") for name, r in results["servers"].items() if r.get("gameload")}
+    levels = sorted({int(p) for g in servers.values() for p in g["levels"]})
+    out = []
+    for players in levels:
+        for path in ("socket", "http"):
+            values = {}
+            for name, load in servers.items():
+                level = load["levels"].get(str(players), {})
+                found = level.get(path)
+                values[name] = "n/a" if found is None or found.get("capacity") is None else found["capacity"]
+            project = (servers.get("project") or {}).get("levels", {}).get(str(players), {}).get(path) or {}
+            held = project.get("at_capacity") or {}
+            target = gameload_target(results, players, path)
+            met = None
+            if target is not None and project.get("capacity") is not None:
+                at_target = next(
+                    (s for s in project["steps"] if s["rate"] == target and not s["failed"]), None
+                )
+                own = at_target and at_target["own_p99_ms"]
+                met = project["capacity"] >= target and own is not None and own <= OWN_P99_TARGET
+            out.append(
+                {
+                    "players": players,
+                    "path": path,
+                    "values": values,
+                    "deliveries": project.get("deliveries_per_s"),
+                    "own": (held.get("own_p50_ms"), held.get("own_p99_ms")),
+                    "target": target,
+                    "met": met,
+                    "next": project.get("next_step") or project.get("n/a"),
+                }
+            )
+    return out
+
+
+def gameload_table(results: dict) -> str:
+    names = [n for n in ("project", "floor", "stock") if (results["servers"].get(n) or {}).get("gameload")]
+    if not names:
+        return ""
+    header = ["P", "path", *names, "deliv/s", "own p50/p99 ms", "target", "met", "project: next step / why"]
+    lines = []
+    for row in gameload_rows(results):
+        own = "/".join(_fmt(v) for v in row["own"]) if row["own"][0] is not None else "-"
+        target = f">={row['target']:g}/s, own p99<={OWN_P99_TARGET:g}" if row["target"] else "-"
+        met = "" if row["met"] is None else ("MET" if row["met"] else "MISSED")
+        lines.append(
+            [
+                str(row["players"]),
+                row["path"],
+                *(_fmt(row["values"].get(n)) for n in names),
+                _fmt(row["deliveries"]),
+                own,
+                target,
+                met,
+                str(row["next"] or "")[:60],
+            ]
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
+
+    def render(cells):
+        return "  ".join(
+            str(c).rjust(w) if 2 <= i < 2 + len(names) + 2 else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    title = (
+        f"game load: capacity in actions/s at P players ({results['profile']}, {results['database']}"
+        f"{_layout(results)}; "
+        "a step holds with every action answered 2xx, every change to every player, p99 send -> last "
+        "player <= 250 ms, actions on schedule)"
+    )
+    noisy = {n: results["servers"][n]["gameload"].get("other_cpu_cores") for n in names}
+    noisy = {n: c for n, c in noisy.items() if (c or 0) > 0.3}
+    legend = "deliv/s and own answer (HTTP response or ack) are the project's, at its capacity"
+    if noisy:
+        legend += f"\nWARNING: other processes used CPU meanwhile (cores: {noisy}); figures are pessimistic"
+    return "\n".join([title, rule, render(header), rule, *(render(c) for c in lines), rule, legend])
+
+
+def gameload_plot(results: dict, path: Path) -> bool:
+    """Capacity against P for each server and path; False when there is nothing to plot."""
+    rows = gameload_rows(results)
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    colours = {"project": "tab:blue", "floor": "tab:green", "stock": "tab:red"}
+    for name in results["servers"]:
+        for action_path, style, mark in (("socket", "-", "o"), ("http", "--", "s")):
+            points = [
+                (r["players"], max(1, r["values"][name]))
+                for r in rows
+                if r["path"] == action_path and isinstance(r["values"].get(name), int | float)
+            ]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                label = f"{name}, {action_path}"
+                ax.plot(xs, ys, style, marker=mark, color=colours.get(name), label=label, alpha=0.8)
+    targets = [(r["players"], r["target"], r["path"]) for r in rows if r["target"]]
+    for action_path, marker in (("socket", "^"), ("http", "v")):
+        points = [(p, t) for p, t, a in targets if a == action_path]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.scatter(xs, ys, marker=marker, color="black", label=f"target, {action_path}", zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("players watching (P)")
+    ax.set_ylabel("capacity (actions/s that held; 0 drawn as 1)")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    processes = results.get("project_processes", 1)
+    layout = "one daphne process" if processes == 1 else f"project: {processes} daphne processes"
+    ax.set_title(f"Game load: capacity vs P ({results['profile']} run, {layout})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+# -- the abuse phase (bench/abuse.py) ---------------------------------------------------------
+
+ABUSE_RATIO_TARGET = 2.0  # issue 13.2: one abuser may not raise another client's latency more than 2x
+ABUSE_RSS_TARGET = 10.0  # MB: "the server's memory by more than a few MB"
+
+
+def abuse_table(results: dict) -> str:
+    a = results["servers"]["project"]["abuse"]
+    calm, bare, paced = a["without"], a["with"], a.get("with_nginx_pacing") or {}
+    lines = [
+        f"abuse: one daphne process, {a['players']} players each from its own address, one ping "
+        "abuser (20 sockets from one address, reconnecting): bare = every handshake reaches daphne, "
+        "nginx = handshakes paced at the deploy kit's limit_req (5/s, burst 30)",
+        f"{'figure':24} {'without':>9} {'bare':>9} {'ratio':>7} {'nginx':>9} {'ratio':>7}  target",
+    ]
+
+    def verdict(ratio):
+        return "" if ratio is None else ("MET" if ratio <= ABUSE_RATIO_TARGET else "MISSED")
+
+    for label, key in (
+        ("fan-out p50 (ms)", "fanout_p50_ms"),
+        ("fan-out p99 (ms)", "fanout_p99_ms"),
+        ("/healthz p50 (ms)", "healthz_p50_ms"),
+        ("/healthz p99 (ms)", "healthz_p99_ms"),
+    ):
+        x_bare, x_paced = a.get(f"x_{key}"), a.get(f"x_nginx_{key}")
+        lines.append(
+            f"{label:24} {_fmt(calm[key]):>9} {_fmt(bare[key]):>9} {_ratio(x_bare):>7} "
+            f"{_fmt(paced.get(key)):>9} {_ratio(x_paced):>7}  <={ABUSE_RATIO_TARGET:g}x: "
+            f"bare {verdict(x_bare)}, nginx {verdict(x_paced)}"
+        )
+    lines.append(
+        f"{'deliveries lost':24} {calm['lost']:>9} {bare['lost']:>9} {'':>7} {_fmt(paced.get('lost')):>9}"
+    )
+    lines.append(
+        f"{'/healthz failed':24} {calm['healthz_failed']:>9} {bare['healthz_failed']:>9} {'':>7} "
+        f"{_fmt(paced.get('healthz_failed')):>9}"
+    )
+    growth = a["rss_growth_peak_mb"]
+    met = "MET" if growth <= ABUSE_RSS_TARGET else "MISSED"
+    lines.append(
+        f"{'server RSS growth (MB)':24} {'':>9} {_fmt(growth):>9}  at the peak of either; "
+        f"<={ABUSE_RSS_TARGET:g} MB {met} (from {a['rss_before_mb']} MB; {a['rss_growth_after_mb']} MB after)"
+    )
+    for name, window in (("bare", bare), ("nginx", paced)):
+        if window.get("attacker"):
+            lines.append(f"attacker, {name}: {window['attacker']}")
+    if (a.get("other_cpu_cores") or 0) > 0.3:
+        lines.append(f"other processes (the attacker included) used {a['other_cpu_cores']} cores meanwhile")
+    rule = "-" * max(len(line) for line in lines[1:])
+    return "\n".join([lines[0], rule, lines[1], rule, *lines[2:], rule])

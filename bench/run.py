@@ -9,11 +9,14 @@ and fresh databases, and puts each through the same phases from one asyncio clie
 
 Phases per server: seed 50 viruses and measure the list endpoint; a connect storm; idle
 memory; fan-out latency at the storm's N; sustained deliveries per second; a burst; then
-latency at every other N (disconnecting or connecting players to get there).
+latency at every other N (disconnecting or connecting players to get there). Then, on a
+restarted server, the game load (bench/gameload.py): capacity in actions per second with P
+players watching, through the HTTP API and over the socket.
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import report
+from bench import abuse, gameload, report
 from bench.client import Swarm
 from bench.drivers import FloorDriver, HttpDriver
 from tools.local_redis import LocalRedis
@@ -47,6 +50,12 @@ PROFILES = {
         "burst": 500,
         "burst_timeout": 120.0,
         "quiet_wait": 120.0,
+        "gameload": {
+            "players": [100, 300, 1000],
+            "rates": [5, 10, 25, 50, 100, 200, 300, 500, 800],
+            "step_seconds": 3.0,
+        },
+        "abuse": {"players": 200, "seconds": 15.0, "sockets": 20},
     },
     "quick": {
         "storm": 500,
@@ -58,9 +67,21 @@ PROFILES = {
         "burst": 200,
         "burst_timeout": 30.0,
         "quiet_wait": 10.0,
+        "gameload": {
+            "players": [50, 200],
+            "rates": [10, 25, 50, 100, 200, 300, 500],
+            "step_seconds": 1.0,
+        },
+        "abuse": {"players": 50, "seconds": 5.0, "sockets": 20},
     },
 }
+PHASES = ("fanout", "gameload", "abuse")
+# s the later phases wait for a quiet machine (the first waits `quiet_wait`): a busy machine
+# is reported with a WARNING either way, and the full run must stay well under 30 minutes.
+LATER_QUIET_WAIT = 30.0
 SUSTAINED_P99_LIMIT = 1.0  # s: a rate is sustained if every delivery arrives within this, none lost
+# What the other phases switch off because every client comes from 127.0.0.1.
+ADMISSION_OFF = ("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", "VIRUS_SNAPSHOT_RATE")
 MAX_DELIVERIES = 100_000  # per second: above this the client process, not the server, is measured
 
 T0 = time.monotonic()
@@ -77,8 +98,21 @@ class BenchServer(GameServer):
         log_path.unlink(missing_ok=True)  # this run's log only
         super().__init__(env, log_path, argv=argv, name=name)
 
+    def pids(self) -> list[int]:
+        """The server's process and its children (the daphne processes of `--processes N`)."""
+        pid = self.process.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            children = []
+        return [pid, *map(int, children)]
+
     def rss_mb(self) -> float:
-        return rss_mib(self.process.pid)
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):  # a child that just ended
+                total += rss_mib(pid)
+        return total
 
 
 class CpuMonitor:
@@ -88,15 +122,16 @@ class CpuMonitor:
     difference is what everything else on the machine used, in cores.
     """
 
-    def __init__(self, pids: list[int]):
+    def __init__(self, pids: list[int], server: "BenchServer | None" = None):
         self.pids = pids
+        self.server = server  # its processes, children included, are ours too
         self.mark = self.sample()
 
     def sample(self) -> tuple[float, int, int]:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         busy = sum(fields) - fields[3] - fields[4]
         ours = 0
-        for pid in self.pids:
+        for pid in self.pids + (self.server.pids() if self.server and self.server.process else []):
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text()
             except OSError:
@@ -357,7 +392,7 @@ async def run_server(server: BenchServer, driver, profile: dict, redis_pid: int)
     await wait_for_quiet(monitor, profile["quiet_wait"])
     say(f"{server.name}: starting")
     server.start()
-    monitor.pids.append(server.process.pid)
+    monitor.server = server
     monitor.foreign_cores()
     swarm = Swarm("127.0.0.1", server.port)
     try:
@@ -445,6 +480,58 @@ async def run_server(server: BenchServer, driver, profile: dict, redis_pid: int)
     return result
 
 
+async def run_gameload(server: BenchServer, driver, profile: dict, redis_pid: int) -> dict:
+    """The game-load phase on a freshly started `server` (its database kept from before)."""
+    monitor = CpuMonitor([os.getpid(), redis_pid])
+    await wait_for_quiet(monitor, min(LATER_QUIET_WAIT, profile["quiet_wait"]))
+    say(f"{server.name}: game load, starting")
+    server.start()
+    monitor.server = server
+    monitor.foreign_cores()
+    swarm = Swarm("127.0.0.1", server.port)
+    started = time.perf_counter()
+    try:
+        await driver.start()
+        paths = ["socket"] if server.name == "floor" else ["http", "socket"]
+        result = await gameload.phase(
+            swarm, driver, paths, profile["gameload"], ceiling=MAX_DELIVERIES, say=say
+        )
+        result["closed_by_server"] = swarm.closed_by_server
+        result["other_cpu_cores"] = round(monitor.foreign_cores(), 2)
+        if result["other_cpu_cores"] > 0.3:
+            say(f"{server.name}: WARNING: other processes used {result['other_cpu_cores']} cores meanwhile")
+    finally:
+        swarm.close_all()
+        await driver.close()
+        server.stop()
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    say(f"{server.name}: game load done in {result['seconds']} s")
+    return result
+
+
+async def run_abuse(server: BenchServer, driver, profile: dict, redis_pid: int) -> dict:
+    """The abuse phase against one project process with the shipped admission limits."""
+    monitor = CpuMonitor([os.getpid(), redis_pid])
+    await wait_for_quiet(monitor, min(LATER_QUIET_WAIT, profile["quiet_wait"]))
+    say(f"{server.name}: abuse, starting")
+    server.start()
+    monitor.server = server
+    monitor.foreign_cores()
+    try:
+        result = await abuse.phase(server, driver, profile["abuse"], say=say)
+    finally:
+        server.stop()
+    # The attacker process counts as "other": its CPU is part of the attack.
+    result["other_cpu_cores"] = round(monitor.foreign_cores(), 2)
+    return result
+
+
+def abuse_server(project: BenchServer, app: str, logs: Path) -> BenchServer:
+    """The project with the shipped per-address limits (socket cap, snapshot bucket) back on."""
+    env = {k: v for k, v in project.env.items() if k not in ADMISSION_OFF}
+    return BenchServer("project-abuse", env, logs / "project-abuse.log", [*DAPHNE, app])
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -462,6 +549,7 @@ def server_specs(args, databases: Databases, redis_url: str, static_root: Path, 
         channel = f"floor-{uuid.uuid4().hex[:8]}"
         env = base_env(database_url="", redis_url=redis_url)
         argv = [PYTHON, "-m", "bench.floor", "--port", "{port}", "--redis", redis_url, "--channel", channel]
+        argv += ["--database", str(databases.directory / f"{channel}.sqlite3")]
         server = BenchServer("floor", env, logs / "floor.log", argv)
         specs.append((server, lambda s=server, c=channel: FloorDriver(s.url, redis_url, c)))
     if "stock" in args.servers:
@@ -476,7 +564,12 @@ def server_specs(args, databases: Databases, redis_url: str, static_root: Path, 
     if "project" in args.servers:
         extra = {"DJANGO_SETTINGS_MODULE": args.project_settings} if args.project_settings else {}
         env = base_env(database_url=databases.fresh(), redis_url=redis_url, **common, **extra)
-        server = BenchServer("project", env, logs / "project.log", [*DAPHNE, args.project_app])
+        argv = [*DAPHNE, args.project_app]
+        if args.processes != 1:
+            # A node's layout: one daphne per core on one port (virusgame/serve.py, as make serve).
+            argv = [PYTHON, "-m", "virusgame.serve", "--processes", str(args.processes)]
+            argv += ["-b", "127.0.0.1", "-p", "{port}", args.project_app]
+        server = BenchServer("project", env, logs / "project.log", argv)
         specs.append((server, lambda s=server: HttpDriver(s.url)))
     return specs
 
@@ -494,8 +587,18 @@ def main(argv: list[str] | None = None) -> int:
         "--project-app", default="virusgame.asgi:application", help="ASGI app for the project"
     )
     parser.add_argument("--label", default="", help="name of this run in the results file")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="daphne processes serving the project on one port, as make serve runs them (0: one per core)",
+    )
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}"
+    )
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    args.phases = [s.strip() for s in args.phases.split(",") if s.strip()]
     profile_name = "quick" if args.quick else "full"
     profile = PROFILES[profile_name]
 
@@ -517,15 +620,26 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "project_settings": args.project_settings or "virusgame.settings",
         "project_app": args.project_app,
+        "phases": args.phases,
+        "project_processes": args.processes or os.cpu_count(),
         "servers": {},
     }
     try:
         static_root = work / "static"
         collectstatic(databases.fresh(), static_root)
         for server, make_driver in server_specs(args, databases, redis.url, static_root, logs):
-            results["servers"][server.name] = asyncio.run(
-                run_server(server, make_driver(), profile, redis.process.pid)
-            )
+            result = results["servers"][server.name] = {"name": server.name}
+            if "fanout" in args.phases:
+                result.update(asyncio.run(run_server(server, make_driver(), profile, redis.process.pid)))
+            if "gameload" in args.phases:
+                result["gameload"] = asyncio.run(
+                    run_gameload(server, make_driver(), profile, redis.process.pid)
+                )
+            if "abuse" in args.phases and server.name == "project":
+                target = abuse_server(server, args.project_app, logs)
+                result["abuse"] = asyncio.run(
+                    run_abuse(target, HttpDriver(target.url), profile, redis.process.pid)
+                )
     finally:
         redis.stop()
         databases.drop_all()
@@ -540,9 +654,19 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(results, indent=2))
     shutil.copy(json_path, RESULTS / f"latest-{profile_name}.json")
     print()
-    print(report.table(results))
-    report.plot(results, png_path)
-    shutil.copy(png_path, RESULTS / f"latest-{profile_name}.png")
+    if "fanout" in args.phases:
+        print(report.table(results))
+        report.plot(results, png_path)
+        shutil.copy(png_path, RESULTS / f"latest-{profile_name}.png")
+    if "gameload" in args.phases:
+        print()
+        print(report.gameload_table(results))
+        load_png = json_path.with_name(json_path.stem + "-gameload.png")
+        if report.gameload_plot(results, load_png):
+            shutil.copy(load_png, RESULTS / f"latest-{profile_name}-gameload.png")
+    if (results["servers"].get("project") or {}).get("abuse"):
+        print()
+        print(report.abuse_table(results))
     say(
         f"results: {json_path.relative_to(ROOT)}, plot: {png_path.relative_to(ROOT)} ({results['seconds']} s)"
     )

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import struct
 
 import pytest
@@ -116,6 +117,26 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
         frames.append((opcode, data[at : at + size]))
         at += size
     return frames
+
+
+def test_what_a_ping_flooder_sends_after_its_1008_is_never_read(game):
+    # Reading it would mean parsing every ping already on the way (megabytes, until the
+    # close handshake times out a second later), per reconnect: that is what slowed
+    # everyone else down (issue 13.2), not the pongs. Unread, the flooder can only fill
+    # the kernel's buffers (its own fixed at 64 KiB here) and is then hung up on.
+    sock = stalled_socket(game)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    batch = masked_frame(0x9, b"p" * 125) * 512  # 64 KiB of pings
+    sent = 0
+    sock.settimeout(5)
+    with contextlib.suppress(OSError):  # blocked (nobody reads) or reset (hung up on)
+        for _ in range(1000):
+            sock.sendall(batch)
+            sent += len(batch)
+    sock.close()
+    assert "reason=ping_flood" in lines(game, "ws.close")[0]
+    assert sent < 2 * 1024 * 1024, f"daphne took {sent:,} bytes of pings"
+    print(f"ping flood: daphne took {sent:,} bytes of pings")
 
 
 async def test_a_ping_flood_is_closed_with_1008_and_costs_no_memory_nor_other_clients(game):

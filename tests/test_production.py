@@ -2,6 +2,7 @@
 run with the deploy kit's flags, security headers, WebSocket limits, logs, game_status."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import httpx
 import psycopg
 import pytest
 import websockets
+import websockets.sync.client
 
 from tests import harness, nodes
 from tests.harness import player
@@ -90,7 +92,16 @@ def test_make_serve_migrates_collects_static_and_serves_with_debug_off(game_env,
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     # -o: never rebuild the virtualenv from here; `make test` has just made sure of it.
     process = subprocess.Popen(
-        ["make", "--no-print-directory", "-o", ".venv/.installed", "serve", f"SERVE_PORT={port}"],
+        # Two processes, not one per core: a CI runner may have many.
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            ".venv/.installed",
+            "serve",
+            f"SERVE_PORT={port}",
+            "SERVE_PROCESSES=2",
+        ],
         cwd=harness.ROOT,
         env=env,
         stdout=log,
@@ -125,6 +136,79 @@ def test_make_serve_migrates_collects_static_and_serves_with_debug_off(game_env,
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(15)
+        log.close()
+
+
+def daphne_children(pid: int) -> list[int]:
+    """The daphne processes the supervisor `pid` runs (its children)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"daphne" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+    return result
+
+
+def healthy(base: str, timeout: float = 2) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_serve_runs_one_daphne_per_process_on_one_port_and_restarts_one_that_dies(game_env, tmp_path):
+    port = harness.free_port()
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    supervisor = subprocess.Popen(
+        [
+            servers.PYTHON,
+            "-m",
+            "virusgame.serve",
+            "--processes",
+            "2",
+            "-p",
+            str(port),
+            "virusgame.asgi:application",
+        ],
+        cwd=harness.ROOT,
+        env=game_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: healthy(base), 60, (tmp_path / "serve.log").read_text())
+        first = wait_for(
+            lambda: len(daphne_children(supervisor.pid)) == 2 and daphne_children(supervisor.pid), 30, "2"
+        )
+        # Players on the one port land on both processes (each records its sockets as its own);
+        # 16 sockets (under the per-address cap) all on one process would be a 1 in 32,768 chance.
+        with contextlib.ExitStack() as stack:
+            for _ in range(16):
+                url = f"ws://127.0.0.1:{port}/ws/viruses/"
+                ws = stack.enter_context(websockets.sync.client.connect(url, origin=base))
+                assert json.loads(ws.recv(timeout=10))["type"] == "snapshot"
+            code = (
+                "from viruses.models import Connection\n"
+                "print(Connection.objects.values('server').distinct().count())"
+            )
+            answer = servers.manage(game_env, "shell", "-c", code, capture_output=True, text=True, check=True)
+            assert answer.stdout.split()[-1] == "2"
+        # One process dies: the port keeps answering (a connection meant for the dead one
+        # waits in its socket's queue for the restart: no refusal, no reset), and the
+        # supervisor starts another.
+        os.kill(first[0], signal.SIGKILL)
+        for _ in range(10):
+            assert healthy(base, timeout=20)
+        wait_for(lambda: set(daphne_children(supervisor.pid)) - set(first), 30, "no new daphne process")
+        wait_for(lambda: len(daphne_children(supervisor.pid)) == 2, 30, "not back to 2 processes")
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(30) == 0
         log.close()
 
 

@@ -75,11 +75,15 @@ async def test_a_client_that_stops_reading_is_closed_as_a_slow_reader(server):
 
 
 class FakeTransport:
-    """The part of Twisted's transport that SendBuffer uses."""
+    """The part of Twisted's transport that SendBuffer and the ping limit use."""
 
     def __init__(self, producer=None):
         self.producer = producer
         self.streaming = None
+        self.hung_up = False
+
+    def loseConnection(self):
+        self.hung_up = True
 
     def registerProducer(self, producer, streaming):
         self.producer, self.streaming = producer, streaming
@@ -221,6 +225,7 @@ def test_pings_over_the_limit_close_with_1008_once_and_get_no_more_pongs(caplog)
         protocol.onPing(b"p")
     assert len(protocol.pongs) == transport.PING_LIMIT
     assert protocol.close_frames == [1008]
+    assert protocol.transport.hung_up  # reads nothing more from the abuser
     assert [r.getMessage() for r in caplog.records if "ws.close" in r.getMessage()] == [
         "event=ws.close reason=ping_flood client=- limit=30"
     ]

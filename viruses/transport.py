@@ -119,6 +119,11 @@ class Socket:
         self.refused_pings = True
         logger.warning(kv("ws.close", reason=reason, client=self.client, limit=PING_LIMIT))
         self.protocol.sendCloseFrame(code=1008)
+        # Hang up rather than wait for the client's close: autobahn would read and parse
+        # every frame the abuser already sent (megabytes of pings, until its close handshake
+        # times out a second later), and that CPU is everybody else's latency. Twisted stops
+        # reading now and closes once the close frame is written.
+        self.protocol.transport.loseConnection()
 
     def opened(self) -> None:
         """Start watching the socket's buffer; call once the handshake is accepted."""

@@ -1,4 +1,8 @@
-"""The stock Channels consumer: group events carry dicts, each client re-encodes with send_json."""
+"""The stock Channels consumer: group events carry dicts, each client re-encodes with send_json.
+
+Socket actions the tutorial way: `receive_json` calls the service in `database_sync_to_async`
+and answers with `send_json`; no flood limit (a stock consumer has none).
+"""
 
 import os
 
@@ -8,14 +12,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.stock.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.consumer import AsyncConsumer  # noqa: E402
+from channels.db import database_sync_to_async  # noqa: E402
 from channels.generic.websocket import AsyncJsonWebsocketConsumer  # noqa: E402
 from channels.layers import get_channel_layer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.core.exceptions import ValidationError  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from viruses import broadcast, messages  # noqa: E402
+from viruses import broadcast, messages, services  # noqa: E402
 from viruses.consumers import VirusConsumer  # noqa: E402
 from viruses.transport import DaphneProtocolMiddleware  # noqa: E402
 
@@ -43,8 +49,30 @@ class StockConsumer(VirusConsumer, AsyncJsonWebsocketConsumer):
     # project's consumer does instead.
     dispatch = AsyncConsumer.dispatch
 
+    receive = AsyncJsonWebsocketConsumer.receive
+
     async def relay(self, event):
         await self.send_json(event["message"])
+
+    async def receive_json(self, content, **kwargs):
+        kind = content.get("type") if isinstance(content, dict) else None
+        ref = content.get("ref") if kind in ("create", "kill") else None
+        try:
+            if kind == "create":
+                virus = await database_sync_to_async(services.virus_create)()
+                await self.send_json(
+                    {"type": "ack", "ref": ref, "status": 201, "virus": messages.virus_json(virus)}
+                )
+            elif kind == "kill":
+                await database_sync_to_async(services.virus_kill)(virus_id=content.get("id"))
+                await self.send_json({"type": "ack", "ref": ref, "status": 204})
+            elif kind == "resync":
+                await self.send_snapshot()
+            else:
+                await self.send_json({"type": "error", "error": "unknown message type"})
+        except (services.GameError, ValidationError) as exc:
+            status = getattr(exc, "status", 404)
+            await self.send_json({"type": "error", "ref": ref, "status": status, "error": str(exc)})
 
     virus_created = virus_killed = presence = relay
 
