@@ -105,6 +105,16 @@ class Client:
             if predicate(message):
                 return message
 
+    async def seen(self, predicate, timeout: float = 10) -> dict:
+        """The first message received so far that satisfies `predicate`, else the next one that does.
+
+        For a sender's own push, which may come before or after the answer `act` waits for.
+        """
+        for message in self.messages:
+            if predicate(message):
+                return message
+        return await self.until(predicate, timeout)
+
     async def send(self, message) -> None:
         await self.ws.send(message if isinstance(message, str) else json.dumps(message))
 

@@ -40,7 +40,7 @@ async def test_create_answers_the_sender_and_pushes_the_virus_to_everyone(game):
         virus = answer["virus"]
         assert set(virus) == {"id", "kind", "x", "y", "created_at"}
         for client in (alice, bob):  # the sender too: its page draws only from the push
-            pushed = await client.until(change("virus.created"))
+            pushed = await client.seen(change("virus.created"))
             assert pushed["virus"] == virus
         assert [v["id"] for v in game.api().list()["viruses"]] == [virus["id"]]
         assert not [m for m in bob.messages if m["type"] == "ack"]  # the answer is the sender's alone
@@ -52,7 +52,7 @@ async def test_kill_answers_204_and_pushes_the_kill_to_everyone(game):
         answer = await alice.act({"type": "kill", "id": virus["id"], "ref": "k"})
         assert answer == {"type": "ack", "ref": "k", "status": 204}
         for client in (alice, bob):
-            await client.until(change("virus.killed", id=virus["id"]))
+            await client.seen(change("virus.killed", id=virus["id"]))
             assert client.viruses == {}
         assert game.api().list()["viruses"] == []
 
@@ -146,5 +146,5 @@ async def test_a_player_clicking_at_the_rate_limit_is_not_cut_off_by_the_flood_l
             await asyncio.sleep(0.4)
             answers.append(await alice.act({"type": "create", "ref": f"s{i}"}))
         assert [a["status"] for a in answers] == [201] * 30
-        await alice.until(change("virus.created", seq=30))
+        await alice.seen(change("virus.created", seq=30))
     assert "reason=flood" not in server.read_log()
