@@ -133,3 +133,20 @@ async def player(server: GameServer, *, origin: str | None = None):
         first = await client.recv()
         assert first["type"] == "snapshot", first
         yield client
+
+
+async def push_until_slow_reader(server) -> None:
+    """Push ~20 MB of padded presence events to the game's group until the server logs that
+    it closed a socket as a slow reader (the caller holds a socket that stopped reading)."""
+    from channels_redis.core import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=[server.env["REDIS_URL"]], prefix=server.env["REDIS_PREFIX"])
+    padded = json.dumps({"type": "presence", "online": 1, "pad": "x" * 64 * 1024})
+    try:
+        for _ in range(300):
+            await layer.group_send("viruses", {"type": "presence", "text": padded})
+            if "reason=slow_reader" in server.read_log():
+                break
+            await asyncio.sleep(0.005)
+    finally:
+        await layer.close_pools()

@@ -9,7 +9,7 @@ import pytest
 import websockets
 from channels_redis.core import RedisChannelLayer
 
-from tests.harness import player
+from tests.harness import player, push_until_slow_reader
 from tests.test_production import close_code
 from tools.gameclient import CHANGES, decode
 from viruses import transport
@@ -135,16 +135,7 @@ async def test_no_change_committed_while_a_client_connects_is_lost(server):
 
 async def test_a_client_that_stops_reading_is_closed(server):
     async with connect(server, max_queue=1) as ws:
-        layer = layer_of(server)
-        padded = json.dumps({"type": "presence", "online": 1, "pad": "x" * 64 * 1024})
-        try:
-            for _ in range(300):  # ~20 MB
-                await layer.group_send("viruses", {"type": "presence", "text": padded})
-                if "reason=slow_reader" in server.read_log():
-                    break
-                await asyncio.sleep(0.005)
-        finally:
-            await layer.close_pools()
+        await push_until_slow_reader(server)
         assert "reason=slow_reader" in server.read_log()
         # Reading again, the client finds the 1013 close frame behind the megabytes sent
         # before it, unless it took longer than autobahn's close-handshake timeout (1 s) to

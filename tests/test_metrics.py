@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import harness, nodes
 from tests.delivery import TcpProxy, sqlite_path, wait_for
-from tests.harness import player, uses_postgres
+from tests.harness import player, push_until_slow_reader, uses_postgres
 from tools.local_redis import LocalRedis
 from tools.servers import Api
 from viruses.consumers import flood_limit
@@ -130,16 +130,7 @@ async def test_sockets_the_server_closes_are_counted_by_reason(start_game):
                 await ws.recv()
     # A client that stops reading while changes keep coming: 1013.
     async with websockets.connect(server.ws_url, origin=server.url, max_size=None, max_queue=1):
-        layer = RedisChannelLayer(hosts=[server.env["REDIS_URL"]], prefix=server.env["REDIS_PREFIX"])
-        padded = json.dumps({"type": "presence", "online": 1, "pad": "x" * 64 * 1024})
-        try:
-            for _ in range(300):  # ~20 MB
-                await layer.group_send("viruses", {"type": "presence", "text": padded})
-                if "reason=slow_reader" in server.read_log():
-                    break
-                await asyncio.sleep(0.005)
-        finally:
-            await layer.close_pools()
+        await push_until_slow_reader(server)
     after = scrape(server)
     assert moved(before, after, "virusgame_ws_server_closes_total", reason="flood") == 1
     assert moved(before, after, "virusgame_ws_server_closes_total", reason="slow_reader") == 1

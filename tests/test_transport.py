@@ -1,19 +1,18 @@
 """viruses/transport.py: close codes and backpressure over real daphne sockets, with and
 without middleware that wraps `send`; SendBuffer and Socket against fakes."""
 
-import asyncio
 import json
 from functools import partial
 
 import pytest
 import websockets
 from autobahn.exception import Disconnected
-from channels_redis.core import RedisChannelLayer
 from django.core.exceptions import ImproperlyConfigured
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from tests import nodes
+from tests.harness import push_until_slow_reader
 from tests.test_production import close_code
 from viruses import transport
 from viruses.consumers import MAX_MESSAGE_BYTES, flood_limit
@@ -56,16 +55,7 @@ async def test_oversize_message_closes_with_1009(server):
 async def test_a_client_that_stops_reading_is_closed_as_a_slow_reader(server):
     # The client reads nothing past a few queued frames, so its kernel buffers fill up.
     async with connect(server, max_queue=1) as ws:
-        layer = RedisChannelLayer(hosts=[server.env["REDIS_URL"]], prefix=server.env["REDIS_PREFIX"])
-        padded = json.dumps({"type": "presence", "online": 1, "pad": "x" * 64 * 1024})
-        try:
-            for _ in range(300):  # ~20 MB
-                await layer.group_send("viruses", {"type": "presence", "text": padded})
-                if "reason=slow_reader" in server.read_log():
-                    break
-                await asyncio.sleep(0.005)
-        finally:
-            await layer.close_pools()
+        await push_until_slow_reader(server)
         assert "reason=slow_reader" in server.read_log()
         await ws.close()
     assert "Traceback" not in server.read_log()
