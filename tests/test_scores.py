@@ -141,3 +141,27 @@ async def test_rename_is_pushed_live_and_a_reconnect_keeps_name_and_score(game):
                 "name": "Sir Sneeze",
                 "kills": 1,
             }
+
+
+async def test_rename_over_the_socket_answers_like_patch_me_and_is_pushed(game):
+    async with Api(game.url, asynchronous=True) as alice, Api(game.url, asynchronous=True) as bob:
+        virus = (await alice.create()).json()["id"]
+        assert (await alice.kill(virus)).status_code == 204
+        taken = (await me(bob))["name"]
+        async with watcher(game, alice) as socket, watcher(game) as anonymous:
+            answer = await socket.act({"type": "rename", "name": "  Doctor   Drip ", "ref": "r1"})
+            assert answer == {"type": "ack", "ref": "r1", "status": 200, "player": await me(alice)}
+            assert answer["player"]["name"] == "Doctor Drip"
+            await anonymous.until(
+                lambda m: m["type"] == "leaderboard" and m["top"][0]["name"] == "Doctor Drip"
+            )
+
+            refused = await socket.act({"type": "rename", "name": taken.upper(), "ref": "r2"})
+            assert (refused["type"], refused["status"]) == ("error", 409)
+            refused = await socket.act(
+                {"type": "rename", "name": "<img src=x onerror=alert(1)>", "ref": "r3"}
+            )
+            assert (refused["type"], refused["status"]) == ("error", 400)
+            nobody = await anonymous.act({"type": "rename", "name": "Ghost", "ref": "r4"})
+            assert (nobody["type"], nobody["status"]) == ("error", 400)
+        assert (await me(alice))["name"] == "Doctor Drip"  # the refusals changed nothing

@@ -1,10 +1,10 @@
-"""A player's two actions, create and kill, as the HTTP API and the WebSocket both take them.
+"""A player's actions, create, kill and rename, as the HTTP API and the WebSocket both take them.
 
 One place decides what a player may do: the rate limit (ratelimit.py, the same buckets
 whichever way the action came), then the service, which decides the alive cap and kill
 races. Refusals are `services.GameError`s carrying their HTTP status; the caller answers
-them in its own protocol. `create` and `kill` are for views (Django runs them in a thread);
-`acreate` and `akill` are the same for consumers: the token is taken off the database
+them in its own protocol. `create`, `kill` and `rename` are for views (Django runs them in
+a thread); `acreate`, `akill` and `arename` are the same for consumers: the token is taken off the database
 thread, then the service runs on it (`database_sync_to_async`), so one player's Redis round
 trip never holds up the other sockets' database work.
 """
@@ -14,7 +14,7 @@ import uuid
 
 from channels.db import database_sync_to_async
 
-from . import ratelimit, services
+from . import ratelimit, selectors, services
 from .models import Virus
 
 
@@ -68,6 +68,26 @@ async def akill(*, virus_id: uuid.UUID | str, address: str, by: services.Actor =
     virus_id = parse_id(virus_id)
     await atake_token("action", address)
     await database_sync_to_async(services.virus_kill)(virus_id=virus_id, by=by)
+
+
+def rename(*, player, name, address: str) -> dict:
+    """Rename a player; return them as they see themself. `BadName` (400), `NameTaken` (409)
+    or `RateLimited` (429) refuse it and change nothing."""
+    take_token("rename", address, str(player))
+    return _rename(player, name)
+
+
+async def arename(*, player: str | None, name, address: str) -> dict:
+    """`rename` for consumers; a socket opened without the player cookie has nobody to rename."""
+    if player is None:
+        raise services.BadRequest("no player: this socket was opened without the player cookie")
+    await atake_token("rename", address, str(player))
+    return await database_sync_to_async(_rename)(player, name)
+
+
+def _rename(player: str, name) -> dict:
+    services.player_rename(player=player, name=name)
+    return selectors.me(player)
 
 
 def parse_id(virus_id: uuid.UUID | str) -> uuid.UUID:

@@ -165,7 +165,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.send_snapshot()
 
     async def act(self, action: messages.Action) -> None:
-        """Do a player's create or kill and answer the sender alone, echoing its `ref`."""
+        """Do a player's create, kill or rename and answer the sender alone, echoing its `ref`."""
         try:
             if action.type == "create":
                 virus = await actions.acreate(address=self.address, by=self.player_id)
@@ -173,9 +173,12 @@ class VirusConsumer(AsyncWebsocketConsumer):
                     201,
                     messages.ack(ref=action.ref, status=201, virus=messages.virus_json(virus)),
                 )
-            else:
+            elif action.type == "kill":
                 await actions.akill(virus_id=action.virus_id, address=self.address, by=self.player_id)
                 status, answer = 204, messages.ack(ref=action.ref, status=204)
+            else:
+                me = await actions.arename(player=self.player_id, name=action.name, address=self.address)
+                status, answer = 200, messages.ack(ref=action.ref, status=200, player=me)
         except services.GameError as exc:
             if isinstance(exc, actions.RateLimited):
                 logger.info(kv("ws.rate_limited", client=self.address, retry_after=exc.retry_after))

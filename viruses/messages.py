@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 ECHO_CHARS = 64  # at most this much of what a client sent comes back in an error
 REF_CHARS = 64  # the longest `ref` a client may give an action (echoed in the answer)
-ACTIONS = ("create", "kill")  # a tuple: a client's "type" may be unhashable (a list)
+ACTIONS = ("create", "kill", "rename")  # a tuple: a client's "type" may be unhashable (a list)
 
 
 class BadMessage(ValueError):
@@ -23,7 +23,7 @@ class BadMessage(ValueError):
 
 
 class BadAction(BadMessage):
-    """A malformed create or kill: answered 400, with its `ref` when that one was valid."""
+    """A malformed action: answered 400, with its `ref` when that one was valid."""
 
     def __init__(self, message: str, ref: str | None = None):
         super().__init__(message)
@@ -35,11 +35,12 @@ class BadAction(BadMessage):
 
 @dataclass(frozen=True)
 class Action:
-    """A player's create or kill, as sent over the socket."""
+    """A player's create, kill or rename, as sent over the socket."""
 
-    type: str  # "create" or "kill"
+    type: str  # "create", "kill" or "rename"
     ref: str
     virus_id: uuid.UUID | None = None  # the kill's target
+    name: object = None  # the rename's new name, as sent (services.player_rename validates it)
 
 
 def decode(data: str | bytes) -> dict:
@@ -60,6 +61,8 @@ def action(message: dict) -> Action:
         raise BadAction(f'an action needs a "ref": a string of at most {REF_CHARS} characters')
     if message["type"] == "create":
         return Action("create", ref)
+    if message["type"] == "rename":
+        return Action("rename", ref, name=message.get("name"))
     virus_id = message.get("id")
     if isinstance(virus_id, str):
         with contextlib.suppress(ValueError):
@@ -117,11 +120,14 @@ def error(message: str, *, ref: str | None = None, status: int | None = None) ->
     return encode(answer)
 
 
-def ack(*, ref: str, status: int, virus: dict | None = None) -> str:
-    """A done action, to its sender alone: 201 with the virus created, or 204 (killed)."""
+def ack(*, ref: str, status: int, virus: dict | None = None, player: dict | None = None) -> str:
+    """A done action, to its sender alone: 201 with the virus created, 204 (killed), or 200
+    with the renamed player (`selectors.me`)."""
     answer = {"type": "ack", "ref": ref, "status": status}
     if virus is not None:
         answer["virus"] = virus
+    if player is not None:
+        answer["player"] = player
     return encode(answer)
 
 

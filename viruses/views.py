@@ -149,8 +149,7 @@ def me(request):
     player = player_of(request)
     if request.method == "PATCH":
         name = _json_body(request).get("name")
-        actions.take_token("rename", client_address(request), str(player.pk))
-        services.player_rename(player=player, name=name)
+        return JsonResponse(actions.rename(player=player.pk, name=name, address=client_address(request)))
     return JsonResponse(selectors.me(player.pk))
 
 
