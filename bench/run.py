@@ -450,7 +450,9 @@ async def run_server(server: BenchServer, driver, profile: dict, redis_pid: int)
                 f"{server.name}: N={lat['clients']}: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
                 f"lost {lat['lost']} of {lat['deliveries_expected']}"
             )
-            if index == 0:
+            if index == 0 and not swarm.open_players:
+                say(f"{server.name}: no client is still open: sustained and burst skipped")
+            elif index == 0:
                 say(f"{server.name}: sustained deliveries, {len(swarm.open_players)} clients")
                 result["sustained"] = await sustained(
                     swarm, driver, profile["step_seconds"], profile["rate_factor"]
