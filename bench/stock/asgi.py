@@ -74,7 +74,7 @@ class StockConsumer(VirusConsumer, AsyncJsonWebsocketConsumer):
             status = getattr(exc, "status", 404)
             await self.send_json({"type": "error", "ref": ref, "status": status, "error": str(exc)})
 
-    virus_created = virus_killed = presence = relay
+    virus_created = virus_killed = presence = leaderboard = relay
 
 
 application = ProtocolTypeRouter(
