@@ -102,3 +102,20 @@ def plain_static_files(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture
+def start_game(game_env, tmp_path):
+    """Start daphne serving a fresh game with extra settings (`start_game(VIRUS_...="...")`);
+    `start_game.env` is the base environment. Every server started is stopped after the test."""
+    started = []
+
+    def start(**extra: str) -> harness.GameServer:
+        server = harness.GameServer({**game_env, **extra}, tmp_path / f"daphne-{len(started)}.log").start()
+        started.append(server)
+        return server
+
+    start.env = game_env
+    yield start
+    for server in started:
+        server.stop()

@@ -6,26 +6,10 @@ import uuid
 
 import pytest
 
-from tests import harness
 from tests.harness import player
 from viruses.messages import REF_CHARS
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def start_game(game_env, tmp_path):
-    """Start a daphne serving a fresh game with extra settings; stopped after the test."""
-    started = []
-
-    def start(**env: str) -> harness.GameServer:
-        server = harness.GameServer({**game_env, **env}, tmp_path / f"daphne{len(started)}.log").start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def change(kind: str, **fields):

@@ -49,21 +49,6 @@ def moved(before: dict, after: dict, name: str, **labels) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-@pytest.fixture
-def start_game(game_env, tmp_path):
-    started = []
-
-    def start(**extra: str) -> harness.GameServer:
-        server = harness.GameServer({**game_env, **extra}, tmp_path / f"daphne-{len(started)}.log").start()
-        started.append(server)
-        return server
-
-    start.env = game_env
-    yield start
-    for server in started:
-        server.stop()
-
-
 async def test_counters_move_as_players_connect_act_get_refused_resync_and_leave(start_game):
     server = start_game(METRICS_TOKEN=TOKEN, VIRUS_MAX_CONNECTIONS_PER_ADDRESS="2")
     before = scrape(server)
