@@ -5,9 +5,9 @@ Each HTTP client keeps its cookies, so each is one player, as a browser would be
 
 import asyncio
 import collections
+import contextlib
 import random
 import time
-from contextlib import asynccontextmanager
 
 import websockets
 
@@ -16,7 +16,7 @@ from tests.harness import Api, Client
 from viruses import leaderboard
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def watcher(game, api: Api | None = None):
     """A WebSocket client reading its snapshot; with `api`, as that HTTP client's player (its cookie)."""
     headers = {"Cookie": f"player={api.client.cookies['player']}"} if api else None
@@ -63,41 +63,63 @@ async def test_racing_kills_credit_exactly_one_player_and_push_one_kill_naming_t
         assert after["type"] == "virus.created" and after["virus"]["id"] == marker
 
 
-async def test_board_after_a_kill_burst_equals_a_fresh_query_and_was_pushed_at_a_bounded_rate(cluster):
-    """Two server processes on PostgreSQL: the bound on board pushes holds for the whole deployment.
+async def test_board_after_300_kills_over_both_paths_equals_a_fresh_query_pushed_at_a_bounded_rate(cluster):
+    """Ten players race for 300 viruses in pairs, each kill over HTTP or the socket at random.
 
-    On SQLite one: two processes' writers queue on the file lock, and past its 5 s busy
-    timeout a kill answers 503 (the contract's answer, but this test counts 204s and 404s).
+    Two server processes on PostgreSQL: the bound on board pushes holds for the whole
+    deployment. On SQLite one: two processes' writers queue on the file lock, and past its
+    5 s busy timeout a kill answers 503 (the contract's answer, but this test counts 204s
+    and 404s).
     """
     game, other = cluster.start(2) if harness.uses_postgres() else cluster.start(1) * 2
+    servers = [game, other] * 5
     rng = random.Random(11)
     # Two connections each: 20 requests in flight at most, within a shared PostgreSQL's client limit.
-    apis = [await Api(server.url, asynchronous=True, connections=2).start() for server in [game, other] * 5]
+    apis = [await Api(server.url, asynchronous=True, connections=2).start() for server in servers]
     wins = collections.Counter()
+    paths = collections.Counter()
     try:
-        async with watcher(game, apis[0]) as viewer:
+        async with contextlib.AsyncExitStack() as stack:
+            viewer = await stack.enter_async_context(watcher(game, apis[0]))
+            sockets = [
+                await stack.enter_async_context(watcher(s, api)) for s, api in zip(servers, apis, strict=True)
+            ]
             first = viewer.messages[0]
             assert first["leaderboard"] == {"top": [], "players": 0}
             assert first["me"]["name"] == (await me(apis[0]))["name"]
             started = time.monotonic()
-            for _ in range(3):  # 300 kills, by 10 players racing in pairs
+            for _ in range(3):
                 ids = [(await apis[0].create()).json()["id"] for _ in range(100)]
-                hunters = [rng.sample(apis, 2) for _ in ids]
+                hunts = [
+                    (v, h, rng.choice(("http", "socket"))) for v in ids for h in rng.sample(range(10), 2)
+                ]
+                paths.update(path for _, _, path in hunts)
+                by_socket = collections.defaultdict(list)
+                for i, (virus_id, hunter, path) in enumerate(hunts):
+                    if path == "socket":
+                        by_socket[hunter].append((i, virus_id))
                 answers = await asyncio.gather(
-                    *(api.kill(v) for v, pair in zip(ids, hunters, strict=True) for api in pair)
+                    *(
+                        kill_over_http(apis[h], i, v)
+                        for i, (v, h, path) in enumerate(hunts)
+                        if path == "http"
+                    ),
+                    *(kill_over_socket(sockets[h], kills) for h, kills in by_socket.items()),
                 )
-                for i, pair in enumerate(hunters):
-                    statuses = [answers[2 * i].status_code, answers[2 * i + 1].status_code]
-                    assert sorted(statuses) == [204, 404], answers[2 * i : 2 * i + 2]
-                    wins[pair[statuses.index(204)]] += 1
+                statuses = {i: status for answer in answers for i, status in answer.items()}
+                for i in range(0, len(hunts), 2):
+                    pair = [statuses[i], statuses[i + 1]]
+                    assert sorted(pair) == [204, 404], (hunts[i : i + 2], pair)
+                    wins[hunts[i + pair.index(204)][1]] += 1
             burst = time.monotonic() - started
+            assert min(paths.values()) > 200, paths  # both paths really raced
 
             fresh = (await apis[0].get("/api/leaderboard/")).json()
             expected = sorted(wins.values(), reverse=True)
             assert [e["kills"] for e in fresh["top"]] == expected[:10]
             assert fresh["players"] == len(wins)
-            for api in apis:
-                assert (await me(api))["kills"] == wins[api]
+            for hunter, api in enumerate(apis):
+                assert (await me(api))["kills"] == wins[hunter]
 
             def is_final(message):
                 return message["type"] == "leaderboard" and {k: message[k] for k in ("top", "players")} == {
@@ -113,6 +135,17 @@ async def test_board_after_a_kill_burst_equals_a_fresh_query_and_was_pushed_at_a
         for api in apis:
             await api.close()
     cluster.assert_clean()
+
+
+async def kill_over_http(api: Api, i: int, virus_id: str) -> dict[int, int]:
+    return {i: (await api.kill(virus_id)).status_code}
+
+
+async def kill_over_socket(client: Client, kills: list[tuple[int, str]]) -> dict[int, int]:
+    """Send every kill at once, as fast clicks do; then read each one's answer (its `ref`)."""
+    for _, virus_id in kills:
+        await client.send({"type": "kill", "id": virus_id, "ref": virus_id})
+    return {i: (await client.seen(lambda m, ref=v: m.get("ref") == ref))["status"] for i, v in kills}
 
 
 async def no_more_boards(viewer) -> bool:

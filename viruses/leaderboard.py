@@ -6,7 +6,8 @@ in this process without Redis) and schedules it DELAY later; calls while it is c
 nothing, since that push reads the database after their commit. The push gives up its
 claim before reading, so a change committed after the read claims the following one: the
 last board pushed is always the board as it stands, and pushes are at most one per DELAY
-however fast people click.
+however fast people click. A board equal to the last one pushed is not pushed again (a
+change that claimed a push may already be on the board the previous push read).
 """
 
 import logging
@@ -22,9 +23,11 @@ from .shared import redis_client
 
 DELAY = 0.5  # seconds between two board pushes, at least
 CLAIM_EXPIRY_MS = 10_000  # a claim of a server that died before pushing lapses after this
+LAST_EXPIRY_S = 3600  # the last board pushed, kept to skip pushing the same board twice
 
 logger = logging.getLogger(__name__)
 _local_claim = threading.Lock()
+_last_local: str | None = None
 
 
 def changed() -> None:
@@ -45,7 +48,11 @@ def push_now() -> bool:
         return False
     finally:
         connection.close()  # this thread's own connection; the timer thread ends here
-    return broadcast.push(messages.leaderboard_event(board))
+    event = messages.leaderboard_event(board)
+    if _same_as_last(event["text"]):
+        return False
+    broadcast.push(event)
+    return True
 
 
 def _key() -> str:
@@ -59,6 +66,22 @@ def _claim() -> bool:
         except redis.RedisError as exc:  # coalesce within this process only, meanwhile
             logger.warning(kv("leaderboard.claim_unavailable", error=type(exc).__name__))
     return _local_claim.acquire(blocking=False)
+
+
+def _same_as_last(text: str) -> bool:
+    """Record `text` as the last board pushed; whether it was already."""
+    global _last_local
+    if settings.REDIS_URLS:
+        try:
+            last = redis_client(settings.REDIS_URLS[0]).set(
+                f"{_key()}:last", text, get=True, ex=LAST_EXPIRY_S
+            )
+            return last is not None and last.decode() == text
+        except redis.RedisError as exc:  # push it: a repeated board is harmless, a lost one is not
+            logger.warning(kv("leaderboard.claim_unavailable", error=type(exc).__name__))
+            return False
+    last, _last_local = _last_local, text
+    return last == text
 
 
 def _release() -> None:
