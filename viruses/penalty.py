@@ -33,7 +33,7 @@ from .ratelimit import client_key
 
 # Addresses remembered at most; beyond, the oldest are forgotten (an attacker rotating
 # addresses must not grow the server without bound).
-MAX_ADDRESSES = 50_000
+MAX_ADDRESSES = 10_000  # ~2 MB
 PRUNE_EVERY = 1024  # boxings between sweeps of forgotten addresses
 # Out of the box, an address is on probation until forgotten: new connections at this pace
 # at most (per second, and at once). Else an attacker's every socket would reconnect the
@@ -49,10 +49,10 @@ _key = lru_cache(maxsize=4096)(client_key)  # at accept, for every connection
 class Box:
     """One address: boxed until when, strikes in a row, then its probation bucket."""
 
-    __slots__ = ("until", "strikes", "seconds", "tokens", "stamp")
+    __slots__ = ("until", "strikes", "tokens", "stamp")
 
-    def __init__(self, until: float, strikes: int, seconds: float):
-        self.until, self.strikes, self.seconds = until, strikes, seconds
+    def __init__(self, until: float, strikes: int):
+        self.until, self.strikes = until, strikes
         self.tokens, self.stamp = float(PROBATION_BURST), until  # full when the box ends
 
 
@@ -98,7 +98,7 @@ class PenaltyBox:
             return None  # another of its sockets, cut for the same abuse
         strikes = 1 if box is None or now - box.until > self.longest else box.strikes + 1
         seconds = min(self.first * 2 ** (strikes - 1), self.longest)
-        self._put(key, Box(now + seconds, strikes, seconds))
+        self._put(key, Box(now + seconds, strikes), now)
         logger.warning(kv("ws.penalty", client=address, reason=reason, seconds=seconds, strikes=strikes))
         return seconds
 
@@ -112,14 +112,14 @@ class PenaltyBox:
             return
         # Keep its strikes: a refusal must not make an abuser's record look clean.
         strikes = box.strikes if box is not None and now - box.until <= self.longest else 0
-        self._put(key, Box(now + seconds, strikes, seconds))
+        self._put(key, Box(now + seconds, strikes), now)
 
-    def _put(self, key: str, box: Box) -> None:
+    def _put(self, key: str, box: Box, now: float) -> None:
         self.boxes.pop(key, None)  # re-insert: the dict's order is then oldest boxing first
         self.boxes[key] = box
         self.boxings += 1
         if self.boxings % PRUNE_EVERY == 0 or len(self.boxes) > MAX_ADDRESSES:
-            self._prune(box.until - box.seconds)
+            self._prune(now)
 
     def _prune(self, now: float) -> None:
         forgotten = [key for key, box in self.boxes.items() if now - box.until > self.longest]
