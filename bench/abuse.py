@@ -32,6 +32,9 @@ from bench.gameload import ms, percentile
 from tools.servers import PYTHON, rss_mib
 
 ABUSER_ADDRESS = "127.0.0.66"
+# The nginx-paced window's attacker comes from another address: the server's penalty box
+# (viruses/penalty.py) still holds the first one when that window starts.
+PACED_ABUSER_ADDRESS = "127.0.0.67"
 ATTACKER = [PYTHON, "-m", "bench.abuse"]
 # deploy/nginx/virusgame.conf: limit_req zone=virusgame_ws (rate=5r/s) burst=30
 NGINX_WS_RATE = 5.0
@@ -59,7 +62,14 @@ class Abuser:
 
     def __init__(self, host: str, port: int, source: str, sockets: int, connects_per_second: float = 0):
         self.host, self.port, self.source, self.sockets = host, port, source, sockets
-        self.stats = {"connections": 0, "refused": 0, "pings_sent": 0, "closed_1008": 0, "resets": 0}
+        self.stats = {
+            "connections": 0,
+            "refused": 0,
+            "cut_at_accept": 0,  # closed before any answer: the penalty box (viruses/penalty.py)
+            "pings_sent": 0,
+            "closed_1008": 0,
+            "resets": 0,
+        }
         self.batch = ping_frames(64)
         self.rate = connects_per_second
         self.tokens, self.stamp = float(NGINX_WS_BURST), time.monotonic()
@@ -108,7 +118,13 @@ class Abuser:
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
                 f"Origin: http://{self.host}:{self.port}\r\n\r\n".encode()
             )
-            head = await reader.readuntil(b"\r\n\r\n")
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+                if not getattr(exc, "partial", b""):
+                    self.stats["cut_at_accept"] += 1
+                    return
+                raise
             if b" 101 " not in head.split(b"\r\n", 1)[0]:
                 self.stats["refused"] += 1
                 return
@@ -211,7 +227,8 @@ async def phase(server, driver, profile: dict, *, say) -> dict:
         variants = {}
         for name, rate in (("bare", 0.0), ("nginx", NGINX_WS_RATE)):
             pacing = "unpaced" if not rate else f"handshakes paced at nginx's {rate:g}/s"
-            say(f"  abuse: with the abuser ({profile['sockets']} sockets from {ABUSER_ADDRESS}, {pacing})")
+            source = PACED_ABUSER_ADDRESS if rate else ABUSER_ADDRESS
+            say(f"  abuse: with the abuser ({profile['sockets']} sockets from {source}, {pacing})")
             variants[name] = await abused_window(swarm, driver, server, profile, rate)
             say(f"  abuse: {_line(variants[name])}; attacker {variants[name]['attacker']}")
             await asyncio.sleep(2.0)
@@ -256,6 +273,8 @@ async def abused_window(swarm: Swarm, driver, server, profile: dict, rate: float
         str(profile["seconds"] + 3),
         "--connects-per-second",
         str(rate),
+        "--source",
+        PACED_ABUSER_ADDRESS if rate else ABUSER_ADDRESS,
         stdout=asyncio.subprocess.PIPE,
     )
     await asyncio.sleep(1.0)  # let the flood start

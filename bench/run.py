@@ -81,7 +81,7 @@ PHASES = ("fanout", "gameload", "abuse")
 LATER_QUIET_WAIT = 30.0
 SUSTAINED_P99_LIMIT = 1.0  # s: a rate is sustained if every delivery arrives within this, none lost
 # What the other phases switch off because every client comes from 127.0.0.1.
-ADMISSION_OFF = ("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", "VIRUS_SNAPSHOT_RATE")
+ADMISSION_OFF = ("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", "VIRUS_SNAPSHOT_RATE", "VIRUS_ABUSE_PENALTY")
 MAX_DELIVERIES = 100_000  # per second: above this the client process, not the server, is measured
 
 T0 = time.monotonic()

@@ -6,7 +6,7 @@ import json
 import pytest
 from channels.layers import channel_layers, get_channel_layer
 
-from tests import harness
+from tests import harness, nodes
 from tests.delivery import Cluster
 from tools import servers
 from viruses import broadcast
@@ -119,3 +119,20 @@ def start_game(game_env, tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def start_node(game_env, tmp_path):
+    """Start daphne as the systemd unit does, with extra settings."""
+    started = []
+
+    def start(daphne_args=None, **env) -> nodes.Node:
+        node = nodes.Node(
+            {**game_env, **env}, tmp_path / f"daphne-{len(started)}.log", daphne_args=daphne_args
+        )
+        started.append(node)
+        return node.start()
+
+    yield start
+    for node in started:
+        node.stop()

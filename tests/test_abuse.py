@@ -14,6 +14,8 @@ import websockets
 from tests.delivery import rss_mib, wait_for
 from tests.harness import player
 from tests.test_delivery import stalled_socket
+from tools.gameclient import decode
+from viruses.consumers import flood_limit
 from viruses.messages import ECHO_CHARS
 
 pytestmark = pytest.mark.timeout(120)
@@ -163,3 +165,97 @@ async def test_a_ping_flood_is_closed_with_1008_and_costs_no_memory_nor_other_cl
     assert len(lines(game, "ws.close")) == 1 and "reason=ping_flood" in lines(game, "ws.close")[0]
     assert grown < 5, f"daphne grew {grown:.1f} MB while {sent} pings were sent"
     print(f"ping flood: {sent} pings sent, closed 1008, daphne RSS +{grown:.1f} MB")
+
+
+ABUSER = "127.0.0.66"  # a loopback address of its own: the penalty box is per client address
+
+
+def flood_pings_until_cut(sock: socket.socket) -> bytes:
+    """Send pings on a stalled socket until the server hangs up; what it sent meanwhile."""
+    ping = masked_frame(0x9, b"p" * 125)
+    sock.settimeout(5)
+    with contextlib.suppress(OSError):  # the server hung up on us
+        for _ in range(20_000):
+            sock.sendall(ping)
+    received = bytearray()
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    sock.close()
+    return bytes(received)
+
+
+def handshake(server, source: str) -> bytes:
+    """Ask for a WebSocket from `source`: daphne's answer, or b"" when it closed before any."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10, source_address=(source, 0)) as sock:
+        request = (
+            f"GET /ws/viruses/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: {server.url}\r\n\r\n"
+        )
+        answer = b""
+        with contextlib.suppress(OSError):  # reset: refused at accept
+            sock.sendall(request.encode())
+            while b"\r\n\r\n" not in answer and (chunk := sock.recv(4096)):
+                answer += chunk
+        return answer
+
+
+def close_codes(data: bytes) -> list[int]:
+    return [struct.unpack("!H", payload[:2])[0] for opcode, payload in server_frames(data) if opcode == 0x8]
+
+
+async def test_an_address_cut_for_a_ping_flood_is_refused_at_accept_with_one_log_line_until_its_penalty_ends(
+    start_game,
+):
+    game = start_game(VIRUS_ABUSE_PENALTY="3", VIRUS_ABUSE_PENALTY_MAX="60")
+    assert close_codes(flood_pings_until_cut(stalled_socket(game, ABUSER))) == [1008]
+
+    # It reconnects at once, again and again: daphne closes each connection before reading it.
+    answers = [await asyncio.to_thread(handshake, game, ABUSER) for _ in range(20)]
+    assert answers.count(b"") >= 19, answers  # the first may race the penalty's start
+    async with player(game) as bob:  # another address is served meanwhile
+        assert bob.online == 1
+    (penalised,) = lines(game, "ws.penalty")
+    assert f"client={ABUSER} reason=ping_flood seconds=3" in penalised and len(penalised) < 200
+    assert sum(f"client={ABUSER}" in line for line in lines(game, "ws.connect")) == 1
+    assert not lines(game, "ws.refused")
+
+    # The penalty ends: the address is let in again. Cut again, it waits twice as long.
+    async def let_in() -> bool:
+        return (await asyncio.to_thread(handshake, game, ABUSER)).startswith(b"HTTP/1.1 101")
+
+    await wait_for(let_in, 60, "the address let in again", 0.5)
+    assert close_codes(flood_pings_until_cut(stalled_socket(game, ABUSER))) == [1008]
+    assert "seconds=6 strikes=2" in lines(game, "ws.penalty")[-1]
+    assert len(lines(game, "ws.penalty")) == 2
+    assert "event=server.accept_gate state=on" in game.read_log()
+    assert "Traceback" not in game.read_log()
+
+
+async def test_behind_a_proxy_a_flooder_is_refused_at_its_handshake_and_its_neighbour_is_not(start_node):
+    node = start_node(VIRUS_ABUSE_PENALTY="60")  # the unit's flags: --proxy-headers
+
+    def connect(address):
+        return websockets.connect(
+            node.ws_url, origin=node.url, additional_headers={"X-Forwarded-For": address}
+        )
+
+    async with connect("203.0.113.7") as flooder:
+        for _ in range(flood_limit() + 1):
+            await flooder.send('{"type": "resync"}')
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await flooder.recv()
+    assert closed.value.rcvd.code == 1008
+    for _ in range(5):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with connect("203.0.113.7"):
+                pass
+        assert refused.value.response.status_code == 403
+    async with connect("203.0.113.8") as neighbour:  # the proxy's own address is not boxed
+        assert decode(await neighbour.recv())[0]["type"] == "snapshot"
+    (penalised,) = lines(node, "ws.penalty")
+    assert "client=203.0.113.7 reason=flood" in penalised
+    assert "event=server.accept_gate state=off reason=proxy_headers" in node.read_log()
+    assert "Traceback" not in node.read_log()

@@ -242,10 +242,11 @@ async def test_creates_racing_the_alive_cap_never_exceed_it(cluster):
 # 7. A client that never reads --------------------------------------------------------------
 
 
-def stalled_socket(server) -> socket.socket:
+def stalled_socket(server, source: str = "127.0.0.1") -> socket.socket:
     """Open a WebSocket by hand and never read from it (a frozen tab, a dead mobile link)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind((source, 0))  # a loopback address of its own: limits are per client address
     sock.connect(("127.0.0.1", server.port))
     sock.sendall(
         (

@@ -303,23 +303,6 @@ def test_the_page_works_under_its_content_security_policy(game):
 # --- WebSocket hardening --------------------------------------------------------------
 
 
-@pytest.fixture
-def start_node(game_env, tmp_path):
-    """Start daphne as the systemd unit does, with extra settings."""
-    started = []
-
-    def start(daphne_args=None, **env) -> nodes.Node:
-        node = nodes.Node(
-            {**game_env, **env}, tmp_path / f"daphne-{len(started)}.log", daphne_args=daphne_args
-        )
-        started.append(node)
-        return node.start()
-
-    yield start
-    for node in started:
-        node.stop()
-
-
 async def close_code(ws, timeout: float = 10) -> int | None:
     """Read until the server closes the socket; return its close code."""
     try:

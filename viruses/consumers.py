@@ -9,7 +9,18 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from . import actions, admission, broadcast, messages, metrics, players, ratelimit, selectors, services
+from . import (
+    actions,
+    admission,
+    broadcast,
+    messages,
+    metrics,
+    penalty,
+    players,
+    ratelimit,
+    selectors,
+    services,
+)
 from .apps import closed_sockets
 from .coalesce import Coalesced
 from .fanout import fanout
@@ -71,11 +82,14 @@ class VirusConsumer(AsyncWebsocketConsumer):
             await self.close_quietly(1008)
             limit = settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS
             logger.warning(kv("ws.refused", reason="connections_per_address", client=address, limit=limit))
+            # Its next handshakes would be refused too: refuse them before they cost anything.
+            penalty.box().hold(address, settings.VIRUS_ABUSE_PENALTY)
             return
-        if await ratelimit.aretry_after("snapshot", address) is not None:
+        if (wait := await ratelimit.aretry_after("snapshot", address)) is not None:
             # Reconnecting in a loop costs a snapshot each time: the same bucket as GET and resync.
             await self.close_quietly(1008)
             logger.warning(kv("ws.refused", reason="snapshots_per_address", client=address))
+            penalty.box().hold(address, wait)
             return
         self.opened_at = time.monotonic()
         # Join before reading the snapshot: a change committed in between is then both
@@ -95,10 +109,10 @@ class VirusConsumer(AsyncWebsocketConsumer):
         )
 
     async def disconnect(self, code):
+        closed_sockets.add()  # refused ones too: their objects are as much garbage
         if self.opened_at is None:
             return
         await self.leave()
-        closed_sockets.add()
         seconds = time.monotonic() - self.opened_at
         logger.info(kv("ws.disconnect", channel=self.channel_name, code=code, seconds=seconds))
 
@@ -146,6 +160,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         if self.flood.exceeded():
             logger.warning(kv("ws.close", channel=self.channel_name, reason="flood", limit=self.flood.limit))
             await self.close(code=1008)
+            penalty.box().strike(self.address, "flood")
             return
         try:
             await self.handle(messages.decode(data))

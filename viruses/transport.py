@@ -9,7 +9,9 @@ wrapped, outermost, in `DaphneProtocolMiddleware`, which puts the protocol (None
 servers and in-process tests) into `scope["extensions"]["daphne.protocol"]`; `Socket` reads
 it from there however many layers sit in between, and refuses to start without it. The
 fastlane (fanout.py) also writes ready-made frames (`text_frame`) through it, straight to
-the socket when Twisted has nothing buffered for it (`Socket.write_frame`).
+the socket when Twisted has nothing buffered for it (`Socket.write_frame`). On the first
+WebSocket it finds, the middleware also makes daphne's listening socket refuse addresses in
+the penalty box at accept (`gate_accepts`, penalty.py).
 """
 
 import contextlib
@@ -23,6 +25,7 @@ from functools import partial
 from autobahn.exception import Disconnected
 from django.core.exceptions import ImproperlyConfigured
 
+from . import penalty
 from .logs import kv
 
 PROTOCOL_KEY = "daphne.protocol"
@@ -44,13 +47,45 @@ class DaphneProtocolMiddleware:
 
     def __init__(self, inner):
         self.inner = inner
+        self.gated = False  # daphne's listener refuses boxed addresses (gate_accepts)
         _check_daphne()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket":
-            extensions = {**(scope.get("extensions") or {}), PROTOCOL_KEY: daphne_protocol(send)}
+            protocol = daphne_protocol(send)
+            if protocol is not None and not self.gated:
+                self.gated = True
+                gate_accepts(protocol.server, penalty.box())
+            extensions = {**(scope.get("extensions") or {}), PROTOCOL_KEY: protocol}
             scope = {**scope, "extensions": extensions}
         return await self.inner(scope, receive, send)
+
+
+def gate_accepts(server, box) -> None:
+    """Make daphne's listening socket close connections from addresses `box` refuses at once.
+
+    Twisted closes an accepted socket whose factory builds no protocol (tcp.Port.doRead):
+    no byte is read, parsed or answered. Only where daphne's peer is the client: with
+    --proxy-headers it is the proxy (whose limit_req then paces handshakes), and
+    penalty.RefuseBoxed refuses the handshake once the client's address is known.
+    """
+    if not box.on:
+        return
+    if server.proxy_forwarded_address_header:
+        logger.info(kv("server.accept_gate", state="off", reason="proxy_headers"))
+        return
+    factory = server.http_factory
+    build = factory.buildProtocol
+    refuses = box.refuses
+
+    def build_unless_boxed(addr):
+        host = getattr(addr, "host", None)  # a unix socket's peer has none: a proxy
+        if host is not None and refuses(host):
+            return None
+        return build(addr)
+
+    factory.buildProtocol = build_unless_boxed
+    logger.info(kv("server.accept_gate", state="on"))
 
 
 def daphne_protocol(send):
@@ -118,6 +153,7 @@ class Socket:
     def _refuse_pings(self, reason: str) -> None:
         self.refused_pings = True
         logger.warning(kv("ws.close", reason=reason, client=self.client, limit=PING_LIMIT))
+        penalty.box().strike(self.client, reason)
         self.protocol.sendCloseFrame(code=1008)
         # Hang up rather than wait for the client's close: autobahn would read and parse
         # every frame the abuser already sent (megabytes of pings, until its close handshake

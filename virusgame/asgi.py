@@ -13,6 +13,7 @@ from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from viruses.broadcast import PushFromLoop  # noqa: E402
+from viruses.penalty import RefuseBoxed  # noqa: E402
 from viruses.routing import websocket_urlpatterns  # noqa: E402
 from viruses.transport import DaphneProtocolMiddleware  # noqa: E402
 
@@ -23,8 +24,9 @@ application = PushFromLoop(
             "http": django_asgi_app,
             # Handshakes from other origins are refused with 403 (cross-site WebSocket hijacking).
             # Outermost: it needs daphne's own `send`, before any middleware wraps it.
+            # Then addresses in the penalty box are refused before anything else runs.
             "websocket": DaphneProtocolMiddleware(
-                OriginValidator(URLRouter(websocket_urlpatterns), settings.WS_ALLOWED_ORIGINS)
+                RefuseBoxed(OriginValidator(URLRouter(websocket_urlpatterns), settings.WS_ALLOWED_ORIGINS))
             ),
         }
     )

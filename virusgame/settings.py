@@ -294,6 +294,11 @@ VIRUS_PRESENCE_HEARTBEAT = env_int("VIRUS_PRESENCE_HEARTBEAT", 15)
 VIRUS_FASTLANE = env_bool("VIRUS_FASTLANE", True)
 # Open WebSockets per client address (all nodes together); more are closed with 1008. 0 = no cap.
 VIRUS_MAX_CONNECTIONS_PER_ADDRESS = env_int("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", 20)
+# An address cut for abuse (a 1008 for a ping or message flood) gets no new connection in
+# this daphne process for this many seconds, doubled per repeat up to the maximum; a refused
+# handshake holds it off as long as the refusal lasts (viruses/penalty.py). 0 = off.
+VIRUS_ABUSE_PENALTY = env_int("VIRUS_ABUSE_PENALTY", 1)
+VIRUS_ABUSE_PENALTY_MAX = env_int("VIRUS_ABUSE_PENALTY_MAX", 60)
 # daphne's --websocket-max-message-size (its default: 1 MiB). It caps what the server sends
 # as well as what it receives, so a snapshot of VIRUS_MAX_ALIVE viruses must fit in it
 # (system check viruses.E001); the app refuses client messages over 64 KiB by itself.
