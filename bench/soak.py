@@ -10,9 +10,10 @@ again once, 40 % of the way in, so that the judged last half begins after the re
 
 Every `--sample-seconds` it records daphne's RSS and open file descriptors (/proc), the
 asyncio tasks on its loop (`virusgame_asyncio_tasks` from /metrics), the `Connection` rows
-and Redis's `used_memory`. The run fails (exit 1, naming the series) when a series' least-
-squares slope over the last half (from when every player was back, if later) is above its
-limit (`LIMITS`), or when any player's view differs from the database at the end. Writes
+and Redis's `used_memory` (and daphne's count of full GCs, which explains RSS steps). The
+run fails (exit 1, naming the series) when a series' least-squares slope over the last half
+(from when every player was back, if later) is above its limit (`LIMITS`), or when any
+player's view differs from the database at the end. Writes
 bench/results/soak-<time>.json and .png (and latest-soak.*), daphne's and the spawner's
 logs to bench/results/logs/.
 """
@@ -352,7 +353,7 @@ class Soak:
             "t": round(self.now(), 1),
             "rss_mb": round(rss_mib(pid), 2),
             "fds": len(os.listdir(f"/proc/{pid}/fd")),
-            "tasks": await self.asyncio_tasks(),
+            **await self.scrape(),
             "connection_rows": await asyncio.to_thread(connection_rows, self.server.env["DATABASE_URL"]),
             "redis_mb": await asyncio.to_thread(redis_used_mb, self.redis),
             "open_players": len(self.open_slots),
@@ -365,13 +366,20 @@ class Soak:
             f"players {sample['open_players']}/{len(self.slots)} | {answers}"
         )
 
-    async def asyncio_tasks(self) -> int | None:
+    async def scrape(self) -> dict:
+        """The asyncio tasks, and the full collections so far (not judged: they explain RSS)."""
         try:
             response = await self.http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         except httpx.HTTPError:
-            return None
-        found = re.search(r"^virusgame_asyncio_tasks (\S+)$", response.text, re.MULTILINE)
-        return int(float(found.group(1))) if found else None
+            return {"tasks": None, "full_gcs": None}
+        found = {
+            name: re.search(rf"^{pattern} (\S+)$", response.text, re.MULTILINE)
+            for name, pattern in (
+                ("tasks", "virusgame_asyncio_tasks"),
+                ("full_gcs", r'python_gc_collections_total\{generation="2"\}'),
+            )
+        }
+        return {name: int(float(match.group(1))) if match else None for name, match in found.items()}
 
     async def converge(self) -> int:
         """Wait for every player to equal the database; return how many did not."""
@@ -428,6 +436,13 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(len(names), 1, figsize=(8, 2.0 * len(names)), dpi=110, sharex=True)
     samples = results["samples"]
     down = [e["t"] / 60 for e in results["events"] if e["event"] in ("redis.stop", "redis.start")]
+    # Between two samples where the process's count of full (generation 2) collections rose.
+    full_gcs = [
+        (before["t"] + after["t"]) / 120
+        for before, after in zip(samples, samples[1:], strict=False)
+        if None not in (before.get("full_gcs"), after.get("full_gcs"))
+        and after["full_gcs"] > before["full_gcs"]
+    ]
     verdict = results["verdict"]
     for ax, name in zip(axes, names, strict=True):
         points = [(s["t"] / 60, s[name]) for s in samples if s.get(name) is not None]
@@ -436,12 +451,14 @@ def plot(results: dict, path: Path) -> None:
         ax.axvspan(results["judged_from_s"] / 60, results["seconds"] / 60, color="tab:green", alpha=0.07)
         if len(down) == 2:
             ax.axvspan(*down, color="tab:red", alpha=0.25, label="Redis down")
+        for minute in full_gcs:
+            ax.axvline(minute, color="tab:gray", linestyle=":", linewidth=1)
         slope = verdict["slopes"].get(name)
         slope_text = "n/a" if slope is None else f"{slope:+.3g} {UNITS[name]}/min"
         ax.set_title(f"{TITLES[name]}: slope {slope_text} (limit {LIMITS[name]:g})", fontsize=9)
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8, loc="upper left")
-    axes[-1].set_xlabel("minutes (green: the judged last half)")
+    axes[-1].set_xlabel("minutes (green: the judged last half; dotted: a full GC in daphne)")
     outcome = "PASS" if verdict["passed"] else "FAIL"
     fig.suptitle(
         f"Soak {results['started']}: {results['players']} players, {results['minutes']:g} min, "
