@@ -58,6 +58,8 @@ async def test_counters_move_as_players_connect_act_get_refused_resync_and_leave
         assert value(during, "virusgame_ws_open") == 2
         assert moved(before, during, "virusgame_ws_connects_total") == 2
         assert 0 <= value(during, "virusgame_presence_heartbeat_age_seconds") < 60
+        # Each open socket keeps at least its own task on the server's loop.
+        assert value(during, "virusgame_asyncio_tasks") >= value(before, "virusgame_asyncio_tasks") + 2 > 2
 
         # A third socket from the same address is over the cap: refused, and counted by reason.
         async with websockets.connect(server.ws_url, origin=server.url) as ws:
@@ -101,6 +103,7 @@ async def test_counters_move_as_players_connect_act_get_refused_resync_and_leave
     gone = scrape(server)
     assert moved(before, gone, "virusgame_ws_disconnects_total", code="1000") == 2
     assert value(gone, "virusgame_presence_heartbeat_age_seconds") == 0
+    assert value(gone, "virusgame_asyncio_tasks") < value(during, "virusgame_asyncio_tasks")
     assert value(gone, "process_resident_memory_bytes") > 0  # the client's process metrics too
 
 

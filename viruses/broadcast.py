@@ -77,6 +77,12 @@ class Pusher:
 _pusher: Pusher | None = None
 
 
+def server_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop of this server process (None before its first request, and outside servers)."""
+    pusher = _pusher
+    return pusher.loop if pusher is not None and pusher.loop.is_running() else None
+
+
 class PushFromLoop:
     """ASGI wrapper: pushes made in this process leave from the server's event loop (`Pusher`).
 

@@ -3,14 +3,16 @@
 Every metric is defined here. Most move without any hook in the code that does the work:
 each `key=value` line is built by `logs.kv`, which hands the event to `observe` below, so
 a socket that opens, a refusal, a push or a Redis error is counted where it is logged
-(whatever LOG_LEVEL says). The rest are read when scraped (open sockets, heartbeat age) or
-counted by one call (resyncs, WebSocket actions) or by `count_http_actions`, a middleware.
+(whatever LOG_LEVEL says). The rest are read when scraped (open sockets, heartbeat age,
+asyncio tasks) or counted by one call (resyncs, WebSocket actions) or by
+`count_http_actions`, a middleware.
 
 Each daphne process counts its own: scrape every process, not the balancer in front
 (docs/production.md, "Metrics"). `/metrics` is off (404) unless METRICS_TOKEN or
 METRICS_ALLOW_FROM is set; then a scraper needs the bearer token and/or an allowed address.
 """
 
+import asyncio
 import logging
 import time
 
@@ -21,7 +23,7 @@ from django.http import HttpResponse
 from django.utils.decorators import sync_and_async_middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
-from . import access, logs
+from . import access, broadcast, logs
 from .logs import kv
 from .views import allow, error
 
@@ -56,6 +58,9 @@ EVENTS = Counter("virusgame_log_events", "Every key=value log event, by name and
 HEARTBEAT_AGE = Gauge(
     "virusgame_presence_heartbeat_age_seconds",
     "Seconds since this process last refreshed its Connection rows (0 while it has no socket)",
+)
+ASYNCIO_TASKS = Gauge(
+    "virusgame_asyncio_tasks", "Unfinished asyncio tasks on this process's event loop (a leak grows it)"
 )
 
 # Close codes kept as labels; any other (a client may send 3000-4999) counts as "other".
@@ -134,8 +139,15 @@ def _heartbeat_age() -> float:
     return time.monotonic() - server_presence.refreshed_at
 
 
+def _asyncio_tasks() -> int:
+    loop = broadcast.server_loop()
+    # Scrapes run on a worker thread; all_tasks copies the loop's task set (retrying if it changes).
+    return len(asyncio.all_tasks(loop)) if loop is not None else 0
+
+
 SOCKETS_OPEN.set_function(_sockets_open)
 HEARTBEAT_AGE.set_function(_heartbeat_age)
+ASYNCIO_TASKS.set_function(_asyncio_tasks)
 
 
 @sync_and_async_middleware
