@@ -3,7 +3,7 @@
 import asyncio
 from collections.abc import Callable
 
-from .dbthread import database_sync_to_async
+from channels.db import database_sync_to_async
 
 
 class Coalesced:

@@ -1,15 +1,17 @@
-"""The sockets' database calls: Channels' `database_sync_to_async`, with SQLite connections kept.
+"""The socket actions' database calls: Channels' `database_sync_to_async`, SQLite connection kept.
 
-Consumers (actions, snapshots, presence) run their database work on asgiref's one shared
-thread per process. Channels closes that thread's connection after every call, as
-`CONN_MAX_AGE = 0` asks (settings.py: under ASGI each HTTP request runs in a thread of its
-own, so persistent connections would pile up). For SQLite that close costs more than the
+Consumers run their database work on asgiref's one shared thread per process. Channels
+closes that thread's connection after every call, as `CONN_MAX_AGE = 0` asks (settings.py:
+under ASGI each HTTP request runs in a thread of its own, so persistent connections would
+pile up). For SQLite that close costs more than the
 query: the process's last connection to close checkpoints the WAL and deletes it, and the
 next call opens the file, reads the schema and registers Django's SQL functions again
 (docs/performance.md, "Game load": daphne CPU per socket action 13 -> 9 ms). So on that one
 long-lived thread a SQLite connection stays open for `KEEP_SECONDS` (then it is replaced,
-as any broken one is at once). PostgreSQL connections still go back to the pool after each
-call, where HTTP requests' threads share them.
+as any broken one is at once); the other consumer calls (snapshots, presence) still go
+through Channels' own wrapper, which then finds that connection young and keeps it too.
+PostgreSQL connections still go back to the pool after each call, where HTTP requests'
+threads share them.
 """
 
 import time

@@ -13,12 +13,12 @@ import time
 import uuid
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import admission, broadcast, messages, services
 from .coalesce import Coalesced
-from .dbthread import database_sync_to_async
 from .logs import kv
 from .selectors import online_count, online_players
 
