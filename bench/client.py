@@ -109,7 +109,7 @@ class Player(asyncio.Protocol):
                 return
             data = b"".join(self.fragments)
             self.fragments = []
-            for message in decode(data):
+            for message in self.swarm.decode(data):
                 self.message(message, now)
         elif opcode == 8:  # close
             self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
@@ -214,6 +214,8 @@ class Swarm:
         self.unreferenced: list[dict] = []  # errors without a ref (an action the server ignores)
         self.closed_by_server = 0
         self.last_arrival = 0.0
+        self._last_frame: bytes | None = None
+        self._last_messages: list[dict] = []
 
     @property
     def open_players(self) -> list[Player]:
@@ -274,6 +276,17 @@ class Swarm:
 
     def on_closed(self, player: Player) -> None:
         self.closed_by_server += 1
+
+    def decode(self, data: bytes) -> list[dict]:
+        """The messages of a frame, parsed once for a run of players given the same bytes.
+
+        A fan-out writes one frame to every player in turn, so most frames equal the one
+        before; their messages are only read (the page's rules, arrivals), never changed.
+        Each player still gets its own bytes, timed as they reach it, and applies them.
+        """
+        if data != self._last_frame:
+            self._last_frame, self._last_messages = data, decode(data)
+        return self._last_messages
 
     # -- arrivals ------------------------------------------------------------------------
 

@@ -132,3 +132,21 @@ async def test_a_player_clicking_at_the_rate_limit_is_not_cut_off_by_the_flood_l
         assert [a["status"] for a in answers] == [201] * 30
         await alice.seen(change("virus.created", seq=30))
     assert "reason=flood" not in server.read_log()
+
+
+async def test_socket_actions_see_what_other_processes_committed_between_them(game):
+    # The sockets' SQLite connection stays open between actions (viruses/dbthread.py): it
+    # must still read the database as it stands, not as it was at its previous action.
+    async with player(game) as alice:
+        first = await alice.act({"type": "create", "ref": "c"})
+        game.manage("spawn_virus")  # cron, another process
+        mine = first["virus"]["id"]
+        spawned = (await alice.seen(lambda m: m["type"] == "virus.created" and m["virus"]["id"] != mine))[
+            "virus"
+        ]
+        answer = await alice.act({"type": "kill", "id": spawned["id"], "ref": "k1"})
+        assert answer["status"] == 204
+        game.api().kill(mine)  # HTTP, another thread and connection
+        answer = await alice.act({"type": "kill", "id": mine, "ref": "k2"})
+        assert answer["status"] == 404
+        assert game.api().list()["viruses"] == []
