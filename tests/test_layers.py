@@ -136,3 +136,19 @@ async def test_flush_drops_messages_already_read_into_the_process_and_strands_no
     # receive() fails (or, reconnected, goes on); either way that receive() ends.
     (outcome,) = await asyncio.wait_for(asyncio.gather(still_waiting, return_exceptions=True), 5)
     assert outcome == {"type": "after"} or isinstance(outcome, redis.ConnectionError), outcome
+
+
+async def test_a_burst_of_calls_shares_a_bounded_pool_and_every_call_succeeds(redis_server, raw_redis):
+    """A connect storm's group_add calls wait for one of `max_connections` Redis connections
+    (`pool_wait`) instead of opening one each and keeping them for the life of the process."""
+    name = f"layer-pool-{uuid.uuid4().hex[:8]}"
+    layer = LocalFanoutRedisChannelLayer(
+        hosts=[{"address": redis_server.url, "client_name": name, "max_connections": 8, "pool_wait": 10}],
+        prefix=name,
+    )
+    channels = [await layer.new_channel() for _ in range(300)]
+    await asyncio.gather(*(layer.group_add(GROUP, channel) for channel in channels))
+    assert await raw_redis.zcard(f"{name}:group:{GROUP}") == 300
+    clients = [c for c in await raw_redis.client_list() if c["name"] == name]
+    assert 1 <= len(clients) <= 8
+    await layer.flush()

@@ -5,6 +5,7 @@ import logging
 from collections.abc import Callable
 
 from channels_redis.core import RedisChannelLayer
+from redis.asyncio import BlockingConnectionPool
 
 from .logs import kv
 
@@ -26,6 +27,11 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
     A Redis error is raised in every `receive()` waiting on that key, and the next
     `receive()` starts a new reader. `bypass` and `hand_over` let the process's fastlane
     (fanout.py) take a channel's group events from the reader itself.
+
+    A host entry with `pool_wait` (seconds) gets a pool of at most `max_connections` that
+    makes a caller wait that long for a free connection, instead of the core layer's pool,
+    which opens one more connection for every concurrent call and keeps them all: after a
+    storm of N handshakes, N idle Redis connections for the life of the process.
     """
 
     def __init__(self, *args, **kwargs):
@@ -34,6 +40,13 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
         # Called by the reader with each message and the local channels it names; returns
         # the channels still to be given the message through their `receive()` (fanout.py).
         self.bypass: Callable[[list[str], dict], list[str]] | None = None
+
+    def create_pool(self, index):
+        host = dict(self.hosts[index])
+        wait = host.pop("pool_wait", None)
+        if wait is None or "address" not in host:
+            return super().create_pool(index)
+        return BlockingConnectionPool.from_url(host.pop("address"), timeout=wait, **host)
 
     async def receive(self, channel):
         if "!" not in channel:

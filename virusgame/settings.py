@@ -163,8 +163,6 @@ _layer_connection = {
     # wait longer than that.
     "socket_timeout": None,
     "socket_connect_timeout": 2,
-    # The default of 100 fails handshakes under a connect burst.
-    "max_connections": 2000,
 }
 if REDIS_URLS:
     CHANNEL_LAYERS = {
@@ -174,9 +172,12 @@ if REDIS_URLS:
             "BACKEND": "viruses.layers.LocalFanoutRedisChannelLayer",
             "CONFIG": {
                 "hosts": [
-                    sentinel.layer_host(url, **_layer_connection)
+                    # A connect burst needs many at once: redis-py's default of 100 failed
+                    # handshakes. Without the sentinels, a bounded pool that makes a burst
+                    # wait (viruses/layers.py) instead of keeping a connection per socket.
+                    sentinel.layer_host(url, **_layer_connection, max_connections=2000)
                     if REDIS_SENTINEL
-                    else {"address": url, **_layer_connection}
+                    else {"address": url, **_layer_connection, "max_connections": 64, "pool_wait": 10}
                     for url in REDIS_URLS
                 ],
                 "prefix": REDIS_PREFIX,
