@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from . import actions, admission, broadcast, messages, metrics, players, ratelimit, selectors, services
 from .apps import closed_sockets
 from .coalesce import Coalesced
+from .drain import RESTART_CODE, RESTART_REASON, drain
 from .fanout import fanout
 from .logs import kv
 from .presence import SERVER, server_presence
@@ -90,6 +91,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
             player_id=self.player_id,
         )
         await self.send_snapshot()
+        drain.opened(self)
         logger.info(
             kv("ws.connect", channel=self.channel_name, client=address, server=SERVER, fastlane=self.fastlane)
         )
@@ -118,8 +120,17 @@ class VirusConsumer(AsyncWebsocketConsumer):
             await self.accept()
         await self.close(code=code)
 
+    def restart(self) -> None:
+        """Tell the client this server is leaving (1012): it reconnects at once, elsewhere."""
+        if self.closing or not self.socket.open or self.socket.protocol is None:
+            return
+        self.closing = True
+        fanout.leave(self.channel_name)
+        self.socket.close_now(RESTART_CODE, RESTART_REASON)
+
     async def leave(self) -> None:
         """Leave the group, the online count and the address's place; safe to repeat, and during outages."""
+        drain.closed(self)
         if self.admitted:
             self.admitted = False
             await admission.arelease(self.address, self.channel_name)

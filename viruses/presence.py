@@ -70,6 +70,10 @@ class ServerPresence:
 
     async def _announce(self) -> None:
         await asyncio.sleep(ANNOUNCE_DELAY)
+        await self.announce_now()
+
+    async def announce_now(self) -> None:
+        """Push the online count and names as the database has them now."""
         try:
             online, names = await database_sync_to_async(online_state)()
         except Exception as exc:  # the database is down: the next join, leave or beat retries

@@ -14,6 +14,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from . import access, actions, messages, players, ratelimit, selectors, services
+from .drain import drain
 from .logs import kv
 
 logger = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ def _json_body(request) -> dict:
 
 @allow("GET")
 def healthz(request):
+    if drain.draining:  # leaving on SIGTERM: balancers and the restart procedure look elsewhere
+        return JsonResponse({"status": "draining"}, status=503)
     checks = {"database": _database_ok(), "channel_layer": _channel_layer_ok()}
     healthy = all(checks.values())
     if _may_see_details(request):
