@@ -3,13 +3,25 @@
 import logging
 import math
 import time
+from functools import partial
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from . import actions, admission, broadcast, messages, metrics, players, ratelimit, selectors, services
+from . import (
+    actions,
+    admission,
+    broadcast,
+    idempotency,
+    messages,
+    metrics,
+    players,
+    ratelimit,
+    selectors,
+    services,
+)
 from .apps import closed_sockets
 from .coalesce import Coalesced
 from .drain import RESTART_CODE, RESTART_REASON, drain
@@ -178,15 +190,11 @@ class VirusConsumer(AsyncWebsocketConsumer):
     async def act(self, action: messages.Action) -> None:
         """Do a player's create, kill or rename and answer the sender alone, echoing its `ref`."""
         try:
-            if action.type == "create":
-                virus = await actions.acreate(address=self.address, by=self.player_id)
-                status, answer = (
-                    201,
-                    messages.ack(ref=action.ref, status=201, virus=messages.virus_json(virus)),
+            if action.type in ("create", "kill"):
+                status, virus = await idempotency.aonce(
+                    action.key, address=self.address, player=self.player_id, act=partial(self.do, action)
                 )
-            elif action.type == "kill":
-                await actions.akill(virus_id=action.virus_id, address=self.address, by=self.player_id)
-                status, answer = 204, messages.ack(ref=action.ref, status=204)
+                answer = messages.ack(ref=action.ref, status=status, virus=virus)
             else:
                 me = await actions.arename(player=self.player_id, name=action.name, address=self.address)
                 status, answer = 200, messages.ack(ref=action.ref, status=200, player=me)
@@ -201,6 +209,13 @@ class VirusConsumer(AsyncWebsocketConsumer):
             status, answer = 503, messages.error(text, ref=action.ref, status=503)
         metrics.count_action(path="socket", action=action.type, status=status)
         await self.send_text(answer)
+
+    async def do(self, action: messages.Action) -> idempotency.Answer:
+        if action.type == "create":
+            virus = await actions.acreate(address=self.address, by=self.player_id)
+            return 201, messages.virus_json(virus)
+        await actions.akill(virus_id=action.virus_id, address=self.address, by=self.player_id)
+        return 204, None
 
     async def send_snapshot(self) -> None:
         # Off the fastlane meanwhile: events queue behind the snapshot, as on the consumer
