@@ -73,7 +73,10 @@ class VirusConsumer(AsyncWebsocketConsumer):
             await self.close_quietly(1013)
         finally:
             # However the consumer ends, crashes included, it must not stay counted or grouped.
-            await self.leave()
+            try:
+                await self.leave()
+            finally:
+                drain.closed(self)  # a leaving server waits for this
 
     async def connect(self):
         address = self.address = client_address(self.scope)
@@ -138,11 +141,10 @@ class VirusConsumer(AsyncWebsocketConsumer):
             return
         self.closing = True
         fanout.leave(self.channel_name)
-        self.socket.close_now(RESTART_CODE, RESTART_REASON)
+        self.socket.close_now(RESTART_CODE, RESTART_REASON, hang_up=True)
 
     async def leave(self) -> None:
         """Leave the group, the online count and the address's place; safe to repeat, and during outages."""
-        drain.closed(self)
         if self.admitted:
             self.admitted = False
             await admission.arelease(self.address, self.channel_name)

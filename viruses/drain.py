@@ -10,13 +10,14 @@ A second SIGTERM stops at once.
 """
 
 import asyncio
+import contextvars
 import logging
 import time
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from . import services, transport
+from . import broadcast, services, transport
 from .logs import kv
 
 RESTART_CODE = 1012  # RFC 6455 / IANA: "service restart", the client may reconnect at once
@@ -51,7 +52,9 @@ class Drain:
             logger.warning(kv("drain.abort", reason="second_sigterm"))
             transport.stop_reactor()
             return
-        self.task = asyncio.get_event_loop().create_task(self.run())
+        # A context of its own: the signal's callback runs in whatever context the interrupted
+        # code had, and asgiref's thread-sensitive executor found there may be long gone.
+        self.task = asyncio.get_event_loop().create_task(self.run(), context=contextvars.Context())
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -75,14 +78,26 @@ class Drain:
         logger.info(kv("drain.start", sockets=len(sockets), server=SERVER, ports=len(listeners.ports)))
         for consumer in sockets:
             consumer.restart()
-        # Each consumer leaves (its row, group and place) when its client's close arrives.
+        # Its players are counted where they reconnect from now on: one DELETE for all
+        # rather than one per socket as each consumer leaves, which takes seconds for hundreds.
+        # Announced now, before they rejoin elsewhere, and never again from here.
+        server_presence.leaving = True
+        try:
+            await database_sync_to_async(services.connections_close_server)(server=SERVER)
+            await server_presence.announce_now()
+        except Exception as exc:  # the database is down: the rows go stale; still let requests finish
+            logger.warning(kv("drain.presence_failed", error=f"{type(exc).__name__}: {exc}"))
+        # Each consumer leaves (its group and place) when its client's close arrives.
         while self.consumers or listeners.busy_requests():
             listeners.close_idle()
             await asyncio.sleep(0.05)
         listeners.close_idle()
-        # Rows of sockets whose leave failed would count as online until they go stale.
+        # Changes committed here reach everyone before the process goes: a lost push would
+        # leave a gap that clients only fill by a resync, seconds later.
+        await broadcast.flush()
+        # Sockets whose handshake was under way at the start; the other node's next count,
+        # or its heartbeat, announces them.
         await database_sync_to_async(services.connections_close_server)(server=SERVER)
-        await server_presence.announce_now()
 
 
 drain = Drain()

@@ -144,12 +144,13 @@ def once(key: str | None, *, address: str, player, act: Callable[[], Answer]) ->
         return act()
     if remembered is not None:
         return remembered
-    answer = None
     try:
         answer = act()
-        return answer
-    finally:
-        _settle_quietly(name, answer)
+    except Exception:
+        _settle_quietly(name, None)  # refused or failed: nothing changed, a retry may act
+        raise
+    _settle_quietly(name, answer)
+    return answer
 
 
 async def aonce(key: str | None, *, address: str, player, act: Callable[[], Awaitable[Answer]]) -> Answer:
@@ -164,12 +165,15 @@ async def aonce(key: str | None, *, address: str, player, act: Callable[[], Awai
         return await act()
     if remembered is not None:
         return remembered
-    answer = None
+    # Cancelled (the server stopped mid-action), the key stays claimed: the action may have
+    # committed, so a retry waits and is told to try again rather than risk doing it twice.
     try:
         answer = await act()
-        return answer
-    finally:
-        await sync_to_async(_settle_quietly, thread_sensitive=False)(name, answer)
+    except Exception:
+        await sync_to_async(_settle_quietly, thread_sensitive=False)(name, None)
+        raise
+    await sync_to_async(_settle_quietly, thread_sensitive=False)(name, answer)
+    return answer
 
 
 def _settle_quietly(name: str, answer: Answer | None) -> None:

@@ -185,10 +185,16 @@ class Socket:
         transport.write(frame)  # the rest, or the error, Twisted's way
         return True
 
-    def close_now(self, code: int, reason: str = "") -> None:
-        """Send a close frame with an RFC code at once (an open socket under daphne only)."""
+    def close_now(self, code: int, reason: str = "", hang_up: bool = False) -> None:
+        """Send a close frame with an RFC code at once (an open socket under daphne only).
+
+        `hang_up`: close the connection once the frame is written instead of waiting for the
+        client's reply, which a busy server would read late: the client is gone at once.
+        """
         self.cut = True
         self.protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode() or None)
+        if hang_up:
+            self.protocol.transport.loseConnection()
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Close with `code` (None or True, as Channels' `send(close=True)` passes: 1000)."""
