@@ -3,12 +3,14 @@ flags behind the deploy kit's nginx, PostgreSQL, Redis, 200 page-like players (2
 creating and killing through the page's path), node A restarted, then node B."""
 
 import asyncio
+import json
 import re
 import signal
 import time
 
 import httpx
 import pytest
+import websockets
 
 from tests import harness, nodes
 from tests.delivery import Player, api_state, db_scalar, raise_open_files_limit, tracebacks
@@ -63,6 +65,11 @@ async def pause(actors: list[Actor]) -> None:
         await asyncio.sleep(0.3)
 
 
+def exit_seconds(node: nodes.Node, signalled: float) -> float:
+    node.process.wait(stop_timeout())
+    return time.monotonic() - signalled
+
+
 def caught_up_with(player: Player, seq: int) -> bool:
     on_socket = player.ws is not None and player.closed_at is None  # its snapshot came
     return on_socket and player.seq is not None and player.seq >= seq and not player.feed.behind
@@ -81,6 +88,7 @@ async def restart(node: nodes.Node, env: dict, proxy: nodes.Nginx, players: list
     closes = sum(p.close_codes.count(1012) for p in players)
     started = time.monotonic()
     node.process.send_signal(signal.SIGTERM)
+    exit_wait = asyncio.create_task(asyncio.to_thread(exit_seconds, node, started))
 
     def caught_up() -> bool:
         """The node's players were told to go and are back, each on a new socket, with every
@@ -99,8 +107,7 @@ async def restart(node: nodes.Node, env: dict, proxy: nodes.Nginx, players: list
     online = await until(
         lambda: online_exact(env, players), started, "online count exact in the database and every page"
     )
-    await asyncio.to_thread(node.process.wait, stop_timeout())
-    exited = time.monotonic() - started
+    exited = await exit_wait
     log = node.read_log()
     replacement = nodes.Node(env, tmp_path / f"{node.log_path.stem}-new.log", port=node.port).launch()
     await asyncio.to_thread(replacement.wait_ready)
@@ -172,6 +179,28 @@ async def wait_in_rotation(proxy: nodes.Nginx, node: nodes.Node) -> None:
             assert time.monotonic() < deadline, "nginx never sent a request to the restarted node"
             await probe.get("/healthz")
             await asyncio.sleep(0.2)
+
+
+async def test_a_node_told_to_stop_tells_its_sockets_to_go_and_leaves_no_player_online(game):
+    """The drain on one node (any database): 1012 "service restart", rows gone, a prompt exit."""
+    sockets = [await websockets.connect(game.ws_url, origin=game.url) for _ in range(3)]
+    for ws in sockets:
+        assert json.loads(await ws.recv())["type"] == "snapshot"
+    assert await asyncio.to_thread(online_rows, game.env) == 3
+    started = time.monotonic()
+    game.process.send_signal(signal.SIGTERM)
+    for ws in sockets:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), BOUND)
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1012, "service restart")
+    assert await asyncio.to_thread(exit_seconds, game, started) < stop_timeout()
+    assert game.process.returncode == 0
+    assert await asyncio.to_thread(online_rows, game.env) == 0
+    log = game.read_log()
+    assert "event=drain.start sockets=3" in log and "event=drain.done" in log
+    assert "Traceback" not in log
+    with pytest.raises(OSError):  # nothing listens any more
+        await websockets.connect(game.ws_url, origin=game.url, open_timeout=2)
 
 
 async def test_a_rolling_restart_behind_nginx_goes_unnoticed(game_env, tmp_path):
