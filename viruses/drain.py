@@ -76,17 +76,17 @@ class Drain:
         listeners.stop_listening()
         sockets = list(self.consumers)
         logger.info(kv("drain.start", sockets=len(sockets), server=SERVER, ports=len(listeners.ports)))
-        for consumer in sockets:
-            consumer.restart()
-        # Its players are counted where they reconnect from now on: one DELETE for all
-        # rather than one per socket as each consumer leaves, which takes seconds for hundreds.
-        # Announced now, before they rejoin elsewhere, and never again from here.
+        # Its players no longer count here, in one DELETE rather than one per socket as each
+        # consumer leaves (seconds, for hundreds), and before they are told to go: every
+        # count the node they move to makes then includes them once. This process announces
+        # nothing more; the other nodes' joins do (their heartbeat, if nobody comes back).
         server_presence.leaving = True
         try:
             await database_sync_to_async(services.connections_close_server)(server=SERVER)
-            await server_presence.announce_now()
         except Exception as exc:  # the database is down: the rows go stale; still let requests finish
             logger.warning(kv("drain.presence_failed", error=f"{type(exc).__name__}: {exc}"))
+        for consumer in sockets:
+            consumer.restart()
         # Each consumer leaves (its group and place) when its client's close arrives.
         while self.consumers or listeners.busy_requests():
             listeners.close_idle()

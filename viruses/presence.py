@@ -40,8 +40,8 @@ class ServerPresence:
         self.channels: dict[str, str] = {}  # channel name: client address
         self._announcer: asyncio.Task | None = None
         self._changed = False  # a join or leave not yet covered by a count
-        # The process is leaving (drain.py): it announced once; a later count could reach
-        # clients after the count of the node they moved to, and undo it.
+        # The process is leaving (drain.py) and announces nothing more: its count could
+        # reach clients after the count of the node they moved to, and undo it.
         self.leaving = False
         self._heartbeat: asyncio.Task | None = None
         self._last_announced: int | None = None
@@ -89,6 +89,8 @@ class ServerPresence:
             online, names = await database_sync_to_async(online_state)()
         except Exception as exc:  # the database is down: the next join, leave or beat retries
             logger.warning(kv("presence.count_failed", error=_describe(exc)))
+            return
+        if self.leaving:
             return
         self._last_announced = online
         await broadcast.apush(messages.presence_event(online=online, **names))
