@@ -5,6 +5,7 @@ import math
 import time
 from functools import partial
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
@@ -240,13 +241,19 @@ class VirusConsumer(AsyncWebsocketConsumer):
             self.closing = True
 
     async def dispatch(self, message):
-        # Group events touch no database: relay them without Channels' per-message
-        # `aclose_old_connections()`, a thread hop per client per change (half the cost
-        # of a fan-out, docs/performance.md). Everything else goes the usual way.
+        # Without Channels' per-message `aclose_old_connections()`: a hop to the one database
+        # thread per message, redundant here (every database call goes through
+        # `database_sync_to_async`, which closes old connections before and after). For group
+        # events it was half the cost of a fan-out (docs/performance.md); for handshakes it
+        # queued a reconnect storm's snapshot reads behind one hop per socket (seconds for
+        # 200 sockets moving in a rolling restart).
         if message["type"] in messages.GROUP_EVENTS:
             await self.send_text(message["text"])
-        else:
-            await super().dispatch(message)
+            return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
 
 def flood_limit() -> int:

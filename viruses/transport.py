@@ -192,7 +192,10 @@ class Socket:
         client's reply, which a busy server would read late: the client is gone at once.
         """
         self.cut = True
-        self.protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode() or None)
+        if reason:
+            self.protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode())
+        else:
+            self.protocol.sendCloseFrame(code=code)
         if hang_up:
             self.protocol.transport.loseConnection()
 
