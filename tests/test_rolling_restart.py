@@ -279,8 +279,9 @@ async def test_a_rolling_restart_behind_nginx_goes_unnoticed(game_env, tmp_path)
         for actor in actors:
             actor.task.cancel()
         await asyncio.gather(*(actor.task for actor in actors), return_exceptions=True)
+        # Concurrently and bounded: 200 closing handshakes one after another can take minutes.
+        await asyncio.wait_for(asyncio.gather(*(p.stop() for p in players), return_exceptions=True), 30)
         for player in players:
-            await player.stop()
             if player.api:
                 await player.api.close()
         proxy.stop()
