@@ -60,7 +60,9 @@ async def pause(actors: list[Actor]) -> None:
     done = [a for a in actors if a.outcomes]
     counts = [len(a.outcomes) for a in done]
     await asyncio.sleep(0.1)
+    deadline = time.monotonic() + 30
     while any(a.player.answers for a in done) or [len(a.outcomes) for a in done] != counts:
+        assert time.monotonic() < deadline, "an action got no final answer within 30 s"
         counts = [len(a.outcomes) for a in done]
         await asyncio.sleep(0.3)
 
