@@ -3,15 +3,20 @@
 `Player` follows the contract with the page's rules (tools/gameclient.py's `Feed`): changes
 in seq order, held back ahead of a gap, `resync` when a gap is not filled within
 GAP_TIMEOUT, and when its socket closes it opens a new one (whose snapshot replaces
-everything). It records what it saw so tests can count it.
+everything): at once with jitter after a 1012 "service restart", else with backoff. Its
+`act` is the page's create or kill (actions.js): over the socket with an idempotency key,
+asked again over HTTP with the same key when the socket closed before the answer. It
+records what it saw so tests can count it.
 """
 
 import asyncio
 import contextlib
+import itertools
 import json
 import random
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -20,12 +25,37 @@ import redis
 import websockets
 
 from tools.gameclient import CHANGES, GAP_TIMEOUT, Feed, decode
-from tools.servers import GameServer, raise_open_files_limit, rss_mib  # noqa: F401 (re-exported)
+from tools.servers import Api, GameServer, raise_open_files_limit, rss_mib  # noqa: F401 (re-exported)
+
+# The page's constants (game.js, actions.js).
+SERVICE_RESTART = 1012
+RESTART_JITTER = 1.0  # s: a 1012 reconnects within this, at random
+RETRY_STATUSES = (0, 502, 503, 504)  # an HTTP action asked again with its key after these
+HTTP_RETRIES = 4
+RETRY_BASE = 0.25  # s, doubled for each retry
 
 
 class Player:
-    def __init__(self, server: GameServer, *, name: str = "player", lose: float = 0.0, seed: int = 0):
+    """`server`: anything with `url` and `ws_url` (a daphne, nginx); `local_addr`: a loopback
+    address of its own; `api`: the browser's HTTP side, whose cookies the socket sends too."""
+
+    def __init__(
+        self,
+        server: GameServer,
+        *,
+        name: str = "player",
+        lose: float = 0.0,
+        seed: int = 0,
+        local_addr: str | None = None,
+        api: Api | None = None,
+    ):
         self.server = server
+        self.local_addr = local_addr
+        self.api = api
+        self.answers: dict[str, asyncio.Future] = {}  # ref -> the answer to an action on this socket
+        self.refs = itertools.count(1)
+        self.closed_at: float | None = None  # when the last socket closed, until the next snapshot
+        self.reconnects: list[float] = []  # seconds from a socket's close to the next snapshot
         self.name = name
         self.lose = lose  # fraction of change messages to throw away, as a lossy link would
         self.random = random.Random(seed)
@@ -68,10 +98,19 @@ class Player:
 
     async def _run(self) -> None:
         delay = 0.1
+        cookies = self.api.client.cookies.items() if self.api else ()
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies)} if cookies else None
+        local = (self.local_addr, 0) if self.local_addr else None
         while not self.stopping:
+            code = None
             try:
                 async with websockets.connect(
-                    self.server.ws_url, origin=self.server.url, max_size=None, open_timeout=10
+                    self.server.ws_url,
+                    origin=self.server.url,
+                    max_size=None,
+                    open_timeout=10,
+                    additional_headers=headers,
+                    local_addr=local,
                 ) as ws:
                     self.ws = ws
                     self.connects += 1
@@ -79,14 +118,27 @@ class Player:
                     delay = 0.1
                     await self._read(ws)
             except websockets.ConnectionClosed as closed:
-                self.close_codes.append(closed.rcvd.code if closed.rcvd else None)
+                code = closed.rcvd.code if closed.rcvd else None
+                self.close_codes.append(code)
             except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
                 self.refusals.append(f"{type(exc).__name__}: {exc}")
             self.ws = None
+            self._lost()
+            if self.closed_at is None:
+                self.closed_at = time.monotonic()
             if self.stopping:
                 return
+            if code == SERVICE_RESTART:  # the server is leaving on purpose: another one is up
+                await asyncio.sleep(RESTART_JITTER * self.random.random())
+                continue
             await asyncio.sleep(delay * (0.5 + self.random.random()))  # backoff with jitter
             delay = min(delay * 2, 1.0)
+
+    def _lost(self) -> None:
+        """The socket closed: actions it did not answer are asked again over HTTP (`act`)."""
+        for future in self.answers.values():
+            if not future.done():
+                future.set_result(None)
 
     async def _read(self, ws) -> None:
         while True:
@@ -106,6 +158,13 @@ class Player:
 
     def handle(self, message: dict) -> None:
         kind = message["type"]
+        if kind in ("ack", "error") and (future := self.answers.get(message.get("ref"))):
+            if not future.done():
+                future.set_result(message)
+            return
+        if kind == "snapshot" and self.closed_at is not None:
+            self.reconnects.append(time.monotonic() - self.closed_at)
+            self.closed_at = None
         if kind in CHANGES:
             self.changes.append(message)
             if self.lose and self.random.random() < self.lose:
@@ -114,6 +173,43 @@ class Player:
         if kind == "snapshot":
             self.snapshots += 1
             self.first_snapshot.set()
+
+    # Actions, as the page does them ------------------------------------------------------
+
+    async def act(self, action: dict) -> tuple[int, dict | None, str]:
+        """Create or kill as actions.js does; return the final status, the virus (a create's)
+        and how it was answered: "socket", or "http" after the socket closed first."""
+        key = uuid.uuid4().hex[:24]
+        ws = self.ws
+        if ws is not None:
+            ref = f"{self.name}-{next(self.refs)}"
+            future = self.answers[ref] = asyncio.get_running_loop().create_future()
+            try:
+                await ws.send(json.dumps({**action, "ref": ref, "idempotency_key": key}))
+                answer = await asyncio.wait_for(future, 30)
+            except websockets.ConnectionClosed:
+                answer = None
+            finally:
+                self.answers.pop(ref, None)
+            if answer is not None:
+                return answer.get("status", 0), answer.get("virus"), "socket"
+        for attempt in range(HTTP_RETRIES + 1):
+            status, virus = await self._act_over_http(action, key)
+            if status not in RETRY_STATUSES or attempt == HTTP_RETRIES:
+                return status, virus, "http"
+            await asyncio.sleep(RETRY_BASE * 2**attempt * (0.5 + self.random.random()))
+        raise AssertionError("unreachable")
+
+    async def _act_over_http(self, action: dict, key: str) -> tuple[int, dict | None]:
+        headers = {**self.api.headers(), "Idempotency-Key": key}
+        try:
+            if action["type"] == "create":
+                response = await self.api.client.post("/api/viruses/", headers=headers)
+            else:
+                response = await self.api.client.delete(f"/api/viruses/{action['id']}/", headers=headers)
+        except httpx.TransportError:
+            return 0, None
+        return response.status_code, response.json() if response.status_code == 201 else None
 
     # What tests look at ------------------------------------------------------------------
 

@@ -126,9 +126,12 @@ class Client:
 
 
 @asynccontextmanager
-async def player(server: GameServer, *, origin: str | None = None):
-    """Connect a WebSocket player and read its snapshot."""
-    async with websockets.connect(server.ws_url, origin=origin or server.url, max_size=None) as ws:
+async def player(server: GameServer, *, origin: str | None = None, api: Api | None = None):
+    """Connect a WebSocket player and read its snapshot; with `api`, as that browser (its cookies)."""
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in api.client.cookies.items())} if api else None
+    async with websockets.connect(
+        server.ws_url, origin=origin or server.url, max_size=None, additional_headers=headers
+    ) as ws:
         client = Client(ws)
         first = await client.recv()
         assert first["type"] == "snapshot", first

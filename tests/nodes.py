@@ -15,6 +15,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests import harness
 
 DEPLOY = harness.ROOT / "deploy"
@@ -52,6 +54,14 @@ class Node(harness.GameServer):
         if client_address:
             api.client.headers["X-Forwarded-For"] = client_address
         return api
+
+
+def require_postgres() -> None:
+    # Not harness.require: CI runs the SQLite configuration with REQUIRE_ALL=1 too, and there
+    # the absence of PostgreSQL is the configuration, not a missing tool. CI's PostgreSQL
+    # run has DATABASE_URL set, so these tests run there.
+    if not harness.uses_postgres():
+        pytest.skip("several nodes share one database: set DATABASE_URL to PostgreSQL")
 
 
 def start_nodes(count: int, env: dict[str, str], directory: Path, **kwargs) -> list[Node]:
@@ -122,8 +132,15 @@ def _top_level_blocks(text: str) -> list[tuple[str, str]]:
 class Nginx(harness.ChildProcess):
     """nginx in the foreground, as a child of the test, never the system service."""
 
-    def __init__(self, directory: Path, upstream_ports: list[int], port: int | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        upstream_ports: list[int],
+        port: int | None = None,
+        worker_connections: int = 256,
+    ):
         self.directory = directory
+        self.worker_connections = worker_connections  # each player holds two: client side, daphne side
         self.port = port or harness.free_port()
         self.upstream_ports = upstream_ports
         self.process: subprocess.Popen | None = None
@@ -138,7 +155,7 @@ class Nginx(harness.ChildProcess):
         conf = d / "nginx.conf"
         conf.write_text(
             f"""{user}worker_processes 1;
-events {{ worker_connections 256; }}
+events {{ worker_connections {self.worker_connections}; }}
 http {{
     access_log {d}/access.log;
     client_body_temp_path {d}/body;

@@ -150,3 +150,46 @@ async def test_socket_actions_see_what_other_processes_committed_between_them(ga
         answer = await alice.act({"type": "kill", "id": mine, "ref": "k2"})
         assert answer["status"] == 404
         assert game.api().list()["viruses"] == []
+
+
+async def test_an_action_retried_with_its_idempotency_key_is_done_once_over_the_socket_and_http(game):
+    api = game.api()  # one browser: its page's socket and its HTTP requests are one player's
+    async with player(game, api=api) as alice, player(game, api=api) as bob:
+        create = {"type": "create", "idempotency_key": "page-1:c1"}
+        first = await alice.act({**create, "ref": "1"})
+        again = await bob.act({**create, "ref": "2"})  # its next socket, after a restart
+        assert first["status"] == again["status"] == 201 and again["ref"] == "2"
+        assert again["virus"] == first["virus"]
+        # The page's retry over HTTP while its socket is down: the same answer again.
+        retried = api.client.post("/api/viruses/", headers={**api.headers(), "Idempotency-Key": "page-1:c1"})
+        assert retried.status_code == 201 and retried.json() == first["virus"]
+        assert [v["id"] for v in api.list()["viruses"]] == [first["virus"]["id"]]
+
+        kill = {"type": "kill", "id": first["virus"]["id"], "idempotency_key": "page-1:k1"}
+        assert (await alice.act({**kill, "ref": "3"}))["status"] == 204
+        assert (await alice.act({**kill, "ref": "4"}))["status"] == 204  # the same kill: the same answer
+        url = f"/api/viruses/{first['virus']['id']}/"
+        assert (
+            api.client.delete(url, headers={**api.headers(), "Idempotency-Key": "page-1:k1"}).status_code
+            == 204
+        )
+        # Without the key, or with another one, a kill of a dead virus is what it always was.
+        assert (await alice.act({**kill, "idempotency_key": "page-1:k2", "ref": "5"}))["status"] == 404
+        assert api.kill(first["virus"]["id"]).status_code == 404
+        await bob.seen(change("virus.killed", id=first["virus"]["id"]))
+        changes = [m["type"] for m in bob.messages if m["type"] in ("virus.created", "virus.killed")]
+        assert changes == ["virus.created", "virus.killed"]  # one push each: nothing applied twice
+
+
+async def test_a_refused_action_is_not_remembered_and_a_bad_key_is_a_400(game):
+    api = game.api()
+    async with player(game) as alice:
+        kill = {"type": "kill", "id": str(uuid.uuid4()), "idempotency_key": "k"}
+        assert (await alice.act({**kill, "ref": "1"}))["status"] == 404
+        assert (await alice.act({**kill, "ref": "2"}))["status"] == 404  # asked again, not replayed
+        bad = await alice.act({"type": "create", "ref": "3", "idempotency_key": "x" * (REF_CHARS + 1)})
+        assert bad["type"] == "error" and bad["status"] == 400 and bad["ref"] == "3"
+        assert (await alice.act({"type": "create", "ref": "4", "idempotency_key": 7}))["status"] == 400
+    response = api.client.post("/api/viruses/", headers={**api.headers(), "Idempotency-Key": "x" * 65})
+    assert response.status_code == 400 and "idempotency key" in response.json()["error"]
+    assert api.list()["viruses"] == []

@@ -16,21 +16,13 @@ from tests.harness import Client, player
 pytestmark = pytest.mark.timeout(150)
 
 
-def require_postgres() -> None:
-    # Not harness.require: CI runs the SQLite configuration with REQUIRE_ALL=1 too, and there
-    # the absence of PostgreSQL is the configuration, not a missing tool. CI's PostgreSQL
-    # run has DATABASE_URL set, so these tests run there.
-    if not harness.uses_postgres():
-        pytest.skip("several nodes share one database: set DATABASE_URL to PostgreSQL")
-
-
 @pytest.fixture
 def cluster(game_env, tmp_path):
     """start(count, **env) -> nodes sharing one database and one Redis, as deployed."""
     started: list[nodes.Node] = []
 
     def start(count: int = 2, **env) -> list[nodes.Node]:
-        require_postgres()
+        nodes.require_postgres()
         started.extend(nodes.start_nodes(count, {**game_env, **env}, tmp_path))
         return started[-count:]
 
@@ -222,7 +214,7 @@ def browse_through_proxy(proxy: nodes.Nginx, upstream: list[nodes.Node]) -> None
 
 async def test_nginx_proxies_http_and_websockets_to_both_nodes(cluster, tmp_path):
     harness.require(nodes.nginx_binary() is not None, "nginx is not installed")
-    require_postgres()
+    nodes.require_postgres()
     proxy_port = harness.free_port()
     proxy_origin = f"http://127.0.0.1:{proxy_port}"
     # nginx passes Host without the port ($host), so the browser's Origin (with the port)

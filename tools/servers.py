@@ -221,11 +221,20 @@ class Api:
     """
 
     def __init__(
-        self, base_url: str, *, asynchronous: bool = False, check: bool = False, connections: int = 16
+        self,
+        base_url: str,
+        *,
+        asynchronous: bool = False,
+        check: bool = False,
+        connections: int = 16,
+        local_address: str | None = None,
     ):
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         client_class = httpx.AsyncClient if asynchronous else httpx.Client
-        self.client = client_class(base_url=base_url, timeout=30, limits=limits)
+        transport_class = httpx.AsyncHTTPTransport if asynchronous else httpx.HTTPTransport
+        # local_address: a loopback address of its own (127.0.0.N), as another player's machine.
+        transport = transport_class(limits=limits, local_address=local_address)
+        self.client = client_class(base_url=base_url, timeout=30, transport=transport)
         self.asynchronous = asynchronous
         self.check = check
         self.csrf_headers = {"Referer": base_url + "/"}

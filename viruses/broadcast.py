@@ -72,6 +72,15 @@ class Pusher:
     async def run(self) -> None:
         while True:
             await apush(await self.queue.get())
+            self.queue.task_done()
+
+
+async def flush() -> None:
+    """Wait until this process has sent every push handed over so far (a server leaving)."""
+    pusher = _pusher
+    if pusher is not None and pusher.loop is asyncio.get_running_loop():
+        await asyncio.sleep(0)  # hand-overs from other threads land on the loop first
+        await pusher.queue.join()
 
 
 _pusher: Pusher | None = None

@@ -3,7 +3,9 @@
 import logging
 import math
 import time
+from functools import partial
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
@@ -13,6 +15,7 @@ from . import (
     actions,
     admission,
     broadcast,
+    idempotency,
     messages,
     metrics,
     penalty,
@@ -23,6 +26,7 @@ from . import (
 )
 from .apps import closed_sockets
 from .coalesce import Coalesced
+from .drain import RESTART_CODE, RESTART_REASON, drain
 from .fanout import fanout
 from .logs import kv
 from .presence import SERVER, server_presence
@@ -71,7 +75,10 @@ class VirusConsumer(AsyncWebsocketConsumer):
             await self.close_quietly(1013)
         finally:
             # However the consumer ends, crashes included, it must not stay counted or grouped.
-            await self.leave()
+            try:
+                await self.leave()
+            finally:
+                drain.closed(self)  # a leaving server waits for this
 
     async def connect(self):
         address = self.address = client_address(self.scope)
@@ -104,6 +111,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
             player_id=self.player_id,
         )
         await self.send_snapshot()
+        drain.opened(self)
         logger.info(
             kv("ws.connect", channel=self.channel_name, client=address, server=SERVER, fastlane=self.fastlane)
         )
@@ -131,6 +139,14 @@ class VirusConsumer(AsyncWebsocketConsumer):
         if not self.socket.open:
             await self.accept()
         await self.close(code=code)
+
+    def restart(self) -> None:
+        """Tell the client this server is leaving (1012): it reconnects at once, elsewhere."""
+        if self.closing or not self.socket.open or self.socket.protocol is None:
+            return
+        self.closing = True
+        fanout.leave(self.channel_name)
+        self.socket.close_now(RESTART_CODE, RESTART_REASON, hang_up=True)
 
     async def leave(self) -> None:
         """Leave the group, the online count and the address's place; safe to repeat, and during outages."""
@@ -182,15 +198,11 @@ class VirusConsumer(AsyncWebsocketConsumer):
     async def act(self, action: messages.Action) -> None:
         """Do a player's create, kill or rename and answer the sender alone, echoing its `ref`."""
         try:
-            if action.type == "create":
-                virus = await actions.acreate(address=self.address, by=self.player_id)
-                status, answer = (
-                    201,
-                    messages.ack(ref=action.ref, status=201, virus=messages.virus_json(virus)),
+            if action.type in ("create", "kill"):
+                status, virus = await idempotency.aonce(
+                    action.key, address=self.address, player=self.player_id, act=partial(self.do, action)
                 )
-            elif action.type == "kill":
-                await actions.akill(virus_id=action.virus_id, address=self.address, by=self.player_id)
-                status, answer = 204, messages.ack(ref=action.ref, status=204)
+                answer = messages.ack(ref=action.ref, status=status, virus=virus)
             else:
                 me = await actions.arename(player=self.player_id, name=action.name, address=self.address)
                 status, answer = 200, messages.ack(ref=action.ref, status=200, player=me)
@@ -205,6 +217,13 @@ class VirusConsumer(AsyncWebsocketConsumer):
             status, answer = 503, messages.error(text, ref=action.ref, status=503)
         metrics.count_action(path="socket", action=action.type, status=status)
         await self.send_text(answer)
+
+    async def do(self, action: messages.Action) -> idempotency.Answer:
+        if action.type == "create":
+            virus = await actions.acreate(address=self.address, by=self.player_id)
+            return 201, messages.virus_json(virus)
+        await actions.akill(virus_id=action.virus_id, address=self.address, by=self.player_id)
+        return 204, None
 
     async def send_snapshot(self) -> None:
         # Off the fastlane meanwhile: events queue behind the snapshot, as on the consumer
@@ -227,13 +246,19 @@ class VirusConsumer(AsyncWebsocketConsumer):
             self.closing = True
 
     async def dispatch(self, message):
-        # Group events touch no database: relay them without Channels' per-message
-        # `aclose_old_connections()`, a thread hop per client per change (half the cost
-        # of a fan-out, docs/performance.md). Everything else goes the usual way.
+        # Without Channels' per-message `aclose_old_connections()`: a hop to the one database
+        # thread per message, redundant here (every database call goes through
+        # `database_sync_to_async`, which closes old connections before and after). For group
+        # events it was half the cost of a fan-out (docs/performance.md); for handshakes it
+        # queued a reconnect storm's snapshot reads behind one hop per socket (seconds for
+        # 200 sockets moving in a rolling restart).
         if message["type"] in messages.GROUP_EVENTS:
             await self.send_text(message["text"])
-        else:
-            await super().dispatch(message)
+            return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
 
 def flood_limit() -> int:

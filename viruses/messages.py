@@ -41,6 +41,7 @@ class Action:
     ref: str
     virus_id: uuid.UUID | None = None  # the kill's target
     name: object = None  # the rename's new name, as sent (services.player_rename validates it)
+    key: str | None = None  # create and kill: the idempotency key of a retried action (idempotency.py)
 
 
 def decode(data: str | bytes) -> dict:
@@ -59,14 +60,17 @@ def action(message: dict) -> Action:
     ref = message.get("ref")
     if not isinstance(ref, str) or len(ref) > REF_CHARS:
         raise BadAction(f'an action needs a "ref": a string of at most {REF_CHARS} characters')
-    if message["type"] == "create":
-        return Action("create", ref)
     if message["type"] == "rename":
         return Action("rename", ref, name=message.get("name"))
+    key = message.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or len(key) > REF_CHARS):
+        raise BadAction(f'"idempotency_key" must be a string of at most {REF_CHARS} characters', ref)
+    if message["type"] == "create":
+        return Action("create", ref, key=key or None)
     virus_id = message.get("id")
     if isinstance(virus_id, str):
         with contextlib.suppress(ValueError):
-            return Action("kill", ref, uuid.UUID(virus_id))
+            return Action("kill", ref, uuid.UUID(virus_id), key=key or None)
     raise BadAction(f'"id" must be a virus id (a UUID), not {clip(virus_id)}', ref)
 
 

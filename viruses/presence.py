@@ -39,6 +39,10 @@ class ServerPresence:
     def __init__(self):
         self.channels: dict[str, str] = {}  # channel name: client address
         self._announcer: asyncio.Task | None = None
+        self._changed = False  # a join or leave not yet covered by a count
+        # The process is leaving (drain.py) and announces nothing more: its count could
+        # reach clients after the count of the node they moved to, and undo it.
+        self.leaving = False
         self._heartbeat: asyncio.Task | None = None
         self._last_announced: int | None = None
         self.refreshed_at: float | None = None  # monotonic time the rows were last known fresh
@@ -65,15 +69,28 @@ class ServerPresence:
         self.announce_soon()
 
     def announce_soon(self) -> None:
+        if self.leaving:
+            return
+        self._changed = True
         if not _running_here(self._announcer):
             self._announcer = asyncio.get_running_loop().create_task(self._announce())
 
     async def _announce(self) -> None:
-        await asyncio.sleep(ANNOUNCE_DELAY)
+        # Again while changes came during a count: a join whose row was written after the
+        # count began would otherwise never be announced (a reconnect storm after a restart).
+        while self._changed:
+            self._changed = False
+            await asyncio.sleep(ANNOUNCE_DELAY)
+            await self.announce_now()
+
+    async def announce_now(self) -> None:
+        """Push the online count and names as the database has them now."""
         try:
             online, names = await database_sync_to_async(online_state)()
         except Exception as exc:  # the database is down: the next join, leave or beat retries
             logger.warning(kv("presence.count_failed", error=_describe(exc)))
+            return
+        if self.leaving:
             return
         self._last_announced = online
         await broadcast.apush(messages.presence_event(online=online, **names))

@@ -209,6 +209,11 @@ def connections_close(*, channel_names: list[str]) -> None:
     Connection.objects.filter(channel_name__in=channel_names).delete()
 
 
+def connections_close_server(*, server: str) -> None:
+    """Remove every row of `server` (the process is leaving: drain.py)."""
+    Connection.objects.filter(server=server).delete()
+
+
 def connections_heartbeat(*, server: str, channel_names: list[str]) -> list[str]:
     """Refresh the rows of `server`'s open sockets, reap stale rows; return the reaped channels.
 

@@ -221,10 +221,19 @@ class Socket:
         transport.write(frame)  # the rest, or the error, Twisted's way
         return True
 
-    def close_now(self, code: int) -> None:
-        """Send a close frame with an RFC code at once (an open socket under daphne only)."""
+    def close_now(self, code: int, reason: str = "", hang_up: bool = False) -> None:
+        """Send a close frame with an RFC code at once (an open socket under daphne only).
+
+        `hang_up`: close the connection once the frame is written instead of waiting for the
+        client's reply, which a busy server would read late: the client is gone at once.
+        """
         self.cut = True
-        self.protocol.sendCloseFrame(code=code)
+        if reason:
+            self.protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode())
+        else:
+            self.protocol.sendCloseFrame(code=code)
+        if hang_up:
+            self.protocol.transport.loseConnection()
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Close with `code` (None or True, as Channels' `send(close=True)` passes: 1000)."""
@@ -336,3 +345,80 @@ class SlidingWindow:
         del times[:old]
         times.append(now)
         return len(times) > self.limit
+
+
+# --- leaving on SIGTERM (drain.py) ------------------------------------------------------
+
+
+def on_sigterm(callback) -> bool:
+    """Call `callback()` in the reactor on SIGTERM instead of Twisted's immediate stop.
+
+    Under daphne only (False elsewhere: runserver, tests). Twisted installs its own handler
+    when the reactor starts, so ours replaces it from a `callWhenRunning`.
+    """
+    if "daphne.server" not in sys.modules:
+        return False
+    import signal
+    import threading
+
+    from twisted.internet import reactor
+
+    def install() -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(callback))
+
+    reactor.callWhenRunning(install)
+    return True
+
+
+def stop_reactor() -> None:
+    """Stop the server as Twisted's SIGTERM would: daphne cancels what is left, then exits."""
+    from twisted.internet import reactor
+
+    if reactor.running:
+        reactor.stop()
+
+
+class Listeners:
+    """daphne's listening ports in this process and the HTTP connections they accepted."""
+
+    def __init__(self):
+        from daphne.http_protocol import HTTPFactory
+        from twisted.internet import reactor
+
+        self.reactor = reactor
+        self.ports = [r for r in reactor.getReaders() if isinstance(getattr(r, "factory", None), HTTPFactory)]
+        self.server = self.ports[0].factory.server if self.ports else None
+
+    def stop_listening(self) -> None:
+        """Refuse new connections: a proxy's connect fails at once and goes to another node."""
+        for port in self.ports:
+            port.stopListening()
+
+    def busy_requests(self) -> int:
+        """HTTP requests still being answered; each will close its connection once answered."""
+        from daphne.http_protocol import WebRequest
+
+        busy = 0
+        for protocol, details in list(getattr(self.server, "connections", {}).items()):
+            if isinstance(protocol, WebRequest) and "disconnected" not in details:
+                busy += 1
+                channel = getattr(protocol, "channel", None)
+                if channel is not None:
+                    channel.persistent = False  # Twisted closes the connection after the answer
+                if not protocol.startedWriting:
+                    protocol.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        return busy
+
+    def close_idle(self) -> int:
+        """Close keep-alive HTTP connections waiting for a request; return how many."""
+        from twisted.web.http import HTTPChannel
+
+        closed = 0
+        for reader in self.reactor.getReaders():
+            protocol = getattr(reader, "protocol", None)
+            channel = getattr(protocol, "_channel", protocol)  # Twisted's generic HTTP wrapper
+            if isinstance(channel, HTTPChannel) and not channel.requests:
+                reader.loseConnection()
+                closed += 1
+        return closed

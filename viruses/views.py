@@ -13,7 +13,8 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from . import access, actions, messages, players, ratelimit, selectors, services
+from . import access, actions, idempotency, messages, players, ratelimit, selectors, services
+from .drain import drain
 from .logs import kv
 
 logger = logging.getLogger(__name__)
@@ -130,15 +131,31 @@ def virus_collection(request):
         actions.take_token("snapshot", client_address(request))
         seq, viruses = selectors.virus_state()
         return JsonResponse({"seq": seq, "viruses": viruses})
-    virus = actions.create(address=client_address(request), by=players.from_request(request))
-    return JsonResponse(messages.virus_json(virus), status=201)
+    address, player = client_address(request), players.from_request(request)
+
+    def create() -> idempotency.Answer:
+        return 201, messages.virus_json(actions.create(address=address, by=player))
+
+    status, virus = idempotency.once(idempotency_key(request), address=address, player=player, act=create)
+    return JsonResponse(virus, status=status)
 
 
 @allow("DELETE")
 @json_errors
 def virus_detail(request, virus_id: str):
-    actions.kill(virus_id=virus_id, address=client_address(request), by=players.from_request(request))
+    address, player = client_address(request), players.from_request(request)
+
+    def kill() -> idempotency.Answer:
+        actions.kill(virus_id=virus_id, address=address, by=player)
+        return 204, None
+
+    idempotency.once(idempotency_key(request), address=address, player=player, act=kill)
     return HttpResponse(status=204)
+
+
+def idempotency_key(request) -> str | None:
+    """The `Idempotency-Key` header of a create or kill the client may send again."""
+    return idempotency.valid_key(request.headers.get("Idempotency-Key"))
 
 
 @allow("GET", "PATCH")
@@ -172,6 +189,8 @@ def _json_body(request) -> dict:
 
 @allow("GET")
 def healthz(request):
+    if drain.draining:  # leaving on SIGTERM: balancers and the restart procedure look elsewhere
+        return JsonResponse({"status": "draining"}, status=503)
     checks = {"database": _database_ok(), "channel_layer": _channel_layer_ok()}
     healthy = all(checks.values())
     if _may_see_details(request):

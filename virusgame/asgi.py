@@ -13,6 +13,7 @@ from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from viruses.broadcast import PushFromLoop  # noqa: E402
+from viruses.drain import drain  # noqa: E402
 from viruses.penalty import RefuseBoxed  # noqa: E402
 from viruses.routing import websocket_urlpatterns  # noqa: E402
 from viruses.transport import DaphneProtocolMiddleware  # noqa: E402
@@ -31,3 +32,6 @@ application = PushFromLoop(
         }
     )
 )
+
+# Under daphne, SIGTERM drains this process instead of dropping its sockets (drain.py).
+drain.install()

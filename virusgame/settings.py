@@ -290,6 +290,10 @@ VIRUS_NEW_PLAYER_BURST = env_int("VIRUS_NEW_PLAYER_BURST", 60)
 # Seconds between a server's presence heartbeats; its sockets stop counting as online
 # 3 heartbeats after it dies (SIGKILL, power loss) and its group memberships are dropped.
 VIRUS_PRESENCE_HEARTBEAT = env_int("VIRUS_PRESENCE_HEARTBEAT", 15)
+# Seconds a daphne process may take to leave on SIGTERM (viruses/drain.py): its sockets
+# told to reconnect elsewhere (1012), requests in flight answered, its presence removed.
+# Keep it under systemd's TimeoutStopSec (deploy/systemd/virusgame@.service).
+VIRUS_DRAIN_TIMEOUT = env_int("VIRUS_DRAIN_TIMEOUT", 10)
 # Under daphne, group events are framed once and written to every socket by the channel
 # layer's reader (viruses/fanout.py) instead of through one consumer task per socket.
 VIRUS_FASTLANE = env_bool("VIRUS_FASTLANE", True)

@@ -7,9 +7,10 @@ import { test } from "node:test";
 const source = readFileSync(new URL("../../viruses/static/viruses/actions.js", import.meta.url));
 const { Actions, failureMessage } = await import(`data:text/javascript;base64,${source.toString("base64")}`);
 
-// A socket that is open or not, and an HTTP API that answers `httpAnswer`.
-function setup({ open = true, httpAnswer = { status: 201, error: "", retryAfter: null } } = {}) {
-  const log = { sent: [], http: [] };
+// A socket that is open or not, and an HTTP API that answers `httpAnswer` (or each of
+// `httpAnswers` in turn); retries wait for no clock.
+function setup({ open = true, httpAnswer = { status: 201, error: "", retryAfter: null }, httpAnswers = [] } = {}) {
+  const log = { sent: [], http: [], keys: [], sleeps: [] };
   const link = { open };
   const actions = new Actions({
     send: (message) => {
@@ -17,10 +18,12 @@ function setup({ open = true, httpAnswer = { status: 201, error: "", retryAfter:
       log.sent.push(message);
       return true;
     },
-    http: async (type, id) => {
+    http: async (type, id, key) => {
       log.http.push([type, id]);
-      return httpAnswer;
+      log.keys.push(key);
+      return httpAnswers.length ? httpAnswers.shift() : httpAnswer;
     },
+    sleep: async (ms) => log.sleeps.push(ms),
   });
   return { actions, log, link };
 }
@@ -30,10 +33,12 @@ test("actions go over the open socket, each with a ref of its own", () => {
   actions.create();
   actions.kill("v1");
   assert.equal(log.sent.length, 2);
-  assert.deepEqual(log.sent[0], { type: "create", ref: log.sent[0].ref });
-  assert.deepEqual(log.sent[1], { type: "kill", id: "v1", ref: log.sent[1].ref });
+  assert.deepEqual(log.sent[0], { type: "create", ref: log.sent[0].ref, idempotency_key: log.sent[0].idempotency_key });
+  assert.deepEqual(log.sent[1], { type: "kill", id: "v1", ref: log.sent[1].ref, idempotency_key: log.sent[1].idempotency_key });
   assert.notEqual(log.sent[0].ref, log.sent[1].ref);
+  assert.notEqual(log.sent[0].idempotency_key, log.sent[1].idempotency_key);
   assert.ok(log.sent.every((m) => typeof m.ref === "string" && m.ref.length <= 64));
+  assert.ok(log.sent.every((m) => /^[0-9a-f]{24}$/.test(m.idempotency_key)));
   assert.deepEqual(log.http, []);
 });
 
@@ -70,15 +75,36 @@ test("while the socket is down actions go over HTTP", async () => {
   assert.equal(log.http.length, 2);
 });
 
-test("actions the socket did not answer before it closed settle with no answer", async () => {
-  const { actions } = setup();
+test("actions the socket did not answer before it closed are asked again over HTTP, with the same keys", async () => {
+  const { actions, log } = setup({ httpAnswers: [{ status: 201, error: "", retryAfter: null }, { status: 204, error: "", retryAfter: null }] });
   const pending = [actions.create(), actions.kill("v1")];
-  actions.lost();
+  const keys = log.sent.map((m) => m.idempotency_key);
+  actions.lost(); // a server restart closed the socket (1012) before it answered
   assert.deepEqual(
     (await Promise.all(pending)).map((o) => o.status),
-    [0, 0],
+    [201, 204],
   );
+  assert.deepEqual(log.http, [["create", undefined], ["kill", "v1"]]);
+  assert.deepEqual(log.keys, keys);
   assert.equal(actions.pending.size, 0);
+});
+
+test("no answer or a gateway error is tried again a few times with the same key, then settles", async () => {
+  const none = { status: 0, error: "", retryAfter: null };
+  const badGateway = { status: 502, error: "", retryAfter: null };
+  const { actions, log } = setup({ open: false, httpAnswers: [none, badGateway, { status: 201, error: "", retryAfter: null }] });
+  assert.equal((await actions.create()).status, 201);
+  assert.equal(log.http.length, 3);
+  assert.equal(new Set(log.keys).size, 1);
+  assert.equal(log.sleeps.length, 2);
+  assert.ok(log.sleeps[1] > log.sleeps[0] / 2); // backing off
+
+  const down = setup({ open: false, httpAnswer: none });
+  assert.equal((await down.actions.kill("v1")).status, 0); // unreachable for good: the player is told
+  assert.equal(down.log.http.length, 5);
+  const refused = setup({ open: false, httpAnswer: { status: 404, error: "no such virus", retryAfter: null } });
+  assert.equal((await refused.actions.kill("v1")).status, 404); // an answer: never asked again
+  assert.equal(refused.log.http.length, 1);
 });
 
 test("the player is told why an action was not done", () => {

@@ -24,6 +24,11 @@ const WS_URL = (location.protocol === "https:" ? "wss:" : "ws:") + "//" + locati
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
 const STABLE_AFTER_MS = 10000; // a connection that lived this long resets the backoff
+// Close code 1012, "service restart": the server is leaving on purpose (a rolling restart)
+// and the next connect reaches another one, so reconnect at once, only spread over this
+// much so that its players do not all arrive in the same millisecond.
+const SERVICE_RESTART = 1012;
+const RESTART_JITTER_MS = 1000;
 const POP_MS = 420; // matches the longest "dying" animation in game.css
 const TOAST_MS = 3200;
 const HTTP_REFRESH_MIN_GAP_MS = 5000;
@@ -395,10 +400,10 @@ const socket = {
         handleMessage(message);
       }
     });
-    ws.addEventListener("close", () => {
+    ws.addEventListener("close", (event) => {
       if (this.ws !== ws) return;
       this.detach();
-      this.scheduleReconnect();
+      this.scheduleReconnect(event.code === SERVICE_RESTART);
     });
     // "error" is always followed by "close"; nothing to do here.
   },
@@ -411,13 +416,13 @@ const socket = {
     this.ws = null;
   },
 
-  scheduleReconnect() {
+  scheduleReconnect(restarting = false) {
     if (this.stopped || this.retryTimer) return;
     setStatus(navigator.onLine ? "connecting" : "closed");
     // Full jitter: a random delay in [0, min(cap, base * 2^attempt)) spreads a crowd of
-    // reconnecting browsers out after a server restart instead of stampeding it.
-    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
-    this.attempt = Math.min(this.attempt + 1, 16);
+    // reconnecting browsers out after a server crash instead of stampeding it.
+    const ceiling = restarting ? RESTART_JITTER_MS : Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
+    this.attempt = restarting ? 0 : Math.min(this.attempt + 1, 16);
     this.retryTimer = setTimeout(() => this.connect(), Math.random() * ceiling);
     refreshOverHttp();
   },
@@ -495,20 +500,20 @@ async function refreshOverHttp({ force = false } = {}) {
 
 const actions = new Actions({ send: (message) => socket.send(message), http: actOverHttp });
 
-function request(method, url) {
+function request(method, url, idempotencyKey) {
   return fetch(url, {
     method,
     credentials: "same-origin",
-    headers: { "X-CSRFToken": csrfToken, Accept: "application/json" },
+    headers: { "X-CSRFToken": csrfToken, Accept: "application/json", "Idempotency-Key": idempotencyKey },
   });
 }
 
 // The HTTP API's create or kill, settled to an outcome as actions.js describes.
-async function actOverHttp(type, id) {
+async function actOverHttp(type, id, key) {
   const [method, url] = type === "create" ? ["POST", API_URL] : ["DELETE", `${API_URL}${encodeURIComponent(id)}/`];
   let response;
   try {
-    response = await request(method, url);
+    response = await request(method, url, key);
   } catch {
     return { status: 0, error: "", retryAfter: null };
   }
