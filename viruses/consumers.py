@@ -79,6 +79,8 @@ class VirusConsumer(AsyncWebsocketConsumer):
                 await self.leave()
             finally:
                 drain.closed(self)  # a leaving server waits for this
+                # Refused, closed by the client or cut by the server: its objects are garbage.
+                closed_sockets.add()
 
     async def connect(self):
         address = self.address = client_address(self.scope)
@@ -117,7 +119,6 @@ class VirusConsumer(AsyncWebsocketConsumer):
         )
 
     async def disconnect(self, code):
-        closed_sockets.add()  # refused ones too: their objects are as much garbage
         if self.opened_at is None:
             return
         await self.leave()
