@@ -238,9 +238,14 @@ async def converge(players: list[Player], server: GameServer, timeout: float = 1
         await asyncio.sleep(0.2)
 
 
-async def wait_for(predicate, timeout: float, what: str, interval: float = 0.1) -> float:
-    """Poll `predicate` (sync or async) until it is true; return the seconds it took."""
-    started = time.monotonic()
+async def wait_for(
+    predicate, timeout: float, what: str, interval: float = 0.1, started: float | None = None, detail=None
+) -> float:
+    """Poll `predicate` (sync or async) until it is true; return the seconds it took.
+
+    `started`: a monotonic time to count from (default: now); `detail()`: for the failure.
+    """
+    started = time.monotonic() if started is None else started
     while True:
         value = predicate()
         if asyncio.iscoroutine(value):
@@ -248,7 +253,7 @@ async def wait_for(predicate, timeout: float, what: str, interval: float = 0.1) 
         if value:
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
+            raise AssertionError(f"{what}: not within {timeout} s" + (f" ({detail()})" if detail else ""))
         await asyncio.sleep(interval)
 
 

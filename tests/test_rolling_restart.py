@@ -13,7 +13,7 @@ import pytest
 import websockets
 
 from tests import harness, nodes
-from tests.delivery import Player, api_state, db_scalar, raise_open_files_limit, tracebacks
+from tests.delivery import Player, api_state, db_scalar, raise_open_files_limit, tracebacks, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -134,15 +134,7 @@ async def restart(node: nodes.Node, env: dict, proxy: nodes.Nginx, players: list
 
 async def until(predicate, started: float, what: str, bound: float = BOUND) -> float:
     """Seconds from `started` until `predicate()` (sync or async) holds; fail past `bound`."""
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return time.monotonic() - started
-        if time.monotonic() - started > bound:
-            raise AssertionError(f"{what}: not within {bound} s ({online_seen})")
-        await asyncio.sleep(0.05)
+    return await wait_for(predicate, bound, what, interval=0.05, started=started, detail=lambda: online_seen)
 
 
 async def online_exact(env, players: list[Player]) -> bool:
