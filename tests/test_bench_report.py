@@ -1,0 +1,45 @@
+"""The fan-out table's verdicts: issue 6's absolute targets and issue 9's ratios to the floor."""
+
+from bench import report
+
+
+def server(p50_1000, p99_3000, storm, sustained, converged, memory):
+    return {
+        "latency": {
+            "1000": {"p50_ms": p50_1000, "p99_ms": 60.0, "lost": 0},
+            "3000": {"p99_ms": p99_3000, "lost": 0},
+        },
+        "storm": {"requested": 1000, "seconds": storm, "refused": 0},
+        "sustained": {"deliveries_per_s": sustained},
+        "burst": {"converged_s": converged, "lost_for_good": 0},
+        "memory": {"mb_per_1000": memory},
+    }
+
+
+def verdicts(project) -> dict:
+    floor = server(p50_1000=20.0, p99_3000=100.0, storm=1.0, sustained=50_000, converged=5.0, memory=15.0)
+    results = {"servers": {"project": project, "floor": floor}}
+    return {row["label"]: row["met"] for row in report.rows(results) if row["met"] is not None}
+
+
+def test_figures_within_the_ratios_to_the_floor_meet_issue_9s_targets():
+    met = verdicts(
+        server(p50_1000=39.0, p99_3000=290.0, storm=1.9, sustained=41_000, converged=14.0, memory=24.0)
+    )
+    assert set(met.values()) == {True}
+    assert {"fan-out p50, N=1000 (ms)", "storm: 1000 connects, seconds", "burst: converged after (s)"} <= set(
+        met
+    )
+
+
+def test_a_figure_past_its_ratio_misses_even_when_issue_6s_absolute_target_holds():
+    met = verdicts(
+        server(p50_1000=41.0, p99_3000=310.0, storm=2.1, sustained=39_000, converged=16.0, memory=26.0)
+    )
+    assert met["fan-out p50, N=1000 (ms)"] is False
+    assert met["fan-out p99, N=3000 (ms)"] is False  # under 600 ms, over 3x the floor
+    assert met["storm: 1000 connects, seconds"] is False
+    assert met["sustained deliveries/s"] is False  # over 10,000/s, under 0.8x the floor
+    assert met["burst: converged after (s)"] is False
+    assert met["memory per 1000 idle clients (MB)"] is False
+    assert met["fan-out p99, N=1000 (ms)"] is True
