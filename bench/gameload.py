@@ -77,7 +77,7 @@ def verdict(summary: dict) -> str | None:
     if summary["errors"]:
         return f"{summary['errors']} actions failed {summary['error_statuses']}"
     if summary["lost"]:
-        return f"{summary['lost']} deliveries lost"
+        return f"{summary['lost']} deliveries not in {DRAIN_WAIT:g} s after the last answer"
     p99 = summary["p99_ms"]
     if p99 is None:
         return "no change reached every player"

@@ -43,7 +43,7 @@ def search(results_by_rate, rates, **kwargs):
 def test_a_step_holds_only_when_every_condition_does():
     assert gameload.verdict(summary(10)) is None
     assert "failed" in gameload.verdict(summary(10, errors=1, error_statuses=[503]))
-    assert "lost" in gameload.verdict(summary(10, lost=3))
+    assert "3 deliveries not in" in gameload.verdict(summary(10, lost=3))
     assert "p99" in gameload.verdict(summary(10, p99_ms=251.0))
     assert "schedule" in gameload.verdict(summary(10, late_ms=300.0))
     assert gameload.verdict(summary(10, actions=0)) == "no action made"
