@@ -13,7 +13,15 @@ import pytest
 import websockets
 
 from tests import harness, nodes
-from tests.delivery import Player, api_state, db_scalar, raise_open_files_limit, tracebacks, wait_for
+from tests.delivery import (
+    Player,
+    api_state,
+    converge,
+    db_scalar,
+    raise_open_files_limit,
+    tracebacks,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -115,7 +123,7 @@ async def restart(node: nodes.Node, env: dict, proxy: nodes.Nginx, players: list
     await asyncio.to_thread(replacement.wait_ready)
     await wait_in_rotation(proxy, replacement)
     await pause(actors)
-    truth, converged = await converge_all(players, replacement)
+    truth, converged = await converge(players, replacement, timeout=BOUND)
     for actor in actors:
         actor.paused.clear()
     return (
@@ -145,19 +153,6 @@ async def online_exact(env, players: list[Player]) -> bool:
 
 
 online_seen: dict = {}
-
-
-async def converge_all(players: list[Player], node) -> tuple[dict, float]:
-    """Seconds until every player's dish equals GET /api/viruses/ (actors paused)."""
-    started = time.monotonic()
-    while True:
-        truth = await asyncio.to_thread(api_state, node)
-        if all(p.state() == truth for p in players):
-            return truth, time.monotonic() - started
-        if time.monotonic() - started > BOUND:
-            behind = [(p.name, p.seq, truth["seq"]) for p in players if p.state() != truth][:5]
-            raise AssertionError(f"not converged within {BOUND} s: {behind}")
-        await asyncio.sleep(0.1)
 
 
 async def wait_in_rotation(proxy: nodes.Nginx, node: nodes.Node) -> None:
@@ -228,7 +223,7 @@ async def test_a_rolling_restart_behind_nginx_goes_unnoticed(game_env, tmp_path)
         started.append(new_b)
         await asyncio.sleep(1)
         await pause(actors)
-        truth, _ = await converge_all(players, new_a)
+        truth, _ = await converge(players, new_a, timeout=BOUND)
 
         outcomes = [o for actor in actors for o in actor.outcomes]
         creates = sum(1 for kind, status, _ in outcomes if (kind, status) == ("create", 201))

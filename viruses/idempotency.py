@@ -23,12 +23,13 @@ from django.conf import settings
 
 from . import services
 from .logs import kv
+from .messages import REF_CHARS
 from .ratelimit import client_key
 from .shared import redis_client
 
 logger = logging.getLogger(__name__)
 
-KEY_CHARS = 64
+KEY_CHARS = REF_CHARS  # the socket's `idempotency_key` is checked against the same limit
 TTL = 300  # s an answer is remembered: longer than any client keeps retrying
 WAIT = 10.0  # s a repeat waits for the first attempt (a draining server finishes it: drain.py)
 PENDING = "pending"
