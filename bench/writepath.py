@@ -26,6 +26,12 @@ from tools.local_redis import LocalRedis
 from tools.servers import PYTHON, Api, Databases, GameServer, base_env, collectstatic, raise_open_files_limit
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
@@ -60,9 +66,12 @@ async def measure(server: GameServer, players: int, actions: int) -> dict:
     ]
     crowd = [Player(ws) for ws in sockets]
     times: dict[str, list[float]] = {"POST": [], "DELETE": [], "ws create": [], "ws kill": []}
+    pid = server.process.pid
+    cpu = {}
     async with Api(server.url, asynchronous=True, check=True) as api:
         for _ in range(3):  # warm up: first connections, imports, caches
             await api.kill((await api.create()).json()["id"])
+        mark = cpu_seconds(pid)
         for _ in range(actions):
             started = time.perf_counter()
             virus = (await api.create()).json()
@@ -70,7 +79,9 @@ async def measure(server: GameServer, players: int, actions: int) -> dict:
             started = time.perf_counter()
             await api.kill(virus["id"])
             times["DELETE"].append(time.perf_counter() - started)
+        cpu["http"] = cpu_seconds(pid) - mark
     actor = crowd[0]
+    mark = cpu_seconds(pid)
     for i in range(actions):
         started = time.perf_counter()
         answer = await actor.act({"type": "create", "ref": f"c{i}"})
@@ -80,6 +91,7 @@ async def measure(server: GameServer, players: int, actions: int) -> dict:
         answer = await actor.act({"type": "kill", "id": answer["virus"]["id"], "ref": f"k{i}"})
         times["ws kill"].append(time.perf_counter() - started)
         assert answer["status"] == 204, answer
+    cpu["socket"] = cpu_seconds(pid) - mark
     expected = (3 + 2 * actions) * 2
     for _ in range(200):  # up to 10 s for the last pushes
         if all(p.changes >= expected for p in crowd):
@@ -89,7 +101,8 @@ async def measure(server: GameServer, players: int, actions: int) -> dict:
     for ws in sockets:
         await ws.close()
     result = {name: (percentile(v, 0.5) * 1000, percentile(v, 0.99) * 1000) for name, v in times.items()}
-    return {"ms": result, "lost": lost}
+    per_action = {path: seconds / (2 * actions) * 1000 for path, seconds in cpu.items()}
+    return {"ms": result, "lost": lost, "cpu": per_action}
 
 
 def main() -> None:
@@ -133,6 +146,8 @@ def main() -> None:
     print(f"{database}, {args.players} players, {args.actions} of each, env {extra or '-'}:")
     for name, (p50, p99) in result["ms"].items():
         print(f"  {name:10} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
+    cpu = result["cpu"]
+    print(f"  daphne CPU per action: HTTP {cpu['http']:.2f} ms, socket {cpu['socket']:.2f} ms")
     print(f"  deliveries lost: {result['lost']}")
     if result["lost"]:
         sys.exit(1)
