@@ -135,7 +135,7 @@ async def test_a_player_clicking_at_the_rate_limit_is_not_cut_off_by_the_flood_l
 
 
 async def test_socket_actions_see_what_other_processes_committed_between_them(game):
-    # The sockets' SQLite connection stays open between actions (viruses/dbthread.py): it
+    # The sockets' SQLite connection stays open between actions (settings: CONN_MAX_AGE): it
     # must still read the database as it stands, not as it was at its previous action.
     async with player(game) as alice:
         first = await alice.act({"type": "create", "ref": "c"})

@@ -12,8 +12,9 @@ trip never holds up the other sockets' database work.
 import math
 import uuid
 
+from channels.db import database_sync_to_async
+
 from . import ratelimit, selectors, services
-from .dbthread import database_sync_to_async
 from .models import Virus
 
 

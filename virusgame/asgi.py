@@ -2,7 +2,7 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+from virusgame.handler import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "virusgame.settings")
 # Set up Django before importing anything that touches models.

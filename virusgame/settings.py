@@ -72,8 +72,7 @@ MIDDLEWARE = [
     # First: it counts the API's actions by the answer they got, refusals included.
     "viruses.metrics.count_http_actions",
     "django.middleware.security.SecurityMiddleware",
-    # whitenoise, async-capable: API requests pass it without a thread hop.
-    "viruses.middleware.StaticFiles",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -107,21 +106,27 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        # 0: under ASGI Django runs each request's sync code in a thread of its own, so
-        # persistent connections pile up per thread (PostgreSQL: "too many clients").
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
         conn_health_checks=True,
     )
 }
+sqlite = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+# Every thread that uses the database lives as long as its process (the HTTP_THREADS
+# request threads of virusgame/handler.py, and Channels' one thread for the consumers), so
+# a connection can be kept between requests. SQLite keeps its own for 5 minutes: opening
+# one costs more than a write, and closing a file's last one checkpoints the WAL.
+# PostgreSQL gets a pool instead (0 here), whose size bounds its connections per process.
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 300 if sqlite else 0)
+# Threads per process that run HTTP requests' sync code (middleware and views); with
+# PostgreSQL keep it below DATABASE_POOL_SIZE, which the consumers' thread also draws on.
+HTTP_THREADS = env_int("HTTP_THREADS", 8)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django's native pool (psycopg_pool) instead of a new connection per request: under
-    # ASGI each request runs in a thread of its own, so persistent connections cannot be
-    # reused, but pooled ones are handed from thread to thread. Connections per process:
-    # up to DATABASE_POOL_SIZE (mind PostgreSQL's max_connections across processes). A
-    # request that waits 1 s for one answers 503, as it does at once without the pool when
-    # PostgreSQL is down (and a socket's handshake must finish within daphne's 5 s). With
-    # conn_health_checks Django has the pool check each connection it hands out (one empty
-    # query): one terminated meanwhile is replaced, not given to a request. 0: no pool.
+    # Django's native pool (psycopg_pool) instead of a connection per thread: connections
+    # per process up to DATABASE_POOL_SIZE (mind PostgreSQL's max_connections across
+    # processes). A request that waits 1 s for one answers 503, as it does at once without
+    # the pool when PostgreSQL is down (and a socket's handshake must finish within
+    # daphne's 5 s). With conn_health_checks Django has the pool check each connection it
+    # hands out (one empty query): one terminated meanwhile is replaced, not given to a
+    # request. 0: no pool.
     pool_size = env_int("DATABASE_POOL_SIZE", 10)
     if pool_size and not DATABASES["default"]["CONN_MAX_AGE"]:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
@@ -133,11 +138,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             # so the game is back as soon as PostgreSQL is.
             "reconnect_timeout": 0.5,
         }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if sqlite:
     # The web server and cron write at once: WAL lets readers go on during a write,
     # IMMEDIATE takes the write lock up front (no upgrade deadlocks), and writers wait
     # for each other instead of failing at once.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",

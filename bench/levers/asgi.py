@@ -3,8 +3,6 @@
 - `dbhop`: group events go through Channels' own `dispatch`, which runs
   `aclose_old_connections()` (a sync_to_async thread hop) before every handler, as the
   project did before it relayed group events directly (viruses/consumers.py).
-- `closesqlite`: the sockets' database thread closes its SQLite connection after every
-  call, as Channels' `database_sync_to_async` does (viruses/dbthread.py keeps it open).
 """
 
 import os
@@ -21,12 +19,8 @@ from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from bench.levers import enabled  # noqa: E402
-from viruses import dbthread  # noqa: E402
 from viruses.consumers import VirusConsumer  # noqa: E402
 from viruses.transport import DaphneProtocolMiddleware  # noqa: E402
-
-if enabled("closesqlite"):
-    dbthread.KEEP_SECONDS = 0.0
 
 
 class LeverConsumer(VirusConsumer):

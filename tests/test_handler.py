@@ -1,0 +1,60 @@
+"""HTTP requests' sync code runs on a fixed pool of threads, each keeping its connection."""
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+from channels.testing import HttpCommunicator
+from django.db import connection, connections
+from django.http import JsonResponse
+from django.urls import path
+
+from virusgame.handler import PooledASGIHandler
+
+
+def where(request):
+    time.sleep(0.05)  # long enough for the requests to overlap
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"thread": threading.current_thread().name, "connection": id(connection.connection)})
+
+
+urlpatterns = [path("where/", where)]
+
+
+@pytest.fixture
+def handler(settings):
+    settings.ROOT_URLCONF = __name__
+    return PooledASGIHandler(threads=3)
+
+
+async def get(app) -> dict:
+    request = HttpCommunicator(app, "GET", "/where/", headers=[(b"host", b"testserver")])
+    response = await request.get_response(timeout=10)
+    await request.wait(timeout=10)  # until the request is over (its connection given back)
+    assert response["status"] == 200, response
+    return json.loads(response["body"])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_concurrent_requests_share_a_fixed_pool_of_threads(handler):
+    answers = await asyncio.gather(*(get(handler) for _ in range(12)))
+    threads = {answer["thread"] for answer in answers}
+    assert len(threads) == 3  # in parallel, and never a thread per request
+    assert all(name.startswith("http-") for name in threads)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_thread_keeps_its_connection_between_requests(handler, monkeypatch):
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL's connections come from its pool, whatever the thread")
+    # As served: in-process tests run with CONN_MAX_AGE 0 (pyproject.toml), servers with
+    # SQLite's default of 300 s (settings.py).
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 300)
+    answers = [await get(handler) for _ in range(6)]
+    by_thread = {}
+    for answer in answers:
+        by_thread.setdefault(answer["thread"], set()).add(answer["connection"])
+    assert all(len(connections) == 1 for connections in by_thread.values()), by_thread

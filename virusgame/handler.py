@@ -1,0 +1,56 @@
+"""HTTP under ASGI as a threaded WSGI server runs it: each request's sync code in one thread of a pool."""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import django
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+
+
+class PooledASGIHandler(ASGIHandler):
+    """Django's `ASGIHandler` with each request's sync code on one of `threads` long-lived threads.
+
+    For a sync view Django's own handler runs the middleware in async mode, where every
+    `MiddlewareMixin` hook is a thread hop of its own (two per middleware: ~15 per request),
+    and gives each request a new thread (`ThreadSensitiveContext`), so no database
+    connection can outlive its request. Here the middleware chain is built in sync mode,
+    as under WSGI, and a request's sync code (the request_started and request_finished
+    signals, the middleware and the view) runs in three hops on one thread of a fixed pool
+    (docs/performance.md, "HTTP requests on a thread pool"). Connections then persist per
+    thread where CONN_MAX_AGE allows (settings.py). A request holds its thread from its
+    body's arrival (daphne hands a body over whole) to its response's close; with every
+    thread busy the next request waits for one.
+    """
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.idle: asyncio.Queue[ThreadPoolExecutor] | None = None  # made on the server's loop
+        super().__init__()
+
+    def load_middleware(self, is_async=False):
+        super().load_middleware(is_async=False)
+
+    async def get_response_async(self, request):
+        return await sync_to_async(self.get_response)(request)
+
+    async def __call__(self, scope, receive, send):
+        if self.idle is None:
+            self.idle = asyncio.Queue()
+            for n in range(self.threads):
+                self.idle.put_nowait(ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"http-{n}"))
+        executor = await self.idle.get()
+        try:
+            # The executor's one thread runs every thread-sensitive call of this request.
+            async with ThreadSensitiveContext(executor=executor):
+                await super().__call__(scope, receive, send)
+        finally:
+            self.idle.put_nowait(executor)
+
+
+def get_asgi_application() -> PooledASGIHandler:
+    """`django.core.asgi.get_asgi_application`, with `settings.HTTP_THREADS` request threads."""
+    django.setup(set_prefix=False)
+    from django.conf import settings
+
+    return PooledASGIHandler(settings.HTTP_THREADS)
