@@ -27,12 +27,16 @@ LAST_EXPIRY_S = 3600  # the last board pushed, kept to skip pushing the same boa
 
 logger = logging.getLogger(__name__)
 _local_claim = threading.Lock()
+_due_here = threading.Event()  # this process holds the claim: its push is due within DELAY
 _last_local: str | None = None
 
 
 def changed() -> None:
     """Make sure a board push follows within DELAY (call on commit of a player change)."""
+    if _due_here.is_set():  # that push reads after this commit: no need to ask Redis
+        return
     if _claim():
+        _due_here.set()
         timer = threading.Timer(DELAY, push_now)
         timer.daemon = True
         timer.start()
@@ -40,6 +44,7 @@ def changed() -> None:
 
 def push_now() -> bool:
     """Release the claim, read the board and push it to every client; never raises."""
+    _due_here.clear()
     _release()
     try:
         board = selectors.leaderboard()

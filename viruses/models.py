@@ -1,8 +1,15 @@
 """The game's state: viruses, the change counter, and open WebSocket connections."""
 
+import contextlib
+import threading
 import uuid
 
 from django.db import connection, models, transaction
+
+# SQLite admits one writer at a time and makes the others retry, sleeping up to 100 ms
+# between tries; this process's changes queue on a lock instead, each woken as soon as the
+# one before it commits (docs/performance.md). Writers in other processes still retry.
+_sqlite_writers = threading.Lock()
 
 
 class SignalBypassError(Exception):
@@ -97,6 +104,15 @@ class ChangeCounter(models.Model):
         # The row comes from a migration, but `manage.py flush` removes it.
         counter, _ = cls.objects.select_for_update().get_or_create(pk=1)
         return counter.value
+
+    @classmethod
+    @contextlib.contextmanager
+    def locked(cls):
+        """A change's transaction: `transaction.atomic()`, holding the counter lock from its start."""
+        queue = connection.vendor == "sqlite" and not connection.in_atomic_block
+        with _sqlite_writers if queue else contextlib.nullcontext(), transaction.atomic():
+            cls.lock()
+            yield
 
     @classmethod
     def advance(cls) -> int:

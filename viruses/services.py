@@ -67,9 +67,7 @@ def virus_create(
         # constraint. The server's own choices are in range by construction.
         sample = Virus(kind=kind, x=_coordinate() if x is None else x, y=_coordinate() if y is None else y)
         sample.full_clean(validate_unique=False)  # the id is a fresh uuid4
-    with transaction.atomic():
-        # Holding the counter lock makes count-then-insert atomic across processes.
-        ChangeCounter.lock()
+    with ChangeCounter.locked():  # count-then-insert is then atomic across processes
         player = _actor(by)
         alive = list(Virus.objects.values_list("x", "y"))
         if len(alive) >= settings.VIRUS_MAX_ALIVE:
@@ -109,10 +107,9 @@ def virus_kill(*, virus_id: uuid.UUID | str, by: Actor = None) -> None:
     The delete and the credit commit together, so of two players racing for one virus
     exactly one scores.
     """
-    with transaction.atomic():
-        # Under the counter lock a racing kill waits, then finds nothing: exactly one
-        # post_delete, so exactly one `virus.killed` push and one credit.
-        ChangeCounter.lock()
+    # Under the counter lock a racing kill waits, then finds nothing: exactly one
+    # post_delete, so exactly one `virus.killed` push and one credit.
+    with ChangeCounter.locked():
         player = _actor(by)
         virus = Virus.objects.filter(pk=virus_id).first()
         if virus is None:
@@ -174,8 +171,7 @@ def player_rename(*, player: Actor, name) -> Player:
 def players_set_banned(*, player_ids, banned: bool) -> int:
     """Ban or unban players (one save each, so the board is pushed); return how many changed."""
     changed = 0
-    with transaction.atomic():
-        ChangeCounter.lock()  # so that no kill in flight credits a player banned meanwhile
+    with ChangeCounter.locked():  # so that no kill in flight credits a player banned meanwhile
         for player in Player.objects.filter(pk__in=list(player_ids)).exclude(banned=banned):
             player.banned = banned
             player.save(update_fields=["banned"])
