@@ -207,6 +207,9 @@ GAMELOAD_TARGETS = {
     1000: {"socket": 100, "http": 50},
 }
 OWN_P99_TARGET = 100.0  # ms
+# The benchmark's client is one Python process: past this many cores it, not the server,
+# is what a step measures.
+CLIENT_CORES = 0.9
 
 
 def gameload_target(results: dict, players: int, path: str) -> float | None:
@@ -238,6 +241,10 @@ def gameload_rows(results: dict) -> list[dict]:
                 )
                 own = at_target and at_target["own_p99_ms"]
                 met = project["capacity"] >= target and own is not None and own <= OWN_P99_TARGET
+            client = client_cores_needed(project.get("steps", []), players, target) if met is False else None
+            why = project.get("next_step") or project.get("n/a")
+            if client is not None and client > CLIENT_CORES:
+                why = f"client-bound: the target needs ~{client:.1f} client cores; {why}"
             out.append(
                 {
                     "players": players,
@@ -247,10 +254,19 @@ def gameload_rows(results: dict) -> list[dict]:
                     "own": (held.get("own_p50_ms"), held.get("own_p99_ms")),
                     "target": target,
                     "met": met,
-                    "next": project.get("next_step") or project.get("n/a"),
+                    "next": why,
                 }
             )
     return out
+
+
+def client_cores_needed(steps: list[dict], players: int, rate: float) -> float | None:
+    """Cores the benchmark client would use at `rate`, at its CPU per delivery in the steps that held."""
+    held = [s for s in steps if not s.get("failed") and s.get("client_cpu")]
+    if not held:
+        return None
+    per_delivery = max(s["client_cpu"] / (s["rate"] * players) for s in held)
+    return rate * players * per_delivery
 
 
 def gameload_table(results: dict) -> str:
@@ -272,7 +288,7 @@ def gameload_table(results: dict) -> str:
                 own,
                 target,
                 met,
-                str(row["next"] or "")[:60],
+                str(row["next"] or "")[:90],
             ]
         )
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]

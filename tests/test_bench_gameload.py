@@ -101,3 +101,19 @@ def test_the_table_meets_a_target_only_with_the_rate_held_and_a_quick_own_answer
     assert met(results_with(held[:1], 50)) is False  # 50/s held, 100/s did not
     assert met(results_with(held[:1], 50, database="postgresql")) is True  # half on PostgreSQL
     assert met(results_with(held, 100, players=200)) is None  # no target at that P
+
+
+def socket_row(results):
+    (row,) = [r for r in report.gameload_rows(results) if r["path"] == "socket"]
+    return row
+
+
+def test_a_target_the_client_could_not_drive_says_so():
+    # 0.3 cores for 50/s to 300 players: 300/s would need 1.8 cores of the one client process.
+    steps = [{**summary(50, client_cpu=0.3), "failed": None}, {**summary(100), "failed": "p99 900.0 ms"}]
+    row = socket_row(results_with(steps, 50, players=300, path="socket"))
+    assert row["met"] is False
+    assert row["next"].startswith("client-bound: the target needs ~1.8 client cores; p99 900.0 ms")
+    light = [{**summary(50, client_cpu=0.05), "failed": None}]  # 0.3 cores at 300/s: the server's miss
+    row = socket_row(results_with(light, 50, players=300, path="socket"))
+    assert row["next"] == "p99 900.0 ms"
