@@ -177,7 +177,8 @@ class SocketActions:
         return "no answer"
 
     async def _act(self, message: dict) -> tuple[int | None, dict | None, float]:
-        message["ref"] = f"b{next(self.refs)}"
+        ref = f"b{next(self.refs)}"
+        message.update(ref=ref, idempotency_key=f"bench-{ref}")  # every action has one, as the page's
         future = next(self.players).act(message)
         try:
             answer, now = await asyncio.wait_for(future, ANSWER_WAIT)
