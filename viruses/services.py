@@ -6,7 +6,7 @@ import random
 import uuid
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from . import players
@@ -71,10 +71,11 @@ def virus_create(
         # Holding the counter lock makes count-then-insert atomic across processes.
         ChangeCounter.lock()
         player = _actor(by)
-        alive = list(Virus.objects.values_list("x", "y"))
-        if len(alive) >= settings.VIRUS_MAX_ALIVE:
+        placing = x is None and y is None
+        alive = _alive_positions() if placing else None
+        if (len(alive) if placing else _alive_count()) >= settings.VIRUS_MAX_ALIVE:
             raise AliveCapReached(f"the playground is full ({settings.VIRUS_MAX_ALIVE} viruses)")
-        if x is None and y is None:
+        if placing:
             x, y = place(alive)
         virus = Virus(kind=kind, x=_coordinate() if x is None else x, y=_coordinate() if y is None else y)
         virus.by = player  # read by the post_save receiver for the push's "by"
@@ -114,7 +115,7 @@ def virus_kill(*, virus_id: uuid.UUID | str, by: Actor = None) -> None:
         # post_delete, so exactly one `virus.killed` push and one credit.
         ChangeCounter.lock()
         player = _actor(by)
-        virus = Virus.objects.filter(pk=virus_id).first()
+        virus = _get(Virus, virus_id)
         if virus is None:
             raise VirusNotFound("no such virus (already killed?)")
         virus.by = player  # read by the post_delete receiver for the push's "by"
@@ -132,10 +133,55 @@ def _actor(by: Actor) -> Player | None:
     """
     if by is None:
         return None
-    player = Player.objects.filter(pk=by.pk if isinstance(by, Player) else by).first()
+    player = _get(Player, by.pk if isinstance(by, Player) else by)
     if player is not None and player.banned:
         raise PlayerBanned("this player is banned")
     return player
+
+
+# Plain SQL for the reads under the counter lock: every write waits for them, and the ORM's
+# query compiler cost more CPU than the database did (docs/performance.md, "Write path").
+
+
+def _get(model, pk):
+    """Return the `model` row whose primary key is `pk` as an instance, or None.
+
+    An invalid `pk` raises ValidationError, as `filter(pk=...)` does.
+    """
+    meta, quote = model._meta, connection.ops.quote_name
+    fields = meta.concrete_fields
+    columns = ", ".join(quote(field.column) for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {quote(meta.pk.column)} = %s",
+            [meta.pk.get_db_prep_value(pk, connection)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = []
+    for field, value in zip(fields, row, strict=True):
+        # The database's converters then the field's, as the ORM applies them (SQLite
+        # returns UUIDs, datetimes and booleans as text and integers).
+        column = field.get_col(meta.db_table)
+        for convert in connection.ops.get_db_converters(column) + field.get_db_converters(connection):
+            value = convert(value, column, connection)
+        values.append(value)
+    return model.from_db(connection.alias, [field.attname for field in fields], values)
+
+
+def _alive_positions() -> list[tuple[float, float]]:
+    quote, meta = connection.ops.quote_name, Virus._meta
+    x, y = (quote(meta.get_field(name).column) for name in ("x", "y"))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {x}, {y} FROM {quote(meta.db_table)}")
+        return cursor.fetchall()
+
+
+def _alive_count() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(Virus._meta.db_table)}")
+        return cursor.fetchone()[0]
 
 
 def player_create() -> Player:
