@@ -87,6 +87,21 @@ def test_a_crowded_dish_still_takes_every_virus_each_in_the_emptiest_spot_found(
     assert min(pairwise_gaps(viruses)) >= 2.5
 
 
+@pytest.mark.parametrize("crowd", [0, 1, 30, 150, 1000])
+def test_place_takes_the_first_spot_far_enough_else_the_emptiest_tried(crowd):
+    draw = random.Random(crowd)
+    alive = [(round(draw.uniform(0, 100), 2), round(draw.uniform(0, 100), 2)) for _ in range(crowd)]
+    random.seed(crowd)
+    spots = [(services._coordinate(), services._coordinate()) for _ in range(services.CANDIDATES)]
+
+    def gap(spot):  # to the nearest living virus, by brute force
+        return min((math.dist(spot, other) for other in alive), default=math.inf)
+
+    expected = next((spot for spot in spots if gap(spot) >= services.SPACING), max(spots, key=gap))
+    random.seed(crowd)
+    assert services.place(alive) == expected
+
+
 def test_a_virus_finds_the_one_free_corner_of_a_full_dish():
     random.seed(3)
     # A dish with one free corner: the new virus goes there.

@@ -4,6 +4,7 @@ commit) and the `Connection` rows that say who is online."""
 import math
 import random
 import uuid
+from collections import defaultdict
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -85,14 +86,21 @@ def virus_create(
 
 def place(alive: list[tuple[float, float]]) -> tuple[float, float]:
     """Pick a spot at least SPACING from every living virus, else the emptiest of CANDIDATES tried."""
+    # Viruses by square cells of side SPACING: any virus outside a spot's 3 x 3 cells is
+    # farther than SPACING, so a nearer one is in those cells, and so is the nearest.
+    cells = defaultdict(list)
+    for ax, ay in alive:
+        cells[ax // SPACING, ay // SPACING].append((ax, ay))
     best, best_gap = None, -1.0  # squared distances: no square roots in the loop
     for _ in range(CANDIDATES):
         x, y = _coordinate(), _coordinate()
+        cx, cy = x // SPACING, y // SPACING
         gap = math.inf
-        for ax, ay in alive:
-            gap = min(gap, (x - ax) ** 2 + (y - ay) ** 2)
-            if gap <= best_gap:  # cannot beat the best spot so far
-                break
+        for cell in ((i, j) for i in (cx - 1, cx, cx + 1) for j in (cy - 1, cy, cy + 1)):
+            for ax, ay in cells.get(cell, ()):
+                distance = (x - ax) ** 2 + (y - ay) ** 2
+                if distance < gap:
+                    gap = distance
         if gap >= SPACING**2:
             return x, y
         if gap > best_gap:
