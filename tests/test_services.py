@@ -113,3 +113,14 @@ def test_a_virus_finds_the_one_free_corner_of_a_full_dish():
     ]
     virus = services.virus_create()
     assert min(math.hypot(virus.x - c.x, virus.y - c.y) for c in crowd) >= services.SPACING
+
+
+def test_a_players_create_and_kill_take_one_statement_per_step(django_assert_num_queries):
+    player = services.player_create()
+    # Savepoint (the test's transaction holds the BEGIN), counter lock, actor, alive viruses,
+    # insert, seq, release: the cost of a create under the lock that every writer waits for.
+    with django_assert_num_queries(7):
+        virus = services.virus_create(by=player.pk)
+    # Savepoint, counter lock, actor, target, delete, seq, credit, release.
+    with django_assert_num_queries(8):
+        services.virus_kill(virus_id=virus.id, by=player.pk)

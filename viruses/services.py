@@ -7,7 +7,7 @@ import uuid
 from collections import defaultdict
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from . import players
@@ -96,11 +96,12 @@ def place(alive: list[tuple[float, float]]) -> tuple[float, float]:
         x, y = _coordinate(), _coordinate()
         cx, cy = x // SPACING, y // SPACING
         gap = math.inf
-        for cell in ((i, j) for i in (cx - 1, cx, cx + 1) for j in (cy - 1, cy, cy + 1)):
-            for ax, ay in cells.get(cell, ()):
-                distance = (x - ax) ** 2 + (y - ay) ** 2
-                if distance < gap:
-                    gap = distance
+        for i in (cx - 1, cx, cx + 1):
+            for j in (cy - 1, cy, cy + 1):
+                for ax, ay in cells.get((i, j), ()):
+                    distance = (x - ax) ** 2 + (y - ay) ** 2
+                    if distance < gap:
+                        gap = distance
         if gap >= SPACING**2:
             return x, y
         if gap > best_gap:
@@ -156,13 +157,14 @@ def _get(model, pk):
 
     An invalid `pk` raises ValidationError, as `filter(pk=...)` does.
     """
-    meta, quote = model._meta, connection.ops.quote_name
+    db = connections[DEFAULT_DB_ALIAS]  # once: each use of the `connection` proxy costs a lookup
+    meta, quote = model._meta, db.ops.quote_name
     fields = meta.concrete_fields
     columns = ", ".join(quote(field.column) for field in fields)
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(
             f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {quote(meta.pk.column)} = %s",
-            [meta.pk.get_db_prep_value(pk, connection)],
+            [meta.pk.get_db_prep_value(pk, db)],
         )
         row = cursor.fetchone()
     if row is None:
@@ -172,10 +174,10 @@ def _get(model, pk):
         # The database's converters then the field's, as the ORM applies them (SQLite
         # returns UUIDs, datetimes and booleans as text and integers).
         column = field.get_col(meta.db_table)
-        for convert in connection.ops.get_db_converters(column) + field.get_db_converters(connection):
-            value = convert(value, column, connection)
+        for convert in db.ops.get_db_converters(column) + field.get_db_converters(db):
+            value = convert(value, column, db)
         values.append(value)
-    return model.from_db(connection.alias, [field.attname for field in fields], values)
+    return model.from_db(db.alias, [field.attname for field in fields], values)
 
 
 def _alive_positions() -> list[tuple[float, float]]:
