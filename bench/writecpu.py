@@ -43,6 +43,7 @@ def main() -> None:
     Virus.objects.all().delete()
     Player.objects.all().delete()
     player = services.player_create()
+    board_asks.clear()  # the players deleted above asked too
 
     profiler = cProfile.Profile() if args.profile else None
     ids = []
