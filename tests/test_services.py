@@ -32,6 +32,17 @@ def test_alive_cap_refuses_and_creates_nothing(settings):
     assert Virus.objects.count() == 3
 
 
+def test_alive_cap_holds_for_viruses_placed_by_hand(settings):
+    settings.VIRUS_MAX_ALIVE = 2
+    services.virus_create()
+    services.virus_create(x=50, y=50)
+    with pytest.raises(services.AliveCapReached):
+        services.virus_create(x=20, y=20)
+    with pytest.raises(services.AliveCapReached):
+        services.virus_create(y=20)
+    assert Virus.objects.count() == 2
+
+
 def test_second_kill_of_a_virus_is_not_found():
     virus = services.virus_create()
     services.virus_kill(virus_id=virus.id)

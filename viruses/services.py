@@ -72,11 +72,10 @@ def virus_create(
         # Holding the counter lock makes count-then-insert atomic across processes.
         ChangeCounter.lock()
         player = _actor(by)
-        placing = x is None and y is None
-        alive = _alive_positions() if placing else None
-        if (len(alive) if placing else _alive_count()) >= settings.VIRUS_MAX_ALIVE:
+        alive = _alive_positions() if x is None and y is None else None  # only to place it
+        if (_alive_count() if alive is None else len(alive)) >= settings.VIRUS_MAX_ALIVE:
             raise AliveCapReached(f"the playground is full ({settings.VIRUS_MAX_ALIVE} viruses)")
-        if placing:
+        if alive is not None:
             x, y = place(alive)
         virus = Virus(kind=kind, x=_coordinate() if x is None else x, y=_coordinate() if y is None else y)
         virus.by = player  # read by the post_save receiver for the push's "by"
