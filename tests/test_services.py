@@ -9,7 +9,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from viruses import services
-from viruses.models import SignalBypassError, Virus
+from viruses.models import Player, SignalBypassError, Virus
 
 pytestmark = pytest.mark.django_db
 
@@ -135,3 +135,31 @@ def test_a_players_create_and_kill_take_one_statement_per_step(django_assert_num
     # Savepoint, counter lock, actor, target, delete, seq, credit, release.
     with django_assert_num_queries(8):
         services.virus_kill(virus_id=virus.id, by=player.pk)
+
+
+def test_a_kill_credits_the_player_as_they_are_now_and_a_player_who_is_gone_acts_as_nobody():
+    player = services.player_create()
+    services.virus_kill(virus_id=str(services.virus_create(by=str(player.pk)).id), by=player)
+    player.refresh_from_db()
+    assert player.kills == 1 and player.scored_at is not None
+    gone = uuid.uuid4()
+    virus = services.virus_create(by=gone)
+    services.virus_kill(virus_id=virus.id, by=gone)
+    assert list(Player.objects.values_list("kills", flat=True)) == [1]
+    assert not Virus.objects.exists()
+
+
+def test_the_rows_read_under_the_lock_are_the_orms_to_the_last_field():
+    player = services.player_create()
+    services.virus_kill(virus_id=services.virus_create(by=player).id, by=player)
+    services.players_set_banned(player_ids=[player.pk], banned=True)
+    virus = services.virus_create()
+    for model, pk in ((Player, player.pk), (Virus, virus.pk)):
+        fields = [field.attname for field in model._meta.concrete_fields]
+        read, orm = services._get(model, str(pk)), model.objects.get(pk=pk)
+        assert [getattr(read, name) for name in fields] == [getattr(orm, name) for name in fields]
+        assert [type(getattr(read, name)) for name in fields] == [type(getattr(orm, name)) for name in fields]
+        assert not read._state.adding and read._state.db == orm._state.db
+    assert services._get(Player, uuid.uuid4()) is None
+    with pytest.raises(ValidationError):
+        services._get(Virus, "not-a-uuid")
