@@ -4,9 +4,10 @@ commit) and the `Connection` rows that say who is online."""
 import math
 import random
 import uuid
+from collections import defaultdict
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from . import players
@@ -69,10 +70,10 @@ def virus_create(
         sample.full_clean(validate_unique=False)  # the id is a fresh uuid4
     with ChangeCounter.locked():  # count-then-insert is then atomic across processes
         player = _actor(by)
-        alive = list(Virus.objects.values_list("x", "y"))
-        if len(alive) >= settings.VIRUS_MAX_ALIVE:
+        alive = _alive_positions() if x is None and y is None else None  # only to place it
+        if (_alive_count() if alive is None else len(alive)) >= settings.VIRUS_MAX_ALIVE:
             raise AliveCapReached(f"the playground is full ({settings.VIRUS_MAX_ALIVE} viruses)")
-        if x is None and y is None:
+        if alive is not None:
             x, y = place(alive)
         virus = Virus(kind=kind, x=_coordinate() if x is None else x, y=_coordinate() if y is None else y)
         virus.by = player  # read by the post_save receiver for the push's "by"
@@ -82,14 +83,22 @@ def virus_create(
 
 def place(alive: list[tuple[float, float]]) -> tuple[float, float]:
     """Pick a spot at least SPACING from every living virus, else the emptiest of CANDIDATES tried."""
+    # Viruses by square cells of side SPACING: any virus outside a spot's 3 x 3 cells is
+    # farther than SPACING, so a nearer one is in those cells, and so is the nearest.
+    cells = defaultdict(list)
+    for ax, ay in alive:
+        cells[ax // SPACING, ay // SPACING].append((ax, ay))
     best, best_gap = None, -1.0  # squared distances: no square roots in the loop
     for _ in range(CANDIDATES):
         x, y = _coordinate(), _coordinate()
+        cx, cy = x // SPACING, y // SPACING
         gap = math.inf
-        for ax, ay in alive:
-            gap = min(gap, (x - ax) ** 2 + (y - ay) ** 2)
-            if gap <= best_gap:  # cannot beat the best spot so far
-                break
+        for i in (cx - 1, cx, cx + 1):
+            for j in (cy - 1, cy, cy + 1):
+                for ax, ay in cells.get((i, j), ()):
+                    distance = (x - ax) ** 2 + (y - ay) ** 2
+                    if distance < gap:
+                        gap = distance
         if gap >= SPACING**2:
             return x, y
         if gap > best_gap:
@@ -111,7 +120,7 @@ def virus_kill(*, virus_id: uuid.UUID | str, by: Actor = None) -> None:
     # post_delete, so exactly one `virus.killed` push and one credit.
     with ChangeCounter.locked():
         player = _actor(by)
-        virus = Virus.objects.filter(pk=virus_id).first()
+        virus = _get(Virus, virus_id)
         if virus is None:
             raise VirusNotFound("no such virus (already killed?)")
         virus.by = player  # read by the post_delete receiver for the push's "by"
@@ -129,10 +138,56 @@ def _actor(by: Actor) -> Player | None:
     """
     if by is None:
         return None
-    player = Player.objects.filter(pk=by.pk if isinstance(by, Player) else by).first()
+    player = _get(Player, by.pk if isinstance(by, Player) else by)
     if player is not None and player.banned:
         raise PlayerBanned("this player is banned")
     return player
+
+
+# Plain SQL for the reads under the counter lock: every write waits for them, and the ORM's
+# query compiler cost more CPU than the database did (docs/performance.md, "Write path").
+
+
+def _get(model, pk):
+    """Return the `model` row whose primary key is `pk` as an instance, or None.
+
+    An invalid `pk` raises ValidationError, as `filter(pk=...)` does.
+    """
+    db = connections[DEFAULT_DB_ALIAS]  # once: each use of the `connection` proxy costs a lookup
+    meta, quote = model._meta, db.ops.quote_name
+    fields = meta.concrete_fields
+    columns = ", ".join(quote(field.column) for field in fields)
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {quote(meta.pk.column)} = %s",
+            [meta.pk.get_db_prep_value(pk, db)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = []
+    for field, value in zip(fields, row, strict=True):
+        # The database's converters then the field's, as the ORM applies them (SQLite
+        # returns UUIDs, datetimes and booleans as text and integers).
+        column = field.get_col(meta.db_table)
+        for convert in db.ops.get_db_converters(column) + field.get_db_converters(db):
+            value = convert(value, column, db)
+        values.append(value)
+    return model.from_db(db.alias, [field.attname for field in fields], values)
+
+
+def _alive_positions() -> list[tuple[float, float]]:
+    quote, meta = connection.ops.quote_name, Virus._meta
+    x, y = (quote(meta.get_field(name).column) for name in ("x", "y"))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {x}, {y} FROM {quote(meta.db_table)}")
+        return cursor.fetchall()
+
+
+def _alive_count() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(Virus._meta.db_table)}")
+        return cursor.fetchone()[0]
 
 
 def player_create() -> Player:
