@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import math
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -155,6 +156,7 @@ class SocketActions:
         self.swarm = swarm
         self.refs = itertools.count()
         self.players = itertools.cycle(swarm.open_players)
+        self.page = uuid.uuid4().hex  # keys unique across paths and P, as each page's are
 
     async def probe(self, wait: float = 5.0) -> str | None:
         """None when the server takes socket actions, else why not (it said so, or silence)."""
@@ -178,7 +180,7 @@ class SocketActions:
 
     async def _act(self, message: dict) -> tuple[int | None, dict | None, float]:
         ref = f"b{next(self.refs)}"
-        message.update(ref=ref, idempotency_key=f"bench-{ref}")  # every action has one, as the page's
+        message.update(ref=ref, idempotency_key=f"{self.page}:{ref}")  # every action has one, as the page's
         future = next(self.players).act(message)
         try:
             answer, now = await asyncio.wait_for(future, ANSWER_WAIT)
