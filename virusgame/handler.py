@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import django
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
 
@@ -51,6 +52,4 @@ class PooledASGIHandler(ASGIHandler):
 def get_asgi_application() -> PooledASGIHandler:
     """`django.core.asgi.get_asgi_application`, with `settings.HTTP_THREADS` request threads."""
     django.setup(set_prefix=False)
-    from django.conf import settings
-
     return PooledASGIHandler(settings.HTTP_THREADS)
