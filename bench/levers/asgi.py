@@ -5,6 +5,8 @@
   project did before it relayed group events directly (viruses/consumers.py).
 - `closesqlite`: the sockets' database thread closes its SQLite connection after every
   call, as Channels' `database_sync_to_async` does (viruses/dbthread.py keeps it open).
+- `nobatch`: one `group_send` per push, never a batch of the pushes queued meanwhile
+  (viruses/broadcast.py, `Pusher`).
 """
 
 import os
@@ -21,12 +23,14 @@ from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from bench.levers import enabled  # noqa: E402
-from viruses import dbthread  # noqa: E402
+from viruses import broadcast, dbthread  # noqa: E402
 from viruses.consumers import VirusConsumer  # noqa: E402
 from viruses.transport import DaphneProtocolMiddleware  # noqa: E402
 
 if enabled("closesqlite"):
     dbthread.KEEP_SECONDS = 0.0
+if enabled("nobatch"):
+    broadcast.BATCH_MAX = 1
 
 
 class LeverConsumer(VirusConsumer):
