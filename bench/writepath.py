@@ -96,8 +96,10 @@ async def measure(server: GameServer, players: int, actions: int, in_flight: int
             assert answer["status"] == 204, answer
 
     mark = cpu_seconds(pid)
+    pushed = await group_messages(server.url)
     await asyncio.gather(*(play(crowd[n], range(n, actions, in_flight)) for n in range(in_flight)))
     cpu["socket"] = cpu_seconds(pid) - mark
+    pushed = [after - before for after, before in zip(await group_messages(server.url), pushed, strict=True)]
     expected = (3 + 2 * actions) * 2
     for _ in range(200):  # up to 10 s for the last pushes
         if all(p.changes >= expected for p in crowd):
@@ -108,7 +110,20 @@ async def measure(server: GameServer, players: int, actions: int, in_flight: int
         await ws.close()
     result = {name: (percentile(v, 0.5) * 1000, percentile(v, 0.99) * 1000) for name, v in times.items()}
     per_action = {path: seconds / (2 * actions) * 1000 for path, seconds in cpu.items()}
-    return {"ms": result, "lost": lost, "cpu": per_action}
+    return {"ms": result, "lost": lost, "cpu": per_action, "pushed": pushed}
+
+
+async def group_messages(url: str) -> tuple[float, float]:
+    """Events pushed so far, and the group messages that carried them (the server's /metrics)."""
+    async with Api(url, asynchronous=True, check=True) as api:
+        text = (await api.client.get("/metrics")).text
+    events = messages = 0.0
+    for line in text.splitlines():
+        if line.startswith("virusgame_pushes_total{") and 'result="ok"' in line:
+            events += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("virusgame_push_seconds_count "):
+            messages = float(line.rsplit(" ", 1)[1])
+    return events, messages
 
 
 def main() -> None:
@@ -133,6 +148,7 @@ def main() -> None:
                 redis_url=redis.url if redis else os.environ["REDIS_URL"],
                 DJANGO_STATIC_ROOT=str(static),
                 VIRUS_MAX_CONNECTIONS_PER_ADDRESS="0",
+                METRICS_ALLOW_FROM="127.0.0.1/32",
                 LOG_LEVEL="WARNING",
                 **extra,
             )
@@ -156,6 +172,8 @@ def main() -> None:
         print(f"  {name:10} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
     cpu = result["cpu"]
     print(f"  daphne CPU per action: HTTP {cpu['http']:.2f} ms, socket {cpu['socket']:.2f} ms")
+    events, group_sends = result["pushed"]
+    print(f"  socket phase: {events:.0f} events pushed in {group_sends:.0f} group messages")
     print(f"  deliveries lost: {result['lost']}")
     if result["lost"]:
         sys.exit(1)
