@@ -62,12 +62,14 @@ def test_a_frame_of_queued_group_events_splices_batches_in_order():
     assert messages.frame_of([batch]) == batch["text"] == messages.frame_text([one["text"], two["text"]])
 
 
+@pytest.mark.parametrize("fastlane", ["1", "0"])
 async def test_a_burst_committed_while_a_push_is_in_flight_reaches_a_client_whole_in_fewer_frames(
-    game_env, tmp_path
+    game_env, tmp_path, fastlane
 ):
     """Redis hangs during the first push; the changes committed meanwhile follow as one batch."""
     redis = LocalRedis(tmp_path / "redis").start()
-    server = harness.GameServer({**game_env, "REDIS_URL": redis.url}, tmp_path / "daphne.log").start()
+    env = {**game_env, "REDIS_URL": redis.url, "VIRUS_FASTLANE": fastlane}
+    server = harness.GameServer(env, tmp_path / "daphne.log").start()
     total = 12
     try:
         api = server.api()
