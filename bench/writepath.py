@@ -1,12 +1,15 @@
 """The write path from the acting player's side: how long its own create and kill take to answer.
 
-    python -m bench.writepath [--players 100] [--actions 60] [--env KEY=VALUE ...] [--profile FILE]
+    python -m bench.writepath [--players 100] [--actions 60] [--in-flight 1] [--env KEY=VALUE ...]
+                              [--profile FILE]
 
 Starts one daphne on a fresh database (PostgreSQL when DATABASE_URL points at one, else
 SQLite) and Redis (REDIS_URL's, else a private one), connects P WebSocket players that read
 everything, then acts one action at a time: K POST + DELETE pairs from a keep-alive HTTP
-client, then K create + kill pairs over one player's socket. Prints the p50/p99 of each
-answer as the actor waits for it, and checks that every player received every change.
+client, then K create + kill pairs over one player's socket (`--in-flight N`: over N
+players' sockets at once, K pairs in all). Prints the p50/p99 of each answer as the actor
+waits for it, daphne's CPU time per action (the socket phase's until every player has every
+change), and checks that every player received every change.
 `--profile FILE` runs daphne under cProfile, every thread included (bench/profiled.py).
 Figures are in docs/performance.md ("Write path").
 """
@@ -60,7 +63,7 @@ class Player:
         return await self.answers.get()
 
 
-async def measure(server: GameServer, players: int, actions: int) -> dict:
+async def measure(server: GameServer, players: int, actions: int, in_flight: int = 1) -> dict:
     sockets = [
         await websockets.connect(server.ws_url, origin=server.url, max_size=None) for _ in range(players)
     ]
@@ -80,35 +83,56 @@ async def measure(server: GameServer, players: int, actions: int) -> dict:
             await api.kill(virus["id"])
             times["DELETE"].append(time.perf_counter() - started)
         cpu["http"] = cpu_seconds(pid) - mark
-    actor = crowd[0]
+
+    async def play(actor: Player, pairs: range) -> None:
+        for i in pairs:
+            started = time.perf_counter()
+            answer = await actor.act({"type": "create", "ref": f"c{i}"})
+            times["ws create"].append(time.perf_counter() - started)
+            assert answer["status"] == 201, answer
+            started = time.perf_counter()
+            answer = await actor.act({"type": "kill", "id": answer["virus"]["id"], "ref": f"k{i}"})
+            times["ws kill"].append(time.perf_counter() - started)
+            assert answer["status"] == 204, answer
+
+    pushed = await group_messages(server.url)
     mark = cpu_seconds(pid)
-    for i in range(actions):
-        started = time.perf_counter()
-        answer = await actor.act({"type": "create", "ref": f"c{i}"})
-        times["ws create"].append(time.perf_counter() - started)
-        assert answer["status"] == 201, answer
-        started = time.perf_counter()
-        answer = await actor.act({"type": "kill", "id": answer["virus"]["id"], "ref": f"k{i}"})
-        times["ws kill"].append(time.perf_counter() - started)
-        assert answer["status"] == 204, answer
-    cpu["socket"] = cpu_seconds(pid) - mark
+    await asyncio.gather(*(play(crowd[n], range(n, actions, in_flight)) for n in range(in_flight)))
+    answered = time.perf_counter()
     expected = (3 + 2 * actions) * 2
-    for _ in range(200):  # up to 10 s for the last pushes
+    for _ in range(1000):  # up to 10 s for the last pushes, whose cost counts too
         if all(p.changes >= expected for p in crowd):
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
+    lag = time.perf_counter() - answered
+    cpu["socket"] = cpu_seconds(pid) - mark
+    pushed = [after - before for after, before in zip(await group_messages(server.url), pushed, strict=True)]
     lost = sum(expected - p.changes for p in crowd)
     for ws in sockets:
         await ws.close()
     result = {name: (percentile(v, 0.5) * 1000, percentile(v, 0.99) * 1000) for name, v in times.items()}
     per_action = {path: seconds / (2 * actions) * 1000 for path, seconds in cpu.items()}
-    return {"ms": result, "lost": lost, "cpu": per_action}
+    return {"ms": result, "lost": lost, "cpu": per_action, "pushed": pushed, "lag": lag}
+
+
+async def group_messages(url: str) -> tuple[float, float]:
+    """Events pushed so far, and the group messages that carried them (the server's /metrics)."""
+    async with Api(url, asynchronous=True, check=True) as api:
+        text = (await api.client.get("/metrics")).text
+    events = messages = 0.0
+    for line in text.splitlines():
+        if line.startswith("virusgame_pushes_total{") and 'result="ok"' in line:
+            events += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("virusgame_push_seconds_count "):
+            messages = float(line.rsplit(" ", 1)[1])
+    return events, messages
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--players", type=int, default=100)
     parser.add_argument("--actions", type=int, default=60)
+    parser.add_argument("--in-flight", type=int, default=1, help="players acting at once over their sockets")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
     parser.add_argument("--profile", type=Path, help="write daphne's cProfile stats here")
     args = parser.parse_args()
@@ -126,6 +150,7 @@ def main() -> None:
                 redis_url=redis.url if redis else os.environ["REDIS_URL"],
                 DJANGO_STATIC_ROOT=str(static),
                 VIRUS_MAX_CONNECTIONS_PER_ADDRESS="0",
+                METRICS_ALLOW_FROM="127.0.0.1/32",
                 LOG_LEVEL="WARNING",
                 **extra,
             )
@@ -135,7 +160,7 @@ def main() -> None:
                 argv += ["-p", "{port}", "virusgame.asgi:application"]
             server = GameServer(env, tmp / "daphne.log", argv=argv).start()
             try:
-                result = asyncio.run(measure(server, args.players, args.actions))
+                result = asyncio.run(measure(server, args.players, args.actions, args.in_flight))
             finally:
                 server.stop(timeout=30)
         finally:
@@ -143,11 +168,15 @@ def main() -> None:
             if redis:
                 redis.stop()
     database = "PostgreSQL" if databases.postgres_url else "SQLite"
-    print(f"{database}, {args.players} players, {args.actions} of each, env {extra or '-'}:")
+    flight = f"{args.in_flight} in flight"
+    print(f"{database}, {args.players} players, {args.actions} of each, {flight}, env {extra or '-'}:")
     for name, (p50, p99) in result["ms"].items():
         print(f"  {name:10} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
     cpu = result["cpu"]
     print(f"  daphne CPU per action: HTTP {cpu['http']:.2f} ms, socket {cpu['socket']:.2f} ms")
+    events, group_sends = result["pushed"]
+    print(f"  socket phase: {events:.0f} events pushed in {group_sends:.0f} group messages", end="")
+    print(f", every change at every player {result['lag'] * 1000:.0f} ms after the last answer")
     print(f"  deliveries lost: {result['lost']}")
     if result["lost"]:
         sys.exit(1)

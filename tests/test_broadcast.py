@@ -1,5 +1,5 @@
-"""viruses/broadcast.py: in a server process pushes leave from its event loop, in order, and
-the writer's answer never waits for them."""
+"""viruses/broadcast.py: in a server process pushes leave from its event loop, in order (those
+queued meanwhile as one batch), and the writer's answer never waits for them."""
 
 import asyncio
 import os
@@ -10,6 +10,7 @@ import pytest
 
 from tests import harness
 from tests.harness import player
+from tools.gameclient import CHANGES, decode
 from tools.local_redis import LocalRedis
 from viruses import broadcast, messages
 
@@ -26,9 +27,71 @@ async def test_pushes_handed_over_from_a_writer_thread_leave_in_the_order_given(
 
     try:
         await asyncio.to_thread(commit_fifty)
-        assert [(await pushes.receive())["seq"] for _ in range(50)] == list(range(1, 51))
+        seqs = []
+        while len(seqs) < 50:
+            received = await pushes.receive()
+            seqs += [m["seq"] for m in received] if isinstance(received, list) else [received["seq"]]
+        assert seqs == list(range(1, 51))
     finally:
         pusher.task.cancel()
+
+
+async def test_pushes_queued_meanwhile_leave_as_batches_in_order(pushes, monkeypatch):
+    pusher = broadcast.Pusher(asyncio.get_running_loop())
+    monkeypatch.setattr(broadcast, "_pusher", pusher)
+    total = 2 * broadcast.BATCH_MAX + 20
+    try:
+        for seq in range(1, total + 1):  # all queued before the pusher runs again
+            pusher._put(messages.killed_event(seq=seq, virus_id=f"v{seq}"))
+        pusher._put(messages.presence_event(online=3))
+        await broadcast.flush()
+        batches = [await pushes.receive() for _ in range(3)]
+        assert [len(batch) for batch in batches] == [broadcast.BATCH_MAX, broadcast.BATCH_MAX, 21]
+        received = [m for batch in batches for m in batch]
+        assert [m.get("seq") for m in received] == [*range(1, total + 1), None]
+        assert received[-1] == {"type": "presence", "online": 3}
+    finally:
+        pusher.task.cancel()
+
+
+def test_a_frame_of_queued_group_events_splices_batches_in_order():
+    one, two, three = (messages.killed_event(seq=seq, virus_id=f"v{seq}") for seq in (1, 2, 3))
+    frame = messages.frame_of([one, messages.batch_event([two, three]), messages.presence_event(online=1)])
+    assert [m.get("seq") for m in decode(frame)] == [1, 2, 3, None]
+    batch = messages.batch_event([one, two])
+    assert messages.frame_of([batch]) == batch["text"] == messages.frame_text([one["text"], two["text"]])
+
+
+@pytest.mark.parametrize("fastlane", ["1", "0"])
+async def test_a_burst_committed_while_a_push_is_in_flight_reaches_a_client_whole_in_fewer_frames(
+    game_env, tmp_path, fastlane
+):
+    """Redis hangs during the first push; the changes committed meanwhile follow as one batch."""
+    redis = LocalRedis(tmp_path / "redis").start()
+    env = {**game_env, "REDIS_URL": redis.url, "VIRUS_FASTLANE": fastlane}
+    server = harness.GameServer(env, tmp_path / "daphne.log").start()
+    total = 12
+    try:
+        api = server.api()
+        async with player(server) as watcher:
+            os.kill(redis.process.pid, signal.SIGSTOP)
+            try:
+                for _ in range(total):
+                    assert (await asyncio.to_thread(api.create)).status_code == 201
+            finally:
+                os.kill(redis.process.pid, signal.SIGCONT)
+            seqs, frames = [], 0
+            while len(seqs) < total:
+                frame = await asyncio.wait_for(watcher.ws.recv(), 20)
+                changes = [m for m in decode(frame) if m["type"] in CHANGES]
+                frames += bool(changes)
+                seqs += [m["seq"] for m in changes]
+            assert seqs == list(range(1, total + 1))
+            assert frames <= 3, f"{total} changes came in {frames} frames"
+            assert "type=batch" in server.read_log()
+    finally:
+        server.stop()
+        redis.stop()
 
 
 async def test_a_stalled_redis_does_not_hold_the_acting_players_answer(game_env, tmp_path):

@@ -70,10 +70,10 @@ class Fanout:
         socket = self.pending.pop(channel, None)
         if socket is None:
             return queued
-        texts = [m["text"] for m in queued if is_group_event(m)]
+        events = [m for m in queued if is_group_event(m)]
         self.live[channel] = socket
-        if texts:
-            self._write(channel, socket, transport.text_frame(messages.frame_text(texts)))
+        if events:
+            self._write(channel, socket, transport.text_frame(messages.frame_of(events)))
         return [m for m in queued if not is_group_event(m)]
 
     def deliver(self, channels: list[str], message: dict) -> list[str]:

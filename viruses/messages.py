@@ -137,8 +137,10 @@ def ack(*, ref: str, status: int, virus: dict | None = None, player: dict | None
 
 # --- group events, to every client ------------------------------------------------------
 
+BATCH = "batch"  # several group events sent as one (`batch_event`)
+
 # What a consumer or the fastlane relays to its client as it is: the event's `text`.
-GROUP_EVENTS = frozenset({"virus.created", "virus.killed", "presence", "leaderboard"})
+GROUP_EVENTS = frozenset({"virus.created", "virus.killed", "presence", "leaderboard", BATCH})
 
 
 def created_event(*, seq: int, virus: dict, by: dict | None = None) -> dict:
@@ -159,6 +161,21 @@ def presence_event(*, online: int, **names) -> dict:
     return _event("presence", {"type": "presence", "online": online, **names})
 
 
+def batch_event(events: list[dict]) -> dict:
+    """Group events as one: a single frame for every client, their messages in order (an array).
+
+    `events` and the seq range ride along outside the text only for the push's log line.
+    """
+    seqs = [event["seq"] for event in events if event.get("seq") is not None]
+    return {
+        "type": BATCH,
+        "seq": seqs[0] if seqs else None,
+        "last_seq": seqs[-1] if seqs else None,
+        "events": len(events),
+        "text": frame_text([event["text"] for event in events]),
+    }
+
+
 def _event(kind: str, message: dict) -> dict:
     # `seq` rides along outside the text only for the push's log line.
     return {"type": kind, "seq": message.get("seq"), "text": encode(message)}
@@ -171,3 +188,10 @@ def encode(message: dict) -> str:
 def frame_text(texts: list[str]) -> str:
     """One frame's text for encoded messages: the message itself, or a JSON array of them in order."""
     return texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]"
+
+
+def frame_of(events: list[dict]) -> str:
+    """One frame's text for group events in order: a batch's messages spliced in, not nested."""
+    if len(events) == 1:
+        return events[0]["text"]
+    return frame_text([event["text"][1:-1] if event["type"] == BATCH else event["text"] for event in events])

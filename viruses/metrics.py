@@ -39,10 +39,14 @@ SERVER_CLOSES = Counter(
     ["reason"],
 )
 RESYNCS = Counter("virusgame_ws_resyncs", "Snapshots clients asked for with {type: resync}")
-PUSHES = Counter("virusgame_pushes", "Group events handed to the channel layer", ["type", "result"])
+PUSHES = Counter(
+    "virusgame_pushes",
+    "Group events handed to the channel layer (type batch: several sent as one group message)",
+    ["type", "result"],
+)
 PUSH_SECONDS = Histogram(
     "virusgame_push_seconds",
-    "Time group_send took to hand one event to Redis for every client (successful pushes)",
+    "Time group_send took to hand one event or batch to Redis for every client (successful pushes)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 LAYER_DROPS = Counter(
@@ -100,11 +104,11 @@ def observe(event: str, fields: dict) -> None:
             backend = "database" if isinstance(fields.get("error"), DatabaseError) else "redis"
             BACKEND_ERRORS.labels(backend, event).inc()
     elif event == "push":
-        PUSHES.labels(fields.get("type", ""), "ok").inc()
+        PUSHES.labels(fields.get("type", ""), "ok").inc(_events(fields))
         if isinstance(fields.get("ms"), int | float):
             PUSH_SECONDS.observe(fields["ms"] / 1000)
     elif event == "push.error":
-        PUSHES.labels(fields.get("type", ""), "error").inc()
+        PUSHES.labels(fields.get("type", ""), "error").inc(_events(fields))
     elif event == "layer.drop" and isinstance(fields.get("dropped"), int):
         LAYER_DROPS.inc(fields["dropped"])
     if event in BACKEND_OF_EVENT:
@@ -114,6 +118,11 @@ def observe(event: str, fields: dict) -> None:
 
 
 logs.listeners.append(observe)
+
+
+def _events(fields: dict) -> int:
+    events = fields.get("events")
+    return events if isinstance(events, int) else 1
 
 
 def count_action(*, path: str, action: str, status: int) -> None:

@@ -42,6 +42,7 @@ async def apush(event: dict) -> bool:
 
 messages._event = _event
 broadcast.apush = apush
+broadcast.BATCH_MAX = 1  # a stock push is one group_send per change
 
 
 class StockConsumer(VirusConsumer, AsyncJsonWebsocketConsumer):
