@@ -113,7 +113,20 @@ async def test_losing_the_redis_primary_under_play_loses_nothing_and_needs_no_re
     players = [await Player(server, name=f"p{i}", seed=i).start() for i in range(6)]
     spawners = [Spawner(server.env, tmp_path / f"spawner-{i}.log") for i in range(2)]
     created, killed, statuses = [], [], []
+    socket_changes = 0
     stop = asyncio.Event()
+
+    async def act_over_socket(store) -> None:
+        """A create and a kill over a player's socket as the page sends them: each with an
+        idempotency key, claimed and settled through the event loop's own Redis client."""
+        nonlocal socket_changes
+        keys_before = len(store.keys(f"{prefix}:idem:*"))
+        status, virus, path = await players[0].act({"type": "create"})
+        assert (status, path) == (201, "socket")
+        status, _, path = await players[0].act({"type": "kill", "id": virus["id"]})
+        assert (status, path) == (204, "socket")
+        socket_changes += 2
+        assert len(store.keys(f"{prefix}:idem:*")) == keys_before + 2
 
     async def play(api):
         # One player acting continuously: creates, and kills of its own once it has five.
@@ -139,6 +152,7 @@ async def test_losing_the_redis_primary_under_play_loses_nothing_and_needs_no_re
             store = sentinels.client(first)
             assert store.keys(f"{prefix}:ws-address:*"), "admission goes through the sentinels"
             assert any(store.scan_iter(f"*spawn-virus:{SPAWN_WINDOW}:*")), "so does the spawner's lock"
+            await act_over_socket(store)
             connects = [p.connects for p in players]
             seq_before = (await asyncio.to_thread(api_state, server))["seq"]
 
@@ -163,6 +177,7 @@ async def test_losing_the_redis_primary_under_play_loses_nothing_and_needs_no_re
             store = sentinels.client(new)
             assert store.keys(f"{prefix}:ws-address:*")  # admission on the promoted replica
             assert store.keys(f"{prefix}:rate:*")  # and the rate limits
+            await act_over_socket(store)  # and the sockets' keys, on the promoted replica
             # Without a replica no spawn turn counts: a lock only the primary holds would be
             # lost with it. The killed server comes back as the new primary's replica (as
             # the sentinels would turn it), and the spawners go on.
@@ -188,7 +203,7 @@ async def test_losing_the_redis_primary_under_play_loses_nothing_and_needs_no_re
     spawned = [spawn for spawner in spawners for spawn in spawner.spawns()]
     assert set(statuses) <= {201, 204}, Counter(statuses)
     assert set(truth["ids"]) == (set(created) - set(killed)) | {virus for _, virus in spawned}
-    assert truth["seq"] == len(created) + len(killed) + len(spawned)
+    assert truth["seq"] == len(created) + len(killed) + len(spawned) + socket_changes
     for player in players:
         assert player.state() == truth
     # The spawners' lock: never two spawns in one window, before, across or after the failover.

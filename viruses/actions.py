@@ -4,9 +4,10 @@ One place decides what a player may do: the rate limit (ratelimit.py, the same b
 whichever way the action came), then the service, which decides the alive cap and kill
 races. Refusals are `services.GameError`s carrying their HTTP status; the caller answers
 them in its own protocol. `create`, `kill` and `rename` are for views (Django runs them in
-a thread); `acreate`, `akill` and `arename` are the same for consumers: the token is taken off the database
-thread, then the service runs on it (`database_sync_to_async`), so one player's Redis round
-trip never holds up the other sockets' database work.
+a thread); `acreate`, `akill` and `arename` are the same for consumers: the token is taken on
+the event loop (its own Redis client), then the service runs on the database thread
+(`database_sync_to_async`), so one player's Redis round trip never holds up the other
+sockets' database work.
 """
 
 import math

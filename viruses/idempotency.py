@@ -11,6 +11,7 @@ safe. Keys belong to the player (else the client address), so nobody replays ano
 Without Redis the keys live in this process. Actions without a key are unchanged.
 """
 
+import inspect
 import json
 import logging
 import threading
@@ -25,7 +26,7 @@ from . import services
 from .logs import kv
 from .messages import REF_CHARS
 from .ratelimit import client_key
-from .shared import redis_client
+from .shared import aredis_client, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -51,21 +52,23 @@ def valid_key(key) -> str | None:
 
 
 class RedisKeys:
-    def __init__(self, url: str):
-        self.client = redis_client(url)
+    """The keys in Redis; with an asyncio client `claim`, `keep` and `forget` return awaitables."""
 
-    def claim(self, name: str) -> bool:
-        return bool(self.client.set(name, PENDING, nx=True, ex=TTL))
+    def __init__(self, client):
+        self.client = client
+
+    def claim(self, name: str):
+        return self.client.set(name, PENDING, nx=True, ex=TTL)
 
     def get(self, name: str) -> str | None:
         value = self.client.get(name)
         return None if value is None else value.decode()
 
-    def keep(self, name: str, value: str) -> None:
-        self.client.set(name, value, ex=TTL)
+    def keep(self, name: str, value: str):
+        return self.client.set(name, value, ex=TTL)
 
-    def forget(self, name: str) -> None:
-        self.client.delete(name)
+    def forget(self, name: str):
+        return self.client.delete(name)
 
 
 class MemoryKeys:
@@ -99,8 +102,12 @@ class MemoryKeys:
 _memory = MemoryKeys()
 
 
-def _keys():
-    return RedisKeys(settings.REDIS_URLS[0]) if settings.REDIS_URLS else _memory
+def _keys(*, on_loop: bool = False):
+    """Where the keys live; `on_loop`: through this event loop's asyncio client (no thread)."""
+    if not settings.REDIS_URLS:
+        return _memory
+    url = settings.REDIS_URLS[0]
+    return RedisKeys(aredis_client(url) if on_loop else redis_client(url))
 
 
 def _name(key: str, address: str, player) -> str:
@@ -125,12 +132,9 @@ def _claim(name: str) -> Answer | None:
         time.sleep(0.05)
 
 
-def _settle(name: str, answer: Answer | None) -> None:
-    keys = _keys()
-    if answer is None:
-        keys.forget(name)
-    else:
-        keys.keep(name, json.dumps(answer))
+def _settle(keys, name: str, answer: Answer | None):
+    """Keep a success for its repeats; forget a refusal, so that a retry may act."""
+    return keys.forget(name) if answer is None else keys.keep(name, json.dumps(answer))
 
 
 def once(key: str | None, *, address: str, player, act: Callable[[], Answer]) -> Answer:
@@ -155,12 +159,15 @@ def once(key: str | None, *, address: str, player, act: Callable[[], Answer]) ->
 
 
 async def aonce(key: str | None, *, address: str, player, act: Callable[[], Awaitable[Answer]]) -> Answer:
-    """`once` for consumers: Redis off the event loop, `act` awaited on it."""
+    """`once` for consumers, `act` awaited. A first attempt (every page action carries a key)
+    claims and settles through the loop's own Redis client, no thread; a repeat waits for
+    the first attempt's answer in a thread, as `once` does."""
     if key is None:
         return await act()
     name = _name(key, address, player)
     try:
-        remembered = await sync_to_async(_claim, thread_sensitive=False)(name)
+        claimed = await _done(_keys(on_loop=True).claim(name))
+        remembered = None if claimed else await sync_to_async(_claim, thread_sensitive=False)(name)
     except redis.RedisError as exc:
         _unavailable(exc)
         return await act()
@@ -171,15 +178,27 @@ async def aonce(key: str | None, *, address: str, player, act: Callable[[], Awai
     try:
         answer = await act()
     except Exception:
-        await sync_to_async(_settle_quietly, thread_sensitive=False)(name, None)
+        await _asettle_quietly(name, None)
         raise
-    await sync_to_async(_settle_quietly, thread_sensitive=False)(name, answer)
+    await _asettle_quietly(name, answer)
     return answer
+
+
+async def _asettle_quietly(name: str, answer: Answer | None) -> None:
+    try:
+        await _done(_settle(_keys(on_loop=True), name, answer))
+    except redis.RedisError as exc:
+        _unavailable(exc)
+
+
+async def _done(result):
+    """The result of a key operation: awaited from Redis, or at hand from the in-process keys."""
+    return await result if inspect.isawaitable(result) else result
 
 
 def _settle_quietly(name: str, answer: Answer | None) -> None:
     try:
-        _settle(name, answer)
+        _settle(_keys(), name, answer)
     except redis.RedisError as exc:
         _unavailable(exc)
 

@@ -23,11 +23,10 @@ import time
 from functools import cache
 
 import redis
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from .logs import kv
-from .shared import redis_client
+from .shared import aredis_client, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -68,28 +67,43 @@ def retry_after(bucket: str, address: str, player: str | None = None) -> float |
 
     Fails open: when Redis does not answer the action is allowed and a line is logged.
     """
+    request = _request(bucket, address, player)
+    if request is None:
+        return None
+    if not settings.REDIS_URLS:
+        return _memory.take(*request) or None
+    key, *args = request
+    try:
+        return float(_script(settings.REDIS_URLS[0])(keys=[key], args=args)) or None
+    except redis.RedisError as exc:
+        return _unavailable(bucket, exc)
+
+
+async def aretry_after(bucket: str, address: str, player: str | None = None) -> float | None:
+    """`retry_after` for consumers: the round trip through the event loop's own Redis client, no thread."""
+    request = _request(bucket, address, player)
+    if request is None or not settings.REDIS_URLS:
+        return retry_after(bucket, address, player) if request else None  # in this process: no I/O
+    key, *args = request
+    try:
+        script = aredis_client(settings.REDIS_URLS[0]).register_script(TAKE)
+        return float(await script(keys=[key], args=args)) or None
+    except redis.RedisError as exc:
+        return _unavailable(bucket, exc)
+
+
+def _request(bucket: str, address: str, player: str | None) -> tuple | None:
+    """The bucket's key, rate, burst and the time now; None when the bucket is off."""
     rate, burst = limits(bucket)
     if rate <= 0:
         return None
     key = f"{settings.REDIS_PREFIX}:rate:{bucket}:{client_key(address, player)}"
-    args = (rate, max(1, burst), clock())
-    if not settings.REDIS_URLS:
-        wait = _memory.take(key, *args)
-    else:
-        try:
-            wait = float(_script(settings.REDIS_URLS[0])(keys=[key], args=args))
-        except redis.RedisError as exc:
-            # The game must stay playable when Redis is down: fail open, loudly.
-            logger.warning(kv("ratelimit.unavailable", bucket=bucket, error=type(exc).__name__))
-            return None
-    return wait or None
+    return key, rate, max(1, burst), clock()
 
 
-async def aretry_after(bucket: str, address: str, player: str | None = None) -> float | None:
-    """`retry_after` for consumers: the Redis round trip runs off the event loop (none when off)."""
-    if limits(bucket)[0] <= 0:
-        return None
-    return await sync_to_async(retry_after, thread_sensitive=False)(bucket, address, player)
+def _unavailable(bucket: str, exc: Exception) -> None:
+    # The game must stay playable when Redis is down: fail open, loudly.
+    logger.warning(kv("ratelimit.unavailable", bucket=bucket, error=type(exc).__name__))
 
 
 def client_key(address: str, player: str | None = None) -> str:

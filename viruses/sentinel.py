@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import redis
+import redis.asyncio.sentinel
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from redis.sentinel import Sentinel
 
@@ -80,6 +81,13 @@ def pool(url: str, **options) -> redis.sentinel.SentinelConnectionPool:
 
 def client(url: str, **options) -> redis.Redis:
     return redis.Redis(connection_pool=pool(url, **options))
+
+
+def aclient(url: str, **options) -> redis.asyncio.Redis:
+    """`client` for an event loop (redis-py's asyncio client)."""
+    config = parse(url)
+    sentinel = redis.asyncio.sentinel.Sentinel(config.sentinels, sentinel_kwargs=dict(SENTINEL_TIMEOUTS))
+    return sentinel.master_for(config.service, db=config.db, password=config.password, **options)
 
 
 class SentinelPoolFactory:
