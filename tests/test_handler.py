@@ -16,12 +16,16 @@ from virusgame.handler import PooledASGIHandler
 
 def where(request):
     time.sleep(0.05)  # long enough for the requests to overlap
+    return JsonResponse({"thread": threading.current_thread().name})
+
+
+def connection_used(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"thread": threading.current_thread().name, "connection": id(connection.connection)})
 
 
-urlpatterns = [path("where/", where)]
+urlpatterns = [path("where/", where), path("connection/", connection_used)]
 
 
 @pytest.fixture
@@ -30,15 +34,14 @@ def handler(settings):
     return PooledASGIHandler(threads=3)
 
 
-async def get(app) -> dict:
-    request = HttpCommunicator(app, "GET", "/where/", headers=[(b"host", b"testserver")])
+async def get(app, path: str = "/where/") -> dict:
+    request = HttpCommunicator(app, "GET", path, headers=[(b"host", b"testserver")])
     response = await request.get_response(timeout=10)
     await request.wait(timeout=10)  # until the request is over (its connection given back)
     assert response["status"] == 200, response
     return json.loads(response["body"])
 
 
-@pytest.mark.django_db(transaction=True)
 async def test_concurrent_requests_share_a_fixed_pool_of_threads(handler):
     answers = await asyncio.gather(*(get(handler) for _ in range(12)))
     threads = {answer["thread"] for answer in answers}
@@ -53,7 +56,7 @@ async def test_a_thread_keeps_its_connection_between_requests(handler, monkeypat
     # As served: in-process tests run with CONN_MAX_AGE 0 (pyproject.toml), servers with
     # SQLite's default of 300 s (settings.py).
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 300)
-    answers = [await get(handler) for _ in range(6)]
+    answers = [await get(handler, "/connection/") for _ in range(6)]
     by_thread = {}
     for answer in answers:
         by_thread.setdefault(answer["thread"], set()).add(answer["connection"])
