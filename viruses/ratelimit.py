@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import threading
 import time
+import weakref
 from functools import cache
 
 import redis
@@ -82,12 +83,13 @@ def retry_after(bucket: str, address: str, player: str | None = None) -> float |
 async def aretry_after(bucket: str, address: str, player: str | None = None) -> float | None:
     """`retry_after` for consumers: the round trip through the event loop's own Redis client, no thread."""
     request = _request(bucket, address, player)
-    if request is None or not settings.REDIS_URLS:
-        return retry_after(bucket, address, player) if request else None  # in this process: no I/O
+    if request is None:
+        return None
+    if not settings.REDIS_URLS:
+        return _memory.take(*request) or None  # in this process: no I/O
     key, *args = request
     try:
-        script = aredis_client(settings.REDIS_URLS[0]).register_script(TAKE)
-        return float(await script(keys=[key], args=args)) or None
+        return float(await _ascript(settings.REDIS_URLS[0])(keys=[key], args=args)) or None
     except redis.RedisError as exc:
         return _unavailable(bucket, exc)
 
@@ -126,6 +128,16 @@ def client_key(address: str, player: str | None = None) -> str:
 @cache
 def _script(url: str):
     return redis_client(url).register_script(TAKE)  # EVALSHA, loaded on demand
+
+
+_ascripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per asyncio client, so per loop
+
+
+def _ascript(url: str):
+    client = aredis_client(url)
+    if client not in _ascripts:
+        _ascripts[client] = client.register_script(TAKE)
+    return _ascripts[client]
 
 
 class MemoryBuckets:
