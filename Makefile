@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run spawn test lint format bench bench-quick soak serve clean
+.PHONY: run spawn test test-fast lint format bench bench-quick soak serve lock clean
 
 run: $(STAMP)
 	$(BIN)/python -m tools.dev
@@ -44,12 +44,23 @@ serve: $(STAMP)
 		--ping-interval 20 --ping-timeout 30 --application-close-timeout 10 $(DAPHNE_ARGS) \
 		virusgame.asgi:application
 
-$(STAMP): requirements.txt requirements-dev.txt
+# Every package, indirect ones included, comes from the hash-checked lock (docs/production.md,
+# "Dependencies"); requirements*.txt name what the project asks for.
+$(STAMP): requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $(STAMP)
+
+# Refresh the locks after editing requirements.txt or requirements-dev.txt (or to take upgrades:
+# make lock LOCK_ARGS=--upgrade). The runtime lock is what the container image installs.
+PIP_TOOLS := pip-tools==7.7.0
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+lock: $(STAMP)
+	$(BIN)/pip install --quiet $(PIP_TOOLS)
+	$(BIN)/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements.lock requirements.txt
+	$(BIN)/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) -c requirements.lock -o requirements-dev.lock requirements-dev.txt
 
 # The benchmark against its baselines (docs/performance.md); not part of `make test`.
 # More options: make bench BENCH_ARGS="--processes 0" (a node: one daphne per core).
