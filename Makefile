@@ -16,6 +16,10 @@ spawn: $(STAMP)
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The unit tier alone (in-process: no daphne, nginx or browser), in well under a minute.
+test-fast: lint
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -7,7 +7,7 @@ its work is not the benchmark's) comes from one address of its own, as many sock
 as the per-address cap lets it: all but one flood 125-byte pings and read what comes back;
 one floods pings and never reads. It runs at nice 19, so on a small machine it takes the CPU
 the server and the measuring clients leave rather than theirs. The server closes ping
-abusers (1008, viruses/transport.py), so each socket reconnects at once and starts again,
+abusers (1008, viruses/live/daphne/transport.py), so each socket reconnects at once and starts again,
 as an attacker would, within whatever admission allows. The server runs with the project's
 admission defaults here (socket cap and snapshot bucket per address), unlike other phases.
 There is no nginx in front, so the abused window is run twice: the attacker unpaced (bare
@@ -33,7 +33,7 @@ from tools.servers import PYTHON, rss_mib
 
 ABUSER_ADDRESS = "127.0.0.66"
 # The nginx-paced window's attacker comes from another address: the server's penalty box
-# (viruses/penalty.py) still holds the first one when that window starts.
+# (viruses/guards/penalty.py) still holds the first one when that window starts.
 PACED_ABUSER_ADDRESS = "127.0.0.67"
 ATTACKER = [PYTHON, "-m", "bench.abuse"]
 # deploy/nginx/virusgame.conf: limit_req zone=virusgame_ws (rate=5r/s) burst=30
@@ -65,7 +65,7 @@ class Abuser:
         self.stats = {
             "connections": 0,
             "refused": 0,
-            "cut_at_accept": 0,  # closed before any answer: the penalty box (viruses/penalty.py)
+            "cut_at_accept": 0,  # closed before any answer: the penalty box (viruses/guards/penalty.py)
             "pings_sent": 0,
             "closed_1008": 0,
             "resets": 0,

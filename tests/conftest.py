@@ -6,8 +6,8 @@ import json
 import pytest
 from channels.layers import channel_layers, get_channel_layer
 
-from tests import harness, nodes
-from tests.delivery import Cluster
+from tests.support import harness, nodes
+from tests.support.delivery import Cluster
 from tools import servers
 from viruses import broadcast
 

@@ -2,7 +2,7 @@
 
 One place decides what a player may do: the rate limit (ratelimit.py, the same buckets
 whichever way the action came), then the service, which decides the alive cap and kill
-races. Refusals are `services.GameError`s carrying their HTTP status; the caller answers
+races. Refusals are `errors.GameError`s carrying their HTTP status; the caller answers
 them in its own protocol. `create`, `kill` and `rename` are for views (Django runs them in
 a thread); `acreate`, `akill` and `arename` are the same for consumers: the token is taken on
 the event loop (its own Redis client), then the service runs on the database thread
@@ -10,22 +10,15 @@ the event loop (its own Redis client), then the service runs on the database thr
 sockets' database work.
 """
 
-import math
 import uuid
 
 from channels.db import database_sync_to_async
 
-from . import ratelimit, selectors, services
+from viruses.guards import ratelimit
+
+from . import errors, selectors, services
+from .errors import RateLimited
 from .models import Virus
-
-
-class RateLimited(services.GameError):
-    status = 429
-
-    def __init__(self, bucket: str, wait: float):
-        self.bucket = bucket
-        self.retry_after = math.ceil(wait)  # whole seconds, as the Retry-After header says
-        super().__init__(f"too many requests, wait {self.retry_after} s")
 
 
 def take_token(bucket: str, address: str, player: str | None = None) -> None:
@@ -81,7 +74,7 @@ def rename(*, player, name, address: str) -> dict:
 async def arename(*, player: str | None, name, address: str) -> dict:
     """`rename` for consumers; a socket opened without the player cookie has nobody to rename."""
     if player is None:
-        raise services.BadRequest("no player: this socket was opened without the player cookie")
+        raise errors.BadRequest("no player: this socket was opened without the player cookie")
     await atake_token("rename", address, str(player))
     return await database_sync_to_async(_rename)(player, name)
 
@@ -95,4 +88,4 @@ def parse_id(virus_id: uuid.UUID | str) -> uuid.UUID:
     try:
         return uuid.UUID(str(virus_id))
     except ValueError:
-        raise services.VirusNotFound("no such virus") from None
+        raise errors.VirusNotFound("no such virus") from None

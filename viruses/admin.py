@@ -12,7 +12,7 @@ from django.utils.decorators import method_decorator
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
-from . import services
+from . import errors, services
 from .logs import kv
 from .models import Connection, Player, Virus
 from .selectors import stale_before
@@ -84,7 +84,7 @@ class VirusAdmin(admin.ModelAdmin):
             for _ in range(SPAWN_COUNT):
                 services.virus_create()
                 created += 1
-        except services.AliveCapReached as exc:
+        except errors.AliveCapReached as exc:
             self.message_user(request, f"Spawned {created}: {exc}.", messages.WARNING)
         else:
             self.message_user(request, f"Spawned {created} viruses.", messages.SUCCESS)
@@ -99,7 +99,7 @@ class VirusAdmin(admin.ModelAdmin):
     def _kill(self, viruses):
         for virus in viruses:
             # Already killed by a player meanwhile: their kill was pushed, nothing to do.
-            with contextlib.suppress(services.VirusNotFound):
+            with contextlib.suppress(errors.VirusNotFound):
                 services.virus_kill(virus_id=virus.pk)
 
 

@@ -19,7 +19,7 @@ from django.db import DatabaseError, connection
 
 from . import broadcast, messages, selectors
 from .logs import kv
-from .shared import redis_client
+from .shared import redis_client, store_url
 
 DELAY = 0.5  # seconds between two board pushes, at least
 CLAIM_EXPIRY_MS = 10_000  # a claim of a server that died before pushing lapses after this
@@ -65,9 +65,9 @@ def _key() -> str:
 
 
 def _claim() -> bool:
-    if settings.REDIS_URLS:
+    if url := store_url():
         try:
-            return bool(redis_client(settings.REDIS_URLS[0]).set(_key(), "1", nx=True, px=CLAIM_EXPIRY_MS))
+            return bool(redis_client(url).set(_key(), "1", nx=True, px=CLAIM_EXPIRY_MS))
         except redis.RedisError as exc:  # coalesce within this process only, meanwhile
             logger.warning(kv("leaderboard.claim_unavailable", error=type(exc).__name__))
     return _local_claim.acquire(blocking=False)
@@ -76,11 +76,9 @@ def _claim() -> bool:
 def _same_as_last(text: str) -> bool:
     """Record `text` as the last board pushed; whether it was already."""
     global _last_local
-    if settings.REDIS_URLS:
+    if url := store_url():
         try:
-            last = redis_client(settings.REDIS_URLS[0]).set(
-                f"{_key()}:last", text, get=True, ex=LAST_EXPIRY_S
-            )
+            last = redis_client(url).set(f"{_key()}:last", text, get=True, ex=LAST_EXPIRY_S)
             return last is not None and last.decode() == text
         except redis.RedisError as exc:  # push it: a repeated board is harmless, a lost one is not
             logger.warning(kv("leaderboard.claim_unavailable", error=type(exc).__name__))
@@ -90,9 +88,9 @@ def _same_as_last(text: str) -> bool:
 
 
 def _release() -> None:
-    if settings.REDIS_URLS:
+    if url := store_url():
         try:
-            redis_client(settings.REDIS_URLS[0]).delete(_key())
+            redis_client(url).delete(_key())
         except redis.RedisError as exc:
             logger.warning(kv("leaderboard.claim_unavailable", error=type(exc).__name__))
     if _local_claim.locked():

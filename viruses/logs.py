@@ -3,7 +3,7 @@
 The formatter in settings adds `ts=... level=... logger=...` in front, so every line of
 the game can be grepped and parsed the same way:
 
-    ts=2025-01-01T12:00:00+0000 level=INFO logger=viruses.consumers event=ws.connect client=203.0.113.7 ...
+    ts=2025-01-01T12:00:00+0000 level=INFO logger=viruses.live.consumers event=ws.connect client=203.0.113.7
 
 Never put message bodies (what a client sent) in a field: only sizes, types and codes.
 """

@@ -14,7 +14,6 @@ METRICS_ALLOW_FROM is set; then a scraper needs the bearer token and/or an allow
 
 import asyncio
 import logging
-import time
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
@@ -24,8 +23,8 @@ from django.utils.decorators import sync_and_async_middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from . import access, broadcast, logs
+from .http import allow, error
 from .logs import kv
-from .views import allow, error
 
 logger = logging.getLogger(__name__)
 
@@ -134,28 +133,12 @@ def resync_requested() -> None:
     RESYNCS.inc()
 
 
-def _sockets_open() -> int:
-    from .presence import server_presence
-
-    return len(server_presence.channels)
-
-
-def _heartbeat_age() -> float:
-    from .presence import server_presence
-
-    if not server_presence.channels or server_presence.refreshed_at is None:
-        return 0.0
-    return time.monotonic() - server_presence.refreshed_at
-
-
 def _asyncio_tasks() -> int:
     loop = broadcast.server_loop()
     # Scrapes run on a worker thread; all_tasks copies the loop's task set (retrying if it changes).
     return len(asyncio.all_tasks(loop)) if loop is not None else 0
 
 
-SOCKETS_OPEN.set_function(_sockets_open)
-HEARTBEAT_AGE.set_function(_heartbeat_age)
 ASYNCIO_TASKS.set_function(_asyncio_tasks)
 
 

@@ -11,6 +11,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections,
 from django.utils import timezone
 
 from . import players
+from .errors import AliveCapReached, BadName, GameError, NameTaken, PlayerBanned, VirusNotFound
 from .models import ChangeCounter, Connection, Player, Virus
 from .selectors import stale_before
 
@@ -19,36 +20,6 @@ MARGIN = 6  # percent kept free at the playground's edges, so no virus is cut of
 # can; on a crowded dish it takes the emptiest of CANDIDATES random spots instead.
 SPACING = 12.0
 CANDIDATES = 40
-
-
-class GameError(Exception):
-    """A request the game refuses; `status` is the HTTP answer."""
-
-    status = 400
-
-
-class AliveCapReached(GameError):
-    status = 409
-
-
-class VirusNotFound(GameError):
-    status = 404
-
-
-class BadRequest(GameError):
-    status = 400
-
-
-class PlayerBanned(GameError):
-    status = 403
-
-
-class BadName(BadRequest):
-    pass
-
-
-class NameTaken(GameError):
-    status = 409
 
 
 Actor = Player | uuid.UUID | str | None  # who acts: a player (or its id), None for the game itself

@@ -1,4 +1,7 @@
-"""The Redis clients for state every server shares: rate-limit buckets, admission places, idempotency keys."""
+"""Where state every server shares lives: rate-limit buckets, admission places, idempotency
+keys, the leaderboard's claim. `store_url()` chooses, in this one place, between the first
+REDIS_URL's Redis (every process and node) and this process's memory (no Redis: one process).
+"""
 
 import asyncio
 import weakref
@@ -6,12 +9,18 @@ from functools import cache
 
 import redis
 import redis.asyncio
+from django.conf import settings
 
 from . import sentinel
 
 # Short timeouts: each call sits on a request, an action or a handshake, and all of them
 # fail open when Redis is slow or gone.
 TIMEOUTS = {"socket_timeout": 1, "socket_connect_timeout": 1}
+
+
+def store_url() -> str | None:
+    """The Redis that holds the shared state, or None: each module keeps it in memory."""
+    return settings.REDIS_URLS[0] if settings.REDIS_URLS else None
 
 
 @cache

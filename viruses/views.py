@@ -13,69 +13,14 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from . import access, actions, idempotency, messages, players, ratelimit, selectors, services
-from .drain import drain
+from viruses.guards import idempotency, ratelimit
+
+from . import access, actions, errors, messages, players, selectors, services, serving
+from .errors import TooManyPlayers
+from .http import allow, client_address, error, json_errors
 from .logs import kv
 
 logger = logging.getLogger(__name__)
-
-
-def json_errors(view):
-    """Answer refused requests and database outages as JSON, never as a 500 traceback."""
-
-    @functools.wraps(view)
-    def wrapper(request, *args, **kwargs):
-        try:
-            return view(request, *args, **kwargs)
-        except actions.RateLimited as exc:
-            seconds, client = exc.retry_after, client_address(request)
-            logger.info(kv("http.rate_limited", bucket=exc.bucket, client=client, retry_after=seconds))
-            response = error(str(exc), status=429)
-            response["Retry-After"] = str(seconds)
-            return response
-        except services.GameError as exc:
-            return error(str(exc), status=exc.status)
-        except DatabaseError as exc:
-            logger.error(
-                kv("http.error", method=request.method, path=request.path, error="database", detail=exc)
-            )
-            return error("the database is unavailable, try again shortly", status=503)
-
-    return wrapper
-
-
-def error(message: str, *, status: int) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
-
-
-def allow(*methods: str):
-    """Refuse other methods with a JSON 405 and an `Allow` header; HEAD goes wherever GET does."""
-    allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
-
-    def decorator(view):
-        @functools.wraps(view)
-        def wrapper(request, *args, **kwargs):
-            if request.method not in allowed:
-                logger.info(
-                    kv("http.method_not_allowed", method=request.method[:16], path=request.path[:200])
-                )
-                response = error(f"method {request.method[:16]} not allowed here", status=405)
-                response["Allow"] = ", ".join(allowed)
-                return response
-            return view(request, *args, **kwargs)
-
-        return wrapper
-
-    return decorator
-
-
-def client_address(request) -> str:
-    """Who the rate limits count: the client's address (daphne --proxy-headers: nginx's)."""
-    return request.META.get("REMOTE_ADDR", "")
-
-
-class TooManyPlayers(services.GameError):
-    status = 429
 
 
 def player_of(request):
@@ -181,15 +126,15 @@ def _json_body(request) -> dict:
     try:
         body = json.loads(request.body or b"null")
     except (ValueError, UnicodeDecodeError):
-        raise services.BadRequest("the body must be JSON") from None
+        raise errors.BadRequest("the body must be JSON") from None
     if not isinstance(body, dict):
-        raise services.BadRequest('the body must be a JSON object such as {"name": "Brave Otter"}')
+        raise errors.BadRequest('the body must be a JSON object such as {"name": "Brave Otter"}')
     return body
 
 
 @allow("GET")
 def healthz(request):
-    if drain.draining:  # leaving on SIGTERM: balancers and the restart procedure look elsewhere
+    if serving.draining:  # leaving on SIGTERM: balancers and the restart procedure look elsewhere
         return JsonResponse({"status": "draining"}, status=503)
     checks = {"database": _database_ok(), "channel_layer": _channel_layer_ok()}
     healthy = all(checks.values())

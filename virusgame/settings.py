@@ -172,13 +172,13 @@ if REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
             # channels-redis's core layer with one Redis reader per process for all of its
-            # sockets (viruses/layers.py): same Redis data, a fraction of the fan-out cost.
-            "BACKEND": "viruses.layers.LocalFanoutRedisChannelLayer",
+            # sockets (viruses/live/layers.py): same Redis data, a fraction of the fan-out cost.
+            "BACKEND": "viruses.live.layers.LocalFanoutRedisChannelLayer",
             "CONFIG": {
                 "hosts": [
                     # A connect burst needs many at once: redis-py's default of 100 failed
                     # handshakes. Without the sentinels, a bounded pool that makes a burst
-                    # wait (viruses/layers.py) instead of keeping a connection per socket.
+                    # wait (viruses/live/layers.py) instead of keeping a connection per socket.
                     sentinel.layer_host(url, **_layer_connection, max_connections=2000)
                     if REDIS_SENTINEL
                     else {"address": url, **_layer_connection, "max_connections": 64, "pool_wait": 10}
@@ -187,7 +187,7 @@ if REDIS_URLS:
                 "prefix": REDIS_PREFIX,
                 "capacity": 1000,
                 # Members left by a crashed server drop out after this; live consumers
-                # re-add themselves on every heartbeat (viruses/presence.py).
+                # re-add themselves on every heartbeat (viruses/live/presence.py).
                 "group_expiry": 300,
             },
         }
@@ -278,7 +278,7 @@ CONTENT_SECURITY_POLICY = (
 
 # The game.
 VIRUS_MAX_ALIVE = env_int("VIRUS_MAX_ALIVE", 100)
-# Rate limits (viruses/ratelimit.py), token buckets per player or client address; 0 = off.
+# Rate limits (viruses/guards/ratelimit.py), token buckets per player or client address; 0 = off.
 # Creates + kills: VIRUS_RATE_LIMIT per minute sustained, up to VIRUS_RATE_BURST at once.
 VIRUS_RATE_LIMIT = env_int("VIRUS_RATE_LIMIT", 180)
 VIRUS_RATE_BURST = env_int("VIRUS_RATE_BURST", 20)
@@ -294,18 +294,18 @@ VIRUS_NEW_PLAYER_BURST = env_int("VIRUS_NEW_PLAYER_BURST", 60)
 # Seconds between a server's presence heartbeats; its sockets stop counting as online
 # 3 heartbeats after it dies (SIGKILL, power loss) and its group memberships are dropped.
 VIRUS_PRESENCE_HEARTBEAT = env_int("VIRUS_PRESENCE_HEARTBEAT", 15)
-# Seconds a daphne process may take to leave on SIGTERM (viruses/drain.py): its sockets
+# Seconds a daphne process may take to leave on SIGTERM (viruses/live/drain.py): its sockets
 # told to reconnect elsewhere (1012), requests in flight answered, its presence removed.
 # Keep it under systemd's TimeoutStopSec (deploy/systemd/virusgame@.service).
 VIRUS_DRAIN_TIMEOUT = env_int("VIRUS_DRAIN_TIMEOUT", 10)
 # Under daphne, group events are framed once and written to every socket by the channel
-# layer's reader (viruses/fanout.py) instead of through one consumer task per socket.
+# layer's reader (viruses/live/fanout.py) instead of through one consumer task per socket.
 VIRUS_FASTLANE = env_bool("VIRUS_FASTLANE", True)
 # Open WebSockets per client address (all nodes together); more are closed with 1008. 0 = no cap.
 VIRUS_MAX_CONNECTIONS_PER_ADDRESS = env_int("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", 20)
 # An address cut for abuse (a 1008 for a ping or message flood) gets no new connection in
 # this daphne process for this many seconds, doubled per repeat up to the maximum; a refused
-# handshake holds it off as long as the refusal lasts (viruses/penalty.py). 0 = off.
+# handshake holds it off as long as the refusal lasts (viruses/guards/penalty.py). 0 = off.
 VIRUS_ABUSE_PENALTY = env_int("VIRUS_ABUSE_PENALTY", 1)
 VIRUS_ABUSE_PENALTY_MAX = env_int("VIRUS_ABUSE_PENALTY_MAX", 60)
 # daphne's --websocket-max-message-size (its default: 1 MiB). It caps what the server sends
@@ -317,7 +317,7 @@ LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    # key=value lines (viruses/logs.py): ts=... level=INFO logger=viruses.consumers event=ws.connect ...
+    # key=value lines (viruses/logs.py): ts=... level=INFO logger=viruses.live.consumers event=ws.connect ...
     "formatters": {
         "kv": {
             "format": "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",

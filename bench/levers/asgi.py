@@ -2,7 +2,7 @@
 
 - `dbhop`: group events go through Channels' own `dispatch`, which runs
   `aclose_old_connections()` (a sync_to_async thread hop) before every handler, as the
-  project did before it relayed group events directly (viruses/consumers.py).
+  project did before it relayed group events directly (viruses/live/consumers.py).
 - `nobatch`: one `group_send` per push, never a batch of the pushes queued meanwhile
   (viruses/broadcast.py, `Pusher`).
 """
@@ -22,8 +22,8 @@ from django.urls import path  # noqa: E402
 
 from bench.levers import enabled  # noqa: E402
 from viruses import broadcast  # noqa: E402
-from viruses.consumers import VirusConsumer  # noqa: E402
-from viruses.transport import DaphneProtocolMiddleware  # noqa: E402
+from viruses.live.consumers import VirusConsumer  # noqa: E402
+from viruses.live.daphne.transport import DaphneProtocolMiddleware  # noqa: E402
 
 if enabled("nobatch"):
     broadcast.BATCH_MAX = 1

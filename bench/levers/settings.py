@@ -1,7 +1,7 @@
 """The project's settings with the channel layer varied by BENCH_LEVERS.
 
 - `corelayer`: channels-redis's stock core layer (`RedisChannelLayer`) instead of the
-  project's `LocalFanoutRedisChannelLayer` (viruses/layers.py).
+  project's `LocalFanoutRedisChannelLayer` (viruses/live/layers.py).
 - `pubsub`: channels-redis's `RedisPubSubChannelLayer`.
 - `capacity100`: the core layer's default capacity (100) instead of the project's 1000.
 - `pool100`: the default connection pool (100) instead of the project's 2000.

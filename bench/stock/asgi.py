@@ -21,9 +21,9 @@ from django.conf import settings  # noqa: E402
 from django.core.exceptions import ValidationError  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from viruses import broadcast, messages, services  # noqa: E402
-from viruses.consumers import VirusConsumer  # noqa: E402
-from viruses.transport import DaphneProtocolMiddleware  # noqa: E402
+from viruses import broadcast, errors, messages, services  # noqa: E402
+from viruses.live.consumers import VirusConsumer  # noqa: E402
+from viruses.live.daphne.transport import DaphneProtocolMiddleware  # noqa: E402
 
 
 def _event(kind: str, message: dict) -> dict:
@@ -71,7 +71,7 @@ class StockConsumer(VirusConsumer, AsyncJsonWebsocketConsumer):
                 await self.send_snapshot()
             else:
                 await self.send_json({"type": "error", "error": "unknown message type"})
-        except (services.GameError, ValidationError) as exc:
+        except (errors.GameError, ValidationError) as exc:
             status = getattr(exc, "status", 404)
             await self.send_json({"type": "error", "ref": ref, "status": status, "error": str(exc)})
 

@@ -6,7 +6,7 @@ import pytest
 
 from asgiref.sync import async_to_sync
 from channels_redis.core import ChannelFull
-from viruses.layers import LocalFanoutRedisChannelLayer as RedisChannelLayer
+from viruses.live.layers import LocalFanoutRedisChannelLayer as RedisChannelLayer
 
 TEST_HOSTS = ["redis://localhost:6379"]
 

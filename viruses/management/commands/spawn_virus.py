@@ -5,7 +5,7 @@ from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from viruses import services
+from viruses import errors, services
 
 
 class Command(BaseCommand):
@@ -93,7 +93,7 @@ class Command(BaseCommand):
             time.sleep(max(0.0, moment - (time.monotonic() - started)))
             try:
                 virus = services.virus_create()
-            except services.AliveCapReached as exc:
+            except errors.AliveCapReached as exc:
                 self.stdout.write(f"Not spawned: {exc}.")
                 return
             self.stdout.write(f"Spawned {virus.id} (kind {virus.kind}) at ({virus.x}, {virus.y}).")

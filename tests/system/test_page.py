@@ -1,0 +1,486 @@
+"""The game page in a real Chromium, against a real daphne, Redis and database.
+
+Screenshots land in test-artifacts/ (not committed): look at them.
+"""
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.support import harness
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+ARTIFACTS = harness.ROOT / "test-artifacts"
+LIVE = 10_000  # ms a live change may take to show
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """One browser for this module; closed before other modules' async tests run, since
+    Playwright's sync API keeps an event loop running in this thread while it is open."""
+    chromium = harness.CHROMIUM
+    harness.require(Path(chromium).exists(), f"no Chromium at {chromium} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=harness.CHROMIUM, args=harness.CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(chromium, game):
+    """Open the game in a new browser window (its own cookies), wait until it is live."""
+    contexts = []
+
+    def open_one(viewport=None):
+        context = chromium.new_context(viewport=viewport or {"width": 1280, "height": 800})
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(game.url + "/")
+        wait_open(page)
+        return page
+
+    yield open_one
+    for context in contexts:
+        context.close()
+
+
+def wait_open(page, timeout=LIVE):
+    page.wait_for_selector('#connection-status[data-state="open"]', timeout=timeout)
+
+
+def virus_ids(page) -> set[str]:
+    return set(
+        page.eval_on_selector_all(
+            "#playground button[data-virus-id]", "els => els.map(e => e.dataset.virusId)"
+        )
+    )
+
+
+def wait_ids(page, expected: set[str], timeout=LIVE) -> None:
+    page.wait_for_function(
+        """expected => {
+            const ids = [...document.querySelectorAll('#playground button[data-virus-id]')]
+                .map(e => e.dataset.virusId).sort();
+            return JSON.stringify(ids) === JSON.stringify(expected);
+        }""",
+        arg=sorted(expected),
+        timeout=timeout,
+    )
+
+
+def position(page, virus_id: str) -> tuple[float, float]:
+    """The virus's centre as a fraction of the playground's size."""
+    return page.evaluate(
+        """id => {
+            const area = document.querySelector('#playground').getBoundingClientRect();
+            const box = document.querySelector(`[data-virus-id="${id}"]`).getBoundingClientRect();
+            return [(box.x + box.width / 2 - area.x) / area.width,
+                    (box.y + box.height / 2 - area.y) / area.height];
+        }""",
+        virus_id,
+    )
+
+
+def uncovered_virus(page) -> str:
+    """A virus no other one lies on (positions are random, so viruses may overlap)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('#playground button[data-virus-id]')].find(el => {
+            const box = el.getBoundingClientRect();
+            const hit = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
+            return hit && hit.closest('button') === el;
+        }).dataset.virusId"""
+    )
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def database_ids(game) -> set[str]:
+    return {v["id"] for v in game.api().list()["viruses"]}
+
+
+def test_add_shows_the_virus_once_in_both_windows_at_the_same_place(open_page, game):
+    alice, bob = open_page(), open_page()
+    alice.click("#add-virus")
+    wait_ids(alice, database_ids(game))
+    (virus_id,) = database_ids(game)
+    wait_ids(bob, {virus_id})
+    assert alice.locator(f'[data-virus-id="{virus_id}"]').count() == 1
+    a, b = position(alice, virus_id), position(bob, virus_id)
+    assert abs(a[0] - b[0]) < 0.01 and abs(a[1] - b[1]) < 0.01
+    label = alice.get_attribute(f'[data-virus-id="{virus_id}"]', "aria-label")
+    assert "kill" in label.lower()
+    screenshot(alice, "two-windows-alice")
+
+
+def test_kill_in_one_window_disappears_from_the_other(open_page, game):
+    game.manage("spawn_virus", "--count", "3")
+    alice, bob = open_page(), open_page()
+    ids = database_ids(game)
+    wait_ids(alice, ids)
+    victim = uncovered_virus(bob)
+    bob.click(f'[data-virus-id="{victim}"]')
+    wait_ids(alice, ids - {victim})
+    wait_ids(bob, ids - {victim})
+    assert database_ids(game) == ids - {victim}
+
+
+def test_spawner_in_another_process_appears_in_both_windows(open_page, game):
+    alice, bob = open_page(), open_page()
+    game.manage("spawn_virus", "--count", "2")
+    ids = database_ids(game)
+    assert len(ids) == 2
+    wait_ids(alice, ids)
+    wait_ids(bob, ids)
+    screenshot(bob, "spawned")
+
+
+def test_delete_in_the_admin_disappears_from_an_open_page(open_page, game):
+    game.manage("spawn_virus", "--count", "2")
+    player = open_page()
+    ids = database_ids(game)
+    wait_ids(player, ids)
+    victim = sorted(ids)[0]
+    harness.subprocess.run(
+        [harness.PYTHON, "manage.py", "createsuperuser", "--no-input", "--username", "admin"],
+        cwd=harness.ROOT,
+        env={**game.env, "DJANGO_SUPERUSER_PASSWORD": "correct-horse-battery", "DJANGO_SUPERUSER_EMAIL": ""},
+        check=True,
+        capture_output=True,
+    )
+    admin = open_page().context.new_page()
+    admin.goto(f"{game.url}/admin/login/?next=/admin/viruses/virus/{victim}/delete/")
+    admin.fill("#id_username", "admin")
+    admin.fill("#id_password", "correct-horse-battery")
+    admin.click("input[type=submit]")
+    admin.click("form input[type=submit]")  # "Yes, I'm sure"
+    admin.wait_for_url("**/admin/viruses/virus/")
+    wait_ids(player, ids - {victim})
+
+
+def test_page_reconnects_after_a_server_restart_and_shows_the_database(open_page, game):
+    game.manage("spawn_virus", "--count", "2")
+    player = open_page()
+    wait_ids(player, database_ids(game))
+    game.stop()
+    player.wait_for_selector('#connection-status:not([data-state="open"])', timeout=LIVE)
+    screenshot(player, "reconnecting")
+    # Changes while the page is cut off: it must catch up from the snapshot.
+    spawned = game.manage("spawn_virus", "--count", "2").stdout.split()
+    victim = spawned[spawned.index("Spawned") + 1]
+    game.manage("shell", "-c", f"from viruses.models import Virus; Virus.objects.get(pk='{victim}').delete()")
+    game.start()
+    wait_open(player, timeout=30_000)
+    wait_ids(player, database_ids(game))
+    assert len(virus_ids(player)) == 3
+
+
+def test_keyboard_tab_to_a_virus_and_enter_kills_it(open_page, game):
+    game.manage("spawn_virus")
+    (virus_id,) = database_ids(game)
+    player = open_page()
+    wait_ids(player, {virus_id})
+    for _ in range(20):
+        player.keyboard.press("Tab")
+        if player.evaluate("document.activeElement.dataset.virusId") == virus_id:
+            break
+    else:
+        pytest.fail("Tab never reached the virus")
+    player.keyboard.press("Enter")
+    wait_ids(player, set())
+    assert database_ids(game) == set()
+
+
+def test_refused_add_says_why(chromium, game_env, tmp_path):
+    server = harness.GameServer({**game_env, "VIRUS_MAX_ALIVE": "1"}, tmp_path / "full.log").start()
+    try:
+        server.manage("spawn_virus")
+        context = chromium.new_context()
+        page = context.new_page()
+        page.goto(server.url + "/")
+        wait_open(page)
+        page.click("#add-virus")
+        page.get_by_text("full", exact=False).first.wait_for(timeout=LIVE)
+        screenshot(page, "playground-full")
+        assert len(virus_ids(page)) == 1
+        context.close()
+    finally:
+        server.stop()
+
+
+def test_phone_layout_fits_the_screen(open_page, game):
+    game.manage("spawn_virus", "--count", "6")
+    phone = open_page(viewport={"width": 390, "height": 844})
+    wait_ids(phone, database_ids(game))
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390
+    add = phone.locator("#add-virus").bounding_box()
+    assert add["x"] + add["width"] <= 390 and add["y"] + add["height"] <= 844
+    screenshot(phone, "phone")
+
+
+class Traffic:
+    """What a page sends: its HTTP requests to the API and its WebSocket frames."""
+
+    def __init__(self, page):
+        self.api: list[str] = []  # "POST /api/viruses/", ...
+        self.frames: list[dict] = []  # actions and resyncs sent over the socket
+        page.on("request", self.request)
+        page.on("websocket", lambda ws: ws.on("framesent", self.frame))
+
+    def request(self, request) -> None:
+        path = request.url.split("//", 1)[1].split("/", 1)[1]
+        if path.startswith("api/"):
+            self.api.append(f"{request.method} /{path}")
+
+    def frame(self, payload) -> None:
+        self.frames.append(json.loads(payload))
+
+    def writes(self) -> list[str]:
+        return [call for call in self.api if not call.startswith("GET ")]
+
+    def actions(self) -> list[tuple[str, str | None]]:
+        return [(f["type"], f.get("id")) for f in self.frames if f["type"] in ("create", "kill")]
+
+
+def watched_page(chromium, game):
+    """A page whose traffic is recorded from its first request on; returns (page, traffic)."""
+    page = chromium.new_context().new_page()
+    traffic = Traffic(page)
+    page.goto(game.url + "/")
+    return page, traffic
+
+
+def test_add_and_kill_go_over_the_socket_not_http(chromium, game):
+    player, traffic = watched_page(chromium, game)
+    try:
+        wait_open(player)
+        player.click("#add-virus")
+        wait_ids(player, database_ids(game))
+        (virus_id,) = database_ids(game)
+        player.click(f'[data-virus-id="{virus_id}"]')
+        wait_ids(player, set())
+        assert database_ids(game) == set()
+        # The ack counted: the score is kept from the answers.
+        player.wait_for_function("() => document.querySelector('#score-value').textContent === '1'")
+        assert traffic.actions() == [("create", None), ("kill", virus_id)]
+        assert traffic.writes() == []  # no POST, no DELETE
+    finally:
+        player.context.close()
+
+
+def test_while_the_socket_is_down_actions_go_over_http_and_back_once_it_is_up(chromium, game):
+    context = chromium.new_context()
+    down = threading.Event()
+    down.set()
+
+    def route(ws):  # while "down", the page's sockets close before they open; else they pass
+        ws.close() if down.is_set() else ws.connect_to_server()
+
+    context.route_web_socket("**/ws/viruses/", route)
+    player = context.new_page()
+    traffic = Traffic(player)
+    try:
+        player.goto(game.url + "/")
+        player.wait_for_function("() => window.virusGame && window.virusGame.seq !== null")  # shown over HTTP
+        assert player.get_attribute("#connection-status", "data-state") != "open"
+        player.click("#add-virus")
+        wait_ids(player, database_ids(game))
+        (virus_id,) = database_ids(game)
+        player.click(f'[data-virus-id="{virus_id}"]')
+        wait_ids(player, set())
+        assert traffic.writes() == ["POST /api/viruses/", f"DELETE /api/viruses/{virus_id}/"]
+        down.clear()
+        wait_open(player, timeout=40_000)
+        player.click("#add-virus")
+        wait_ids(player, database_ids(game))
+        assert len(database_ids(game)) == 1
+        assert traffic.actions() == [("create", None)]
+        assert len(traffic.writes()) == 2  # nothing more over HTTP
+    finally:
+        context.close()
+
+
+# Players and the leaderboard --------------------------------------------------------------
+
+
+def wait_board(page, names: list[str], kills: list[int] | None = None, timeout=LIVE) -> None:
+    """Wait until the board lists these names (and, if given, these kill counts) in this order."""
+    page.wait_for_function(
+        """([names, kills]) => {
+            const rows = [...document.querySelectorAll('#leaderboard-list li')];
+            const shown = rows.map(li => li.querySelector('.name').textContent);
+            const counts = rows.map(li => Number(li.querySelector('.kills').textContent));
+            return JSON.stringify(shown) === JSON.stringify(names)
+                && (kills === null || JSON.stringify(counts) === JSON.stringify(kills));
+        }""",
+        arg=[names, kills],
+        timeout=timeout,
+    )
+
+
+def squash_one(page) -> None:
+    """Click a virus nobody covers and wait until it is gone from this page."""
+    before = len(virus_ids(page))
+    page.click(f'[data-virus-id="{uncovered_virus(page)}"]')
+    page.wait_for_function(
+        "n => document.querySelectorAll('#playground button[data-virus-id]').length === n",
+        arg=before - 1,
+        timeout=LIVE,
+    )
+
+
+def test_two_players_see_each_others_names_and_the_same_board_live(open_page, game):
+    game.manage("spawn_virus", "--count", "5")
+    alice, bob = open_page(), open_page()
+    names = {page: page.text_content("#player-name") for page in (alice, bob)}
+    assert names[alice] and names[bob] and names[alice] != names[bob]
+    ids = database_ids(game)
+    wait_ids(alice, ids)
+    wait_ids(bob, ids)
+    for page in (alice, bob, alice):
+        squash_one(page)
+    for page in (alice, bob):
+        wait_board(page, [names[alice], names[bob]], [2, 1])
+    assert (alice.text_content("#score-value"), bob.text_content("#score-value")) == ("2", "1")
+    assert (alice.text_content("#player-rank"), bob.text_content("#player-rank")) == ("#1", "#2")
+    assert alice.get_attribute("#leaderboard-list li:first-child", "aria-current") == "true"
+    for page in (alice, bob):
+        page.wait_for_function(
+            "names => names.every(n => document.querySelector('#online-names').textContent.includes(n))",
+            arg=list(names.values()),
+            timeout=LIVE,
+        )
+    alice.wait_for_function(
+        "name => document.querySelector('#event-list').textContent.includes(name + ' squashed a ')",
+        arg=names[bob],
+        timeout=LIVE,
+    )
+    screenshot(alice, "players-desktop")
+
+
+def test_rename_refuses_markup_shows_up_in_the_other_page_and_survives_a_reload(open_page, game):
+    game.manage("spawn_virus")
+    alice, bob = open_page(), open_page()
+    wait_ids(alice, database_ids(game))
+    squash_one(alice)
+    before = alice.text_content("#player-name")
+    wait_board(bob, [before])
+
+    alice.click("#rename-open")
+    alice.fill("#rename-input", "<b>x</b>")
+    alice.press("#rename-input", "Enter")
+    alice.wait_for_function("() => document.querySelector('#rename-error').textContent !== ''", timeout=LIVE)
+    assert "letters" in alice.text_content("#rename-error")
+    assert alice.get_attribute("#rename-input", "aria-invalid") == "true"
+    assert alice.text_content("#player-name") == before
+    assert alice.locator("#player b, #leaderboard b").count() == 0
+
+    alice.fill("#rename-input", "Dr Sneeze")
+    alice.press("#rename-input", "Enter")
+    wait_board(bob, ["Dr Sneeze"])
+    assert alice.is_hidden("#rename-form")
+    assert alice.text_content("#player-name") == "Dr Sneeze"
+
+    alice.reload()
+    wait_open(alice)
+    alice.wait_for_function("() => document.querySelector('#player-rank').textContent === '#1'", timeout=LIVE)
+    assert (alice.text_content("#player-name"), alice.text_content("#score-value")) == ("Dr Sneeze", "1")
+
+
+def test_a_banned_player_cannot_score(open_page, game):
+    game.manage("spawn_virus")
+    alice = open_page()
+    (virus_id,) = database_ids(game)
+    wait_ids(alice, {virus_id})
+    player_id = alice.get_attribute("#player", "data-player-id")
+    ban = (
+        f"from viruses import services; services.players_set_banned(player_ids=['{player_id}'], banned=True)"
+    )
+    game.manage("shell", "-c", ban)
+    alice.click(f'[data-virus-id="{virus_id}"]')
+    alice.wait_for_function(
+        "() => document.querySelector('#toast').textContent.includes('banned')", timeout=LIVE
+    )
+    assert database_ids(game) == {virus_id}
+    assert alice.text_content("#score-value") == "0"
+
+
+def test_phone_shows_the_board_below_the_dish_mid_game(open_page, game):
+    game.manage("spawn_virus", "--count", "12")
+    phone = open_page(viewport={"width": 390, "height": 844})
+    wait_ids(phone, database_ids(game))
+    squash_one(phone)
+    wait_board(phone, [phone.text_content("#player-name")])
+    dish = phone.locator("#playground").bounding_box()
+    board = phone.locator("#leaderboard").bounding_box()
+    assert board["y"] >= dish["y"] + dish["height"]
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    add = phone.locator("#add-virus").bounding_box()
+    assert add["y"] + add["height"] <= 844
+    screenshot(phone, "players-phone")
+
+
+# A dish you can read ------------------------------------------------------------------------
+
+
+def hidden_viruses(page) -> list[str]:
+    """Live viruses whose centre is not their own click target (another one lies on it)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('#playground button[data-virus-id]')].filter(el => {
+            const box = el.getBoundingClientRect();
+            const hit = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
+            return !hit || hit.closest('button') !== el;
+        }).map(el => el.dataset.virusId)"""
+    )
+
+
+def reading_order_breaks(page) -> int:
+    """How many times the DOM (Tab) order goes back up a row or leftwards within a row."""
+    return page.evaluate(
+        """() => {
+            const value = (el, name) => Number(el.style.getPropertyValue(name));
+            const at = [...document.querySelectorAll('#playground button[data-virus-id]')]
+                .map(el => [Math.floor(value(el, '--y') / 12), value(el, '--x')]);
+            return at.slice(1)
+                .filter(([row, x], i) => row < at[i][0] || (row === at[i][0] && x < at[i][1])).length;
+        }"""
+    )
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(390, 844), (1920, 1080), (1280, 800)], ids=["phone", "full-hd", "laptop"]
+)
+def test_a_crowded_dish_hides_no_virus_and_tabs_in_rows(open_page, game, width, height):
+    game.manage("spawn_virus", "--count", "80")
+    page = open_page(viewport={"width": width, "height": height})
+    page.emulate_media(reduced_motion="reduce")  # still viruses: hit-test where they rest
+    ids = database_ids(game)
+    wait_ids(page, ids)
+    page.wait_for_function("() => new Promise(done => requestAnimationFrame(() => done(true)))")
+    assert hidden_viruses(page) == []
+    assert reading_order_breaks(page) == 0
+    screenshot(page, f"crowded-{width}x{height}")
+
+
+def test_clearing_the_dish_is_celebrated_and_sound_is_off_until_turned_on_and_remembered(open_page, game):
+    game.manage("spawn_virus")
+    page = open_page()
+    wait_ids(page, database_ids(game))
+    assert page.get_attribute("#sound-toggle", "aria-pressed") == "false"
+    page.click("#sound-toggle")
+    assert page.get_attribute("#sound-toggle", "aria-pressed") == "true"
+    squash_one(page)
+    page.wait_for_function(
+        "() => document.querySelector('#toast').textContent.startsWith('Dish cleared by ')", timeout=LIVE
+    )
+    page.reload()
+    wait_open(page)
+    assert page.get_attribute("#sound-toggle", "aria-pressed") == "true"

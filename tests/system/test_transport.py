@@ -1,0 +1,49 @@
+"""viruses/live/daphne/transport.py: close codes and backpressure over real daphne sockets, with and
+without middleware that wraps `send`; SendBuffer and Socket against fakes."""
+
+import json
+
+import pytest
+
+from tests.support import nodes
+from tests.support.harness import close_code, connect, push_until_slow_reader
+from viruses.live.consumers import MAX_MESSAGE_BYTES, flood_limit
+
+pytestmark = pytest.mark.timeout(120)
+
+APPLICATIONS = {
+    "plain": "virusgame.asgi:application",
+    "auth_middleware": "tests.support.auth_asgi:application",
+}
+
+
+@pytest.fixture(params=sorted(APPLICATIONS))
+def server(request, game_env, tmp_path):
+    """daphne with its default flags, serving the game bare or behind AuthMiddlewareStack."""
+    node = nodes.Node(
+        game_env, tmp_path / "daphne.log", daphne_args=[], application=APPLICATIONS[request.param]
+    )
+    yield node.start()
+    node.stop()
+
+
+async def test_flooding_closes_with_1008(server):
+    async with connect(server) as ws:
+        for _ in range(flood_limit() + 1):
+            await ws.send('{"type": "resync"}')
+        assert await close_code(ws) == 1008
+
+
+async def test_oversize_message_closes_with_1009(server):
+    async with connect(server) as ws:
+        await ws.send(json.dumps({"type": "resync", "pad": "x" * MAX_MESSAGE_BYTES}))
+        assert await close_code(ws) == 1009
+
+
+async def test_a_client_that_stops_reading_is_closed_as_a_slow_reader(server):
+    # The client reads nothing past a few queued frames, so its kernel buffers fill up.
+    async with connect(server, max_queue=1) as ws:
+        await push_until_slow_reader(server)
+        assert "reason=slow_reader" in server.read_log()
+        await ws.close()
+    assert "Traceback" not in server.read_log()

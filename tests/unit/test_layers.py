@@ -1,0 +1,154 @@
+"""LocalFanoutRedisChannelLayer's own parts, on the tests' real Redis.
+
+channels-redis's contract (any prefix, several hosts, capacity, expiry) is checked by its
+own suite in tests/third_party/channels_redis/; these cover what the layer adds: one reader
+per event loop and Redis key, errors, buffers and flush.
+"""
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio
+
+from viruses.live.layers import LocalFanoutRedisChannelLayer
+
+GROUP = "layer-tests"
+
+
+@pytest.fixture
+async def layer(redis_server):
+    layer = LocalFanoutRedisChannelLayer(
+        hosts=[{"address": redis_server.url, "socket_timeout": None}], prefix=f"layer-{uuid.uuid4().hex[:8]}"
+    )
+    yield layer
+    await layer.flush()
+
+
+@pytest.fixture
+async def raw_redis(redis_server):
+    client = redis.asyncio.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def channels_in_group(layer, *prefixes: str) -> list[str]:
+    channels = [await layer.new_channel(prefix=prefix) for prefix in prefixes]
+    for channel in channels:
+        await layer.group_add(GROUP, channel)
+    return channels
+
+
+async def waiting(layer, channels: list[str]) -> list[asyncio.Task]:
+    """Start a receive() per channel and let each reach its wait."""
+    tasks = [asyncio.create_task(layer.receive(channel)) for channel in channels]
+    await asyncio.sleep(0)
+    return tasks
+
+
+def redis_key(layer, channel: str) -> str:
+    return layer.prefix + layer.non_local_name(channel)
+
+
+async def test_channels_of_several_prefixes_are_read_by_one_reader_per_prefix(layer):
+    channels = await channels_in_group(layer, "a", "a", "a", "b", "b")
+    tasks = await waiting(layer, channels)
+    assert sorted(real for _, real in layer._readers) == sorted(
+        {layer.non_local_name(channels[0]), layer.non_local_name(channels[3])}
+    )
+
+    await layer.group_send(GROUP, {"type": "hello"})
+
+    received = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert received == [{"type": "hello"}] * 5
+
+
+async def test_a_redis_error_is_raised_in_every_receive_waiting_on_that_key_and_the_next_receive_reads_again(
+    layer, raw_redis
+):
+    a1, a2, b = await channels_in_group(layer, "a", "a", "b")
+    # A key of the wrong type makes Redis answer BZPOPMIN with an error, as a lost server would.
+    await raw_redis.set(redis_key(layer, a1), "not a sorted set")
+
+    task_a1, task_a2, task_b = await waiting(layer, [a1, a2, b])
+
+    for task in (task_a1, task_a2):
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            await asyncio.wait_for(task, 5)
+    assert not task_b.done()
+
+    await raw_redis.delete(redis_key(layer, a1))
+    await layer.group_send(GROUP, {"type": "after"})
+    assert await asyncio.wait_for(layer.receive(a1), 5) == {"type": "after"}
+    assert await asyncio.wait_for(layer.receive(a2), 5) == {"type": "after"}
+    assert await asyncio.wait_for(task_b, 5) == {"type": "after"}
+
+
+async def test_buffers_are_dropped_once_drained_or_abandoned(layer):
+    first, second, abandoned = await channels_in_group(layer, "a", "a", "a")
+    (abandon,) = await waiting(layer, [abandoned])
+    abandon.cancel()
+    await asyncio.gather(abandon, return_exceptions=True)
+    assert abandoned not in layer.receive_buffer
+
+    await layer.group_discard(GROUP, abandoned)
+    receiving = await waiting(layer, [first])
+    await layer.group_send(GROUP, {"type": "hello"})
+    await asyncio.wait_for(receiving[0], 5)
+    assert list(layer.receive_buffer) == [second]  # read along with first's, held for second
+
+    assert await layer.receive(second) == {"type": "hello"}
+    assert not layer.receive_buffer
+
+
+async def test_the_reader_stops_when_no_receive_waits_and_leaves_later_messages_in_redis(layer, raw_redis):
+    (channel,) = await channels_in_group(layer, "a")
+    (receive,) = await waiting(layer, [channel])
+    (reader,) = layer._readers.values()
+    receive.cancel()
+    await asyncio.gather(receive, return_exceptions=True)
+
+    # The read in flight when the last receive() left still delivers its message, then stops.
+    await layer.send(channel, {"type": "in flight"})
+    await asyncio.wait_for(reader.task, 5)
+    assert not layer._readers
+
+    await layer.send(channel, {"type": "later"})
+    assert await raw_redis.zcard(redis_key(layer, channel)) == 1  # in Redis, under its expiry
+    assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "in flight"}
+    assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "later"}
+
+
+async def test_flush_drops_messages_already_read_into_the_process_and_strands_no_receive(layer):
+    first, second = await channels_in_group(layer, "a", "a")
+    receiving = await waiting(layer, [first])
+    await layer.group_send(GROUP, {"type": "before"})
+    await asyncio.wait_for(receiving[0], 5)
+    assert second in layer.receive_buffer
+    (still_waiting,) = await waiting(layer, [first])
+
+    await layer.flush()
+
+    for channel in (first, second):
+        await layer.send(channel, {"type": "after"})
+    assert await asyncio.wait_for(layer.receive(second), 5) == {"type": "after"}
+    # flush() closes the connection pools, as in the core layer: the read under the waiting
+    # receive() fails (or, reconnected, goes on); either way that receive() ends.
+    (outcome,) = await asyncio.wait_for(asyncio.gather(still_waiting, return_exceptions=True), 5)
+    assert outcome == {"type": "after"} or isinstance(outcome, redis.ConnectionError), outcome
+
+
+async def test_a_burst_of_calls_shares_a_bounded_pool_and_every_call_succeeds(redis_server, raw_redis):
+    """A connect storm's group_add calls wait for one of `max_connections` Redis connections
+    (`pool_wait`) instead of opening one each and keeping them for the life of the process."""
+    name = f"layer-pool-{uuid.uuid4().hex[:8]}"
+    layer = LocalFanoutRedisChannelLayer(
+        hosts=[{"address": redis_server.url, "client_name": name, "max_connections": 8, "pool_wait": 10}],
+        prefix=name,
+    )
+    channels = [await layer.new_channel() for _ in range(300)]
+    await asyncio.gather(*(layer.group_add(GROUP, channel) for channel in channels))
+    assert await raw_redis.zcard(f"{name}:group:{GROUP}") == 300
+    clients = [c for c in await raw_redis.client_list() if c["name"] == name]
+    assert 1 <= len(clients) <= 8
+    await layer.flush()

@@ -1,0 +1,39 @@
+"""The part of the game that runs only inside the ASGI server (daphne, or runserver's).
+
+Design and reading order: docs/architecture.md. The rest of the app (models, services,
+signals, broadcast) runs anywhere, cron and shells included, and never imports this
+package; changes reach it through one door, the channel layer, fed by `broadcast.push`.
+This package imports the app; `live/daphne/` holds every reach into daphne, autobahn and
+Twisted internals and is imported only from here.
+"""
+
+import sys
+
+
+def websocket_application():
+    """The WebSocket stack: daphne's protocol exposed (outermost), boxed addresses refused,
+    other origins refused (403, cross-site WebSocket hijacking), then the game's routes."""
+    from channels.routing import URLRouter
+    from channels.security.websocket import OriginValidator
+    from django.conf import settings
+
+    from viruses.guards import penalty
+
+    from .daphne.transport import DaphneProtocolMiddleware
+    from .routing import websocket_urlpatterns
+
+    return DaphneProtocolMiddleware(
+        penalty.RefuseBoxed(OriginValidator(URLRouter(websocket_urlpatterns), settings.WS_ALLOWED_ORIGINS)),
+        gate=penalty.box,
+    )
+
+
+def start() -> None:
+    """Set up this process as a server: GC tuned for many sockets, drain on SIGTERM."""
+    from . import gc_tuning
+    from .drain import drain
+
+    if gc_tuning.serving(sys.argv):
+        gc_tuning.tune()
+    # Under daphne, SIGTERM drains this process instead of dropping its sockets.
+    drain.install()

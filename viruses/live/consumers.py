@@ -1,0 +1,287 @@
+"""The WebSocket end of the data path: one consumer per open browser tab."""
+
+import logging
+import math
+import time
+from functools import partial
+
+from channels.consumer import get_handler_name
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import DatabaseError
+from redis.exceptions import RedisError
+
+from viruses import actions, broadcast, errors, messages, metrics, players, selectors
+from viruses.guards import admission, idempotency, penalty, ratelimit
+from viruses.logs import kv
+
+from .coalesce import Coalesced
+from .daphne.transport import SlidingWindow, Socket
+from .drain import RESTART_CODE, RESTART_REASON, drain
+from .fanout import fanout
+from .gc_tuning import closed_sockets
+from .presence import SERVER, server_presence
+
+MAX_MESSAGE_BYTES = 64 * 1024
+FLOOD_MESSAGES = 20  # client messages allowed per FLOOD_WINDOW seconds, besides actions
+FLOOD_WINDOW = 10.0
+# What an outage of the database or the channel layer (Redis) raises in a consumer.
+UNAVAILABLE = (DatabaseError, RedisError, OSError)
+
+logger = logging.getLogger(__name__)
+
+
+class VirusConsumer(AsyncWebsocketConsumer):
+    """Send one client the snapshot, then relay every group event to it.
+
+    Under daphne the process's fastlane (fanout.py) takes over the relaying once the
+    snapshot is out; the consumer still owns the socket's life. Async contract: every
+    database access goes through `database_sync_to_async`. A player's create or kill goes
+    through `actions`, as over HTTP, and only its answer (ack or error) is sent from here:
+    the change itself reaches every client, this one included, as the push its commit
+    makes (signals.py), so by exactly one path.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.socket: Socket | None = None  # set when the connection starts
+        self.flood = SlidingWindow(flood_limit(), FLOOD_WINDOW)
+        self.address = ""  # the client's address, as the cap counts it
+        self.player_id = None  # the player of the handshake's cookie (players.py), if any
+        self.opened_at: float | None = None  # when the client joined; None if refused
+        self.admitted = False  # holds one of its address's places (admission.py)
+        self.joined = False  # in the group and counted online
+        self.closing = False
+        self.fastlane = False  # group events go straight from the layer's reader (fanout.py)
+
+    async def __call__(self, scope, receive, send):
+        self.socket = Socket(scope, send, on_abuse=penalty.box().strike)
+        try:
+            await super().__call__(scope, receive, send)
+        except UNAVAILABLE as exc:
+            # Redis or the database went away: close with "try again later" (the client
+            # reconnects and gets a snapshot) rather than die with a traceback and 1011.
+            logger.warning(kv("ws.close", channel=self.channel_name, reason="unavailable", error=exc))
+            await self.close_quietly(1013)
+        finally:
+            # However the consumer ends, crashes included, it must not stay counted or grouped.
+            try:
+                await self.leave()
+            finally:
+                drain.closed(self)  # a leaving server waits for this
+                # Refused, closed by the client or cut by the server: its objects are garbage.
+                closed_sockets.add()
+
+    async def connect(self):
+        address = self.address = client_address(self.scope)
+        self.player_id = players.from_scope(self.scope)
+        self.admitted = await admission.areserve(address, self.channel_name)
+        if not self.admitted:
+            # Told why (1008, policy violation) and never joined: nothing to undo on disconnect.
+            await self.close_quietly(1008)
+            limit = settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS
+            logger.warning(kv("ws.refused", reason="connections_per_address", client=address, limit=limit))
+            # Its next handshakes would be refused too: refuse them before they cost anything.
+            penalty.box().hold(address, settings.VIRUS_ABUSE_PENALTY)
+            return
+        if (wait := await ratelimit.aretry_after("snapshot", address)) is not None:
+            # Reconnecting in a loop costs a snapshot each time: the same bucket as GET and resync.
+            await self.close_quietly(1008)
+            logger.warning(kv("ws.refused", reason="snapshots_per_address", client=address))
+            penalty.box().hold(address, wait)
+            return
+        self.opened_at = time.monotonic()
+        # Join before reading the snapshot: a change committed in between is then both
+        # in the snapshot and queued for us, and the client drops the duplicate by seq.
+        await self.channel_layer.group_add(broadcast.GROUP, self.channel_name)
+        await self.accept()
+        self.joined = True
+        await server_presence.join(
+            self.channel_name,
+            client_address=address,
+            user_agent=header(self.scope, b"user-agent"),
+            player_id=self.player_id,
+        )
+        await self.send_snapshot()
+        drain.opened(self)
+        logger.info(
+            kv("ws.connect", channel=self.channel_name, client=address, server=SERVER, fastlane=self.fastlane)
+        )
+
+    async def disconnect(self, code):
+        if self.opened_at is None:
+            return
+        await self.leave()
+        seconds = time.monotonic() - self.opened_at
+        logger.info(kv("ws.disconnect", channel=self.channel_name, code=code, seconds=seconds))
+
+    async def accept(self, subprotocol=None, headers=None):
+        await super().accept(subprotocol, headers)
+        self.socket.opened()
+
+    async def close(self, code=None, reason=None):
+        await self.socket.close(code, reason)
+
+    async def close_quietly(self, code: int) -> None:
+        """Close once, accepting first so the client gets the code instead of a 403."""
+        if self.closing:
+            return
+        self.closing = True
+        if not self.socket.open:
+            await self.accept()
+        await self.close(code=code)
+
+    def restart(self) -> None:
+        """Tell the client this server is leaving (1012): it reconnects at once, elsewhere."""
+        if self.closing or not self.socket.open or self.socket.protocol is None:
+            return
+        self.closing = True
+        fanout.leave(self.channel_name)
+        self.socket.close_now(RESTART_CODE, RESTART_REASON, hang_up=True)
+
+    async def leave(self) -> None:
+        """Leave the group, the online count and the address's place; safe to repeat, and during outages."""
+        if self.admitted:
+            self.admitted = False
+            await admission.arelease(self.address, self.channel_name)
+        if not self.joined:
+            return
+        self.joined = False
+        fanout.leave(self.channel_name)
+        try:
+            # First, so that no heartbeat renews the group membership we are about to drop.
+            await server_presence.leave(self.channel_name)
+        except UNAVAILABLE as exc:  # the row then goes stale and is reaped (presence.py)
+            logger.warning(kv("ws.leave_failed", channel=self.channel_name, part="database", error=exc))
+        try:
+            await self.channel_layer.group_discard(broadcast.GROUP, self.channel_name)
+        except UNAVAILABLE as exc:  # membership then expires (settings: group_expiry)
+            logger.warning(kv("ws.leave_failed", channel=self.channel_name, part="channel_layer", error=exc))
+
+    async def receive(self, text_data=None, bytes_data=None):
+        data = text_data if text_data is not None else bytes_data
+        if len(data) > MAX_MESSAGE_BYTES:
+            logger.warning(kv("ws.close", channel=self.channel_name, reason="too_big", bytes=len(data)))
+            await self.close(code=1009)
+            return
+        if self.flood.exceeded():
+            logger.warning(kv("ws.close", channel=self.channel_name, reason="flood", limit=self.flood.limit))
+            await self.close(code=1008)
+            penalty.box().strike(self.address, "flood")
+            return
+        try:
+            await self.handle(messages.decode(data))
+        except messages.BadMessage as exc:
+            logger.info(kv("ws.bad_message", channel=self.channel_name, bytes=len(data)))
+            await self.send_text(exc.answer())
+
+    async def handle(self, message: dict) -> None:
+        if message["type"] in messages.ACTIONS:
+            await self.act(messages.action(message))
+            return
+        if message["type"] != "resync":
+            raise messages.unknown_type(message)
+        metrics.resync_requested()
+        if (wait := await ratelimit.aretry_after("snapshot", self.address)) is not None:
+            raise messages.BadMessage(f"too many snapshots, wait {math.ceil(wait)} s")
+        await self.send_snapshot()
+
+    async def act(self, action: messages.Action) -> None:
+        """Do a player's create, kill or rename and answer the sender alone, echoing its `ref`."""
+        try:
+            if action.type in ("create", "kill"):
+                status, virus = await idempotency.aonce(
+                    action.key, address=self.address, player=self.player_id, act=partial(self.do, action)
+                )
+                answer = messages.ack(ref=action.ref, status=status, virus=virus)
+            else:
+                me = await actions.arename(player=self.player_id, name=action.name, address=self.address)
+                status, answer = 200, messages.ack(ref=action.ref, status=200, player=me)
+        except errors.GameError as exc:
+            if isinstance(exc, errors.RateLimited):
+                logger.info(kv("ws.rate_limited", client=self.address, retry_after=exc.retry_after))
+            status, answer = exc.status, messages.error(str(exc), ref=action.ref, status=exc.status)
+        except DatabaseError as exc:
+            # As the HTTP API does: the player is told, the socket stays (pushes need no database).
+            logger.error(kv("ws.error", action=action.type, error="database", detail=exc))
+            text = "the database is unavailable, try again shortly"
+            status, answer = 503, messages.error(text, ref=action.ref, status=503)
+        metrics.count_action(path="socket", action=action.type, status=status)
+        await self.send_text(answer)
+
+    async def do(self, action: messages.Action) -> idempotency.Answer:
+        if action.type == "create":
+            virus = await actions.acreate(address=self.address, by=self.player_id)
+            return 201, messages.virus_json(virus)
+        await actions.akill(virus_id=action.virus_id, address=self.address, by=self.player_id)
+        return 204, None
+
+    async def send_snapshot(self) -> None:
+        # Off the fastlane meanwhile: events queue behind the snapshot, as on the consumer
+        # path, so the client never gets a snapshot older than an event it already has.
+        fanout.pause(self.channel_name)
+        await self.send_text((await read_snapshots(self.player_id))[self.player_id])
+        if not self.closing:
+            self.fastlane = fanout.join(self.channel_layer, self.channel_name, self.socket)
+
+    async def send_text(self, text: str) -> None:
+        """Send, unless the client has stopped reading: then close it (1013) instead."""
+        if self.closing or self.socket.cut:
+            return
+        if self.socket.outbox.stuck(len(text)):
+            state = self.socket.outbox.state()
+            logger.warning(kv("ws.close", channel=self.channel_name, reason="slow_reader", **state))
+            await self.close_quietly(1013)
+            return
+        if not await self.socket.send(text):  # the client left between two sends
+            self.closing = True
+
+    async def dispatch(self, message):
+        # Without Channels' per-message `aclose_old_connections()`: a hop to the one database
+        # thread per message, redundant here (every database call goes through
+        # `database_sync_to_async`, which closes old connections before and after). For group
+        # events it was half the cost of a fan-out (docs/performance.md); for handshakes it
+        # queued a reconnect storm's snapshot reads behind one hop per socket (seconds for
+        # 200 sockets moving in a rolling restart).
+        if message["type"] in messages.GROUP_EVENTS:
+            await self.send_text(message["text"])
+            return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+
+def flood_limit() -> int:
+    """Client messages allowed per FLOOD_WINDOW before the socket is closed (1008).
+
+    FLOOD_MESSAGES, plus twice the actions the rate limit lets through in a window (its
+    burst, then its rate): a player clicking at the limit, or past it and told 429, is never
+    cut off. With the rate limit off, as many as at its default of 180 a minute.
+    """
+    per_minute = settings.VIRUS_RATE_LIMIT or 180
+    actions_per_window = settings.VIRUS_RATE_BURST + math.ceil(per_minute / 60 * FLOOD_WINDOW)
+    return FLOOD_MESSAGES + 2 * actions_per_window
+
+
+def encoded_snapshots(player_ids: list) -> dict:
+    """One snapshot read for every socket asking at once: its text for each viewer (`me`)."""
+    seq, viruses, online, extra = selectors.snapshot()
+    shared = messages.snapshot(seq=seq, viruses=viruses, online=online, **extra)
+    return {player_id: messages.for_viewer(shared, selectors.me(player_id)) for player_id in set(player_ids)}
+
+
+# Sockets asking at once (a connect storm) share one read, started after each of them asked.
+read_snapshots = Coalesced(encoded_snapshots)
+
+
+def header(scope, name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+def client_address(scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else ""

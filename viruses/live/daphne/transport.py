@@ -1,0 +1,434 @@
+"""The one owner of every reach into daphne, autobahn and Twisted.
+
+ASGI gives an application `send` and nothing else. The game also needs backpressure from the
+client's socket and RFC 6455 close codes (1008, 1009, 1013) that autobahn refuses from an
+application. Both need daphne's `WebSocketProtocol`, reachable only through daphne's own
+`send`, which is `partial(Server.handle_reply, protocol)` before any middleware wraps it
+(Channels' `SessionMiddleware` and `AuthMiddlewareStack` do). So the WebSocket stack is
+wrapped, outermost, in `DaphneProtocolMiddleware`, which puts the protocol (None under other
+servers and in-process tests) into `scope["extensions"]["daphne.protocol"]`; `Socket` reads
+it from there however many layers sit in between, and refuses to start without it. The
+fastlane (fanout.py) also writes ready-made frames (`text_frame`) through it, straight to
+the socket when Twisted has nothing buffered for it (`Socket.write_frame`). On the first
+WebSocket it finds, the middleware also makes daphne's listening socket refuse the addresses
+its `gate` refuses at accept (`gate_accepts`; the game's gate is the penalty box). Policy is
+handed in, never imported: this package knows daphne, not the game's rules.
+"""
+
+import contextlib
+import inspect
+import logging
+import struct
+import sys
+import time
+from functools import partial
+
+from autobahn.exception import Disconnected
+from django.core.exceptions import ImproperlyConfigured
+
+from viruses.logs import kv
+
+PROTOCOL_KEY = "daphne.protocol"
+# A client that stops reading is closed (1013) once this much more waits for it on top of
+# full kernel and Twisted buffers, or once its socket has not drained for this long.
+SLOW_READER_BYTES = 1024 * 1024
+SLOW_READER_SECONDS = 10.0
+NORMAL_CLOSE = 1000
+# Pings a client may send per PING_WINDOW seconds. Browsers send none; each costs a pong
+# (work, and buffered bytes if the client does not read them).
+PING_LIMIT = 30
+PING_WINDOW = 10.0
+
+logger = logging.getLogger(__name__)
+
+
+class DaphneProtocolMiddleware:
+    """Expose daphne's protocol of each WebSocket in its scope; put it outermost.
+
+    `gate`, if given, returns the object whose `refuses(address)` daphne's listener asks at
+    accept (`gate_accepts`); it is called once, on the first WebSocket.
+    """
+
+    def __init__(self, inner, *, gate=None):
+        self.inner = inner
+        self.gate = gate
+        self.gated = gate is None  # daphne's listener asks the gate (gate_accepts)
+        _check_daphne()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            protocol = daphne_protocol(send)
+            if protocol is not None and not self.gated:
+                self.gated = True
+                gate_accepts(protocol.server, self.gate())
+            extensions = {**(scope.get("extensions") or {}), PROTOCOL_KEY: protocol}
+            scope = {**scope, "extensions": extensions}
+        return await self.inner(scope, receive, send)
+
+
+def gate_accepts(server, box) -> None:
+    """Make daphne's listening socket close connections from addresses `box` refuses at once.
+
+    Twisted closes an accepted socket whose factory builds no protocol (tcp.Port.doRead):
+    no byte is read, parsed or answered. Only where daphne's peer is the client: with
+    --proxy-headers it is the proxy (whose limit_req then paces handshakes), and
+    the game's handshake check (guards/penalty.py, RefuseBoxed) refuses once the client's address
+    is known.
+    """
+    if not box.on:
+        return
+    if server.proxy_forwarded_address_header:
+        logger.info(kv("server.accept_gate", state="off", reason="proxy_headers"))
+        return
+    factory = server.http_factory
+    build = factory.buildProtocol
+    refuses = box.refuses
+
+    def build_unless_boxed(addr):
+        host = getattr(addr, "host", None)  # a unix socket's peer has none: a proxy
+        if host is not None and refuses(host):
+            return None
+        return build(addr)
+
+    factory.buildProtocol = build_unless_boxed
+    logger.info(kv("server.accept_gate", state="on"))
+
+
+def daphne_protocol(send):
+    """Return the protocol behind daphne's own `send`, or None when another server calls us."""
+    func = getattr(send, "func", None)
+    name = (getattr(func, "__module__", ""), getattr(func, "__qualname__", ""))
+    if not (isinstance(send, partial) and name == ("daphne.server", "Server.handle_reply")):
+        return None
+    protocol = send.args[0] if send.args else None
+    if not hasattr(protocol, "sendCloseFrame"):
+        raise RuntimeError(
+            "daphne's send is not partial(handle_reply, protocol): update viruses/live/daphne/transport.py"
+        )
+    return protocol
+
+
+def _check_daphne() -> None:
+    """Under daphne, fail at start-up rather than per socket if its private API changed."""
+    server = sys.modules.get("daphne.server")
+    if server is None:  # another server, or a test process: nothing to check
+        return
+    if list(inspect.signature(server.Server.handle_reply).parameters) != ["self", "protocol", "message"]:
+        raise ImproperlyConfigured(
+            "daphne's Server.handle_reply changed: update viruses/live/daphne/transport.py"
+        )
+
+
+class Socket:
+    """One client's WebSocket: send, close with any RFC code, and tell a reader that is stuck.
+
+    `send` is the ASGI send the consumer got (possibly wrapped by middleware); the daphne
+    protocol, when there is one, comes from the scope (module docstring).
+    """
+
+    def __init__(self, scope, send, *, on_abuse=None):
+        extensions = scope.get("extensions") or {}
+        if PROTOCOL_KEY not in extensions:
+            raise ImproperlyConfigured(
+                "the WebSocket application must be wrapped in transport.DaphneProtocolMiddleware (outermost)"
+            )
+        self.protocol = extensions[PROTOCOL_KEY]
+        self.client = scope["client"][0] if scope.get("client") else None
+        self._send = send
+        self.on_abuse = on_abuse  # on_abuse(client, reason) when this socket is cut for abuse
+        self.outbox = SendBuffer()
+        self.open = False
+        self.cut = False  # closed by the fastlane (close_now): nothing more is sent
+        self.pings = SlidingWindow(PING_LIMIT, PING_WINDOW)
+        self.refused_pings = False
+        self._sends_directly: bool | None = None
+        if self.protocol is not None:
+            # autobahn answers pings itself, below ASGI: the app's own limits never see them.
+            self._answer_ping = self.protocol.onPing
+            self.protocol.onPing = self._on_ping
+
+    def _on_ping(self, payload: bytes) -> None:
+        """autobahn's `onPing` for this socket: pong only within the limit, and to a reader."""
+        if self.refused_pings:
+            return
+        if self.pings.exceeded():
+            self._refuse_pings("ping_flood")
+        elif self.outbox.paused_at is not None:
+            # The client is not reading what it is sent: a pong would only pile up here.
+            self._refuse_pings("ping_unread")
+        else:
+            self._answer_ping(payload)
+
+    def _refuse_pings(self, reason: str) -> None:
+        self.refused_pings = True
+        logger.warning(kv("ws.close", reason=reason, client=self.client, limit=PING_LIMIT))
+        if self.on_abuse is not None:
+            self.on_abuse(self.client, reason)
+        self.protocol.sendCloseFrame(code=1008)
+        # Hang up rather than wait for the client's close: autobahn would read and parse
+        # every frame the abuser already sent (megabytes of pings, until its close handshake
+        # times out a second later), and that CPU is everybody else's latency. Twisted stops
+        # reading now and closes once the close frame is written.
+        self.protocol.transport.loseConnection()
+
+    def opened(self) -> None:
+        """Start watching the socket's buffer; call once the handshake is accepted."""
+        self.open = True
+        self.outbox.watch(self.protocol)
+
+    async def send(self, text: str) -> bool:
+        """Send one text frame; False when the client has already gone (a disconnect follows)."""
+        try:
+            await self._send({"type": "websocket.send", "text": text})
+        except Disconnected:
+            return False
+        return True
+
+    @property
+    def sends_directly(self) -> bool:
+        """Whether `write_frame` may try the socket before Twisted's buffer (plain TCP only)."""
+        if self._sends_directly is None:
+            from twisted.internet.tcp import Connection  # here: once daphne has installed its reactor
+
+            transport = getattr(self.protocol, "transport", None)
+            self._sends_directly = isinstance(transport, Connection) and hasattr(transport, "_tempDataBuffer")
+        return self._sends_directly
+
+    def takes_frames(self) -> bool:
+        """Whether `write_frame` may write ready-made frames to this socket (`text_frame`).
+
+        Only under daphne, once open, and only as autobahn would frame them itself: no
+        compression, unmasked, unfragmented (daphne's settings).
+        """
+        protocol = self.protocol
+        return (
+            self.open
+            and protocol is not None
+            and protocol.state == protocol.STATE_OPEN
+            and getattr(protocol, "_perMessageCompress", None) is None
+            and not protocol.maskServerFrames
+            and not protocol.autoFragmentSize
+        )
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write a frame made by `text_frame` now, in order with every other send; False once closing."""
+        protocol = self.protocol
+        if protocol.state != protocol.STATE_OPEN:
+            return False
+        if protocol.send_queue:  # autobahn has frames waiting to go out before this one
+            protocol.sendData(frame)
+            return True
+        transport = protocol.transport
+        if self.sends_directly and _idle(transport):
+            # Nothing waits in Twisted's buffer: send at once, as asyncio's own transports
+            # do. Through `write` Twisted registers the socket for writability and back for
+            # each message, most of a delivery's cost (docs/performance.md).
+            sent = transport.writeSomeData(frame)
+            if isinstance(sent, int):
+                if sent == len(frame):
+                    return True
+                frame = frame[sent:]
+        transport.write(frame)  # the rest, or the error, Twisted's way
+        return True
+
+    def close_now(self, code: int, reason: str = "", hang_up: bool = False) -> None:
+        """Send a close frame with an RFC code at once (an open socket under daphne only).
+
+        `hang_up`: close the connection once the frame is written instead of waiting for the
+        client's reply, which a busy server would read late: the client is gone at once.
+        """
+        self.cut = True
+        if reason:
+            self.protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode())
+        else:
+            self.protocol.sendCloseFrame(code=code)
+        if hang_up:
+            self.protocol.transport.loseConnection()
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close with `code` (None or True, as Channels' `send(close=True)` passes: 1000)."""
+        if code is None or code is True:
+            code = NORMAL_CLOSE
+        if self.open and self.protocol is not None and code != NORMAL_CLOSE and not 3000 <= code <= 4999:
+            # autobahn refuses application close codes other than 1000 and 3000-4999: the app
+            # would crash and the client get 1011. Send the frame ourselves, as daphne does
+            # for its own 1011.
+            self.protocol.sendCloseFrame(code=code)
+            return
+        message = {"type": "websocket.close", "code": code}
+        if reason:
+            message["reason"] = reason
+        await self._send(message)
+
+
+def _idle(transport) -> bool:
+    """Twisted's transport is open and has nothing buffered (abstract.FileDescriptor)."""
+    return (
+        transport.connected
+        and not transport.disconnecting
+        and not transport._tempDataBuffer
+        and not transport.dataBuffer
+    )
+
+
+def text_frame(text: str) -> bytes:
+    """`text` as one WebSocket text frame, exactly as autobahn frames a server's message.
+
+    RFC 6455 5.2: FIN and opcode 1, then the length (7 bits, or 126 and 16 bits, or 127 and
+    64 bits), no mask (servers never mask), then the payload. The same bytes go to every
+    client, so a group event is framed once for all of them.
+    """
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+class SendBuffer:
+    """Tells whether a client drains its socket, through Twisted's producer API.
+
+    `send()` never blocks: daphne hands every message to a Twisted transport that buffers
+    without limit, so a client that stops reading would grow the server's memory for as long
+    as changes happen. Registered as a streaming producer, this object is paused by Twisted
+    once 64 KiB wait in its buffer (the kernel's buffers being full already) and resumed when
+    everything has been written. Other ASGI servers: nothing is watched (`stuck` is False).
+    """
+
+    def __init__(self):
+        self.paused_at: float | None = None
+        self.backlog = 0  # bytes sent since the transport paused us
+
+    def watch(self, protocol) -> None:
+        if protocol is None:
+            return
+        with contextlib.suppress(AttributeError):  # a transport without the producer API
+            transport = protocol.transport
+            if transport.producer is not None:
+                # The HTTP channel that did the upgrade, idle since: it would only stop
+                # reading from the socket, so the client's close or pong would go unread.
+                transport.unregisterProducer()
+            transport.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:  # Twisted IPushProducer
+        if self.paused_at is None:
+            self.paused_at = time.monotonic()
+
+    def resumeProducing(self) -> None:
+        self.paused_at, self.backlog = None, 0
+
+    def stopProducing(self) -> None:
+        pass
+
+    def stuck(self, size: int) -> bool:
+        """Count `size` more bytes to send; True when the client is not reading them."""
+        if self.paused_at is None:
+            return False
+        self.backlog += size
+        return self.backlog > SLOW_READER_BYTES or time.monotonic() - self.paused_at > SLOW_READER_SECONDS
+
+    def state(self) -> dict:
+        paused = 0.0 if self.paused_at is None else time.monotonic() - self.paused_at
+        return {"backlog": self.backlog, "paused_s": paused}
+
+
+class SlidingWindow:
+    """At most `limit` events in any `seconds`-long window (a client's messages or pings)."""
+
+    def __init__(self, limit: int, seconds: float):
+        self.limit, self.seconds = limit, seconds
+        # A list: every socket has two windows, mostly empty; an empty deque is 13 times
+        # the size of an empty list (docs/performance.md, memory per idle socket).
+        self.times: list[float] = []
+
+    def exceeded(self) -> bool:
+        """Count one event now; True when it is one too many."""
+        now = time.monotonic()
+        times = self.times
+        old = 0
+        while old < len(times) and now - times[old] >= self.seconds:
+            old += 1
+        del times[:old]
+        times.append(now)
+        return len(times) > self.limit
+
+
+# --- leaving on SIGTERM (drain.py) ------------------------------------------------------
+
+
+def on_sigterm(callback) -> bool:
+    """Call `callback()` in the reactor on SIGTERM instead of Twisted's immediate stop.
+
+    Under daphne only (False elsewhere: runserver, tests). Twisted installs its own handler
+    when the reactor starts, so ours replaces it from a `callWhenRunning`.
+    """
+    if "daphne.server" not in sys.modules:
+        return False
+    import signal
+    import threading
+
+    from twisted.internet import reactor
+
+    def install() -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(callback))
+
+    reactor.callWhenRunning(install)
+    return True
+
+
+def stop_reactor() -> None:
+    """Stop the server as Twisted's SIGTERM would: daphne cancels what is left, then exits."""
+    from twisted.internet import reactor
+
+    if reactor.running:
+        reactor.stop()
+
+
+class Listeners:
+    """daphne's listening ports in this process and the HTTP connections they accepted."""
+
+    def __init__(self):
+        from daphne.http_protocol import HTTPFactory
+        from twisted.internet import reactor
+
+        self.reactor = reactor
+        self.ports = [r for r in reactor.getReaders() if isinstance(getattr(r, "factory", None), HTTPFactory)]
+        self.server = self.ports[0].factory.server if self.ports else None
+
+    def stop_listening(self) -> None:
+        """Refuse new connections: a proxy's connect fails at once and goes to another node."""
+        for port in self.ports:
+            port.stopListening()
+
+    def busy_requests(self) -> int:
+        """HTTP requests still being answered; each will close its connection once answered."""
+        from daphne.http_protocol import WebRequest
+
+        busy = 0
+        for protocol, details in list(getattr(self.server, "connections", {}).items()):
+            if isinstance(protocol, WebRequest) and "disconnected" not in details:
+                busy += 1
+                channel = getattr(protocol, "channel", None)
+                if channel is not None:
+                    channel.persistent = False  # Twisted closes the connection after the answer
+                if not protocol.startedWriting:
+                    protocol.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        return busy
+
+    def close_idle(self) -> int:
+        """Close keep-alive HTTP connections waiting for a request; return how many."""
+        from twisted.web.http import HTTPChannel
+
+        closed = 0
+        for reader in self.reactor.getReaders():
+            protocol = getattr(reader, "protocol", None)
+            channel = getattr(protocol, "_channel", protocol)  # Twisted's generic HTTP wrapper
+            if isinstance(channel, HTTPChannel) and not channel.requests:
+                reader.loseConnection()
+                closed += 1
+        return closed

@@ -1,0 +1,213 @@
+"""The channel layer: channels-redis's core layer, with one Redis reader per process and prefix."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from channels_redis.core import RedisChannelLayer
+from redis.asyncio import BlockingConnectionPool
+
+from viruses.logs import kv
+
+logger = logging.getLogger(__name__)
+channels_redis_logger = logging.getLogger("channels_redis.core")
+
+
+class LocalFanoutRedisChannelLayer(RedisChannelLayer):
+    """channels-redis's core layer, with one reader per Redis key for the consumers' channels.
+
+    The stock `receive()` makes every idle consumer race for a lock with two fresh tasks per
+    message and cancel the loser: O(N) task churn per group message for N sockets, the main
+    cost of a fan-out (docs/performance.md). Here one task per event loop and per Redis key
+    (the process-local channels of one prefix, `prefix.<client>!`) pops that key with the
+    layer's own `receive_single` and hands each message to the buffer of every local channel
+    it names; a consumer's `receive()` is a plain `queue.get()`. Everything else is the core
+    layer's: the Redis data, capacity and expiry, the buffers (`receive_buffer`, made on
+    demand, dropped when drained), the client-prefix check. As in the core layer, a key is
+    read only while a `receive()` waits on one of its channels (checked after each message).
+    A Redis error is raised in every `receive()` waiting on that key, and the next
+    `receive()` starts a new reader. `bypass` and `hand_over` let the process's fastlane
+    (fanout.py) take a channel's group events from the reader itself.
+
+    `group_send` takes two Redis round trips instead of the core layer's four (expire and
+    read the group in one pipeline; expire, check capacity and add in one script per host),
+    with the core layer's data, capacity and expiry.
+
+    A host entry with `pool_wait` (seconds) gets a pool of at most `max_connections` that
+    makes a caller wait that long for a free connection, instead of the core layer's pool,
+    which opens one more connection for every concurrent call and keeps them all: after a
+    storm of N handshakes, N idle Redis connections for the life of the process.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._readers: dict[tuple[asyncio.AbstractEventLoop, str], _Reader] = {}
+        # Called by the reader with each message and the local channels it names; returns
+        # the channels still to be given the message through their `receive()` (fanout.py).
+        self.bypass: Callable[[list[str], dict], list[str]] | None = None
+
+    def create_pool(self, index):
+        host = dict(self.hosts[index])
+        wait = host.pop("pool_wait", None)
+        if wait is None or "address" not in host:
+            return super().create_pool(index)
+        return BlockingConnectionPool.from_url(host.pop("address"), timeout=wait, **host)
+
+    async def group_send(self, group, message):
+        assert self.require_valid_group_name(group), "Group name not valid"
+        key = self._group_key(group)
+        connection = self.connection(self.consistent_hash(group))
+        async with connection.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
+            pipe.zrange(key, 0, -1)
+            _, members = await pipe.execute()
+        channel_names = [x.decode("utf8") for x in members]
+        by_connection, payloads, capacities = self._map_channel_keys_to_connection(channel_names, message)
+        for index, keys in by_connection.items():
+            connection = self.connection(index)
+            args = [payloads[k] for k in keys] + [capacities[k] for k in keys]
+            args += [int(time.time()) - int(self.expiry), time.time(), self.expiry]
+            over = await connection.register_script(GROUP_SEND)(keys=keys, args=args)
+            if over > 0:  # the core layer's line, which logs.py turns into layer.drop
+                channels_redis_logger.info(
+                    "%s of %s channels over capacity in group %s", over, len(channel_names), group
+                )
+
+    async def receive(self, channel):
+        if "!" not in channel:
+            return await super().receive(channel)
+        assert self.require_valid_channel_name(channel)
+        real_channel = self.non_local_name(channel)
+        assert real_channel.endswith(self.client_prefix + "!"), "Wrong client prefix"
+        while True:
+            item = await self._next(channel, real_channel)
+            if isinstance(item, _HandOver):
+                self._hand_over_now(channel, item)
+            elif isinstance(item, _ReadFailed):
+                raise item.error
+            else:
+                return item
+
+    async def _next(self, channel: str, real_channel: str):
+        queue = self.receive_buffer[channel]
+        try:
+            if queue.empty():
+                waiting = self._reader(real_channel).waiting
+                waiting[channel] = waiting.get(channel, 0) + 1
+                try:
+                    return await queue.get()
+                finally:
+                    if waiting[channel] == 1:
+                        del waiting[channel]
+                    else:
+                        waiting[channel] -= 1
+            return queue.get_nowait()
+        finally:
+            if queue.empty() and self.receive_buffer.get(channel) is queue:
+                del self.receive_buffer[channel]
+
+    def hand_over(self, channel: str, take: Callable[[list[dict]], list[dict]]) -> None:
+        """Call `take(queued)` when `channel`'s `receive()` has returned everything queued so far.
+
+        `queued` is what came for the channel since, in order; `take` returns what it leaves
+        to `receive()`. The call happens in the same step as a `receive()`, so with `bypass`
+        the reader can take over a channel without reordering or losing a message.
+        """
+        self.receive_buffer[channel].put_nowait(_HandOver(take))
+
+    def _hand_over_now(self, channel: str, item: "_HandOver") -> None:
+        queue = self.receive_buffer.get(channel)
+        queued = []
+        while queue is not None and not queue.empty():
+            queued.append(queue.get_nowait())
+        for left in item.take(queued):
+            self._put(channel, left)
+
+    def _reader(self, real_channel: str) -> "_Reader":
+        """Return this loop's reader of `real_channel`, started if none is running."""
+        key = (asyncio.get_running_loop(), real_channel)
+        reader = self._readers.get(key)
+        if reader is None:
+            reader = self._readers[key] = _Reader()
+            reader.task = key[0].create_task(self._read(key, reader))
+        return reader
+
+    async def _read(self, key, reader: "_Reader") -> None:
+        try:
+            while reader.waiting:
+                try:
+                    channels, message = await self.receive_single(key[1])
+                except Exception as exc:
+                    for channel in reader.waiting:
+                        self._put(channel, _ReadFailed(exc))
+                    return
+                if not isinstance(channels, list):
+                    channels = [channels]
+                if self.bypass is not None:
+                    channels = self._bypass(channels, message)
+                for channel in channels:
+                    self._put(channel, message)
+        finally:
+            if self._readers.get(key) is reader:
+                del self._readers[key]
+
+    def _bypass(self, channels: list[str], message: dict) -> list[str]:
+        try:
+            return self.bypass(channels, message)
+        except Exception:  # a bug there must not stop the reader: the consumers still relay
+            logger.exception(kv("layer.bypass_failed", type=message.get("type")))
+            self.bypass = None
+            return channels
+
+    def _put(self, channel: str, item) -> None:
+        try:
+            self.receive_buffer[channel].put_nowait(item)  # full: drops the oldest, as the core layer does
+        except RuntimeError:  # the getter's event loop is closed (tests run one loop per case)
+            self.receive_buffer.pop(channel, None)
+
+    async def flush(self):
+        """Flush Redis as the core layer does, and the messages already read into this process."""
+        waited = {channel for reader in self._readers.values() for channel in reader.waiting}
+        for channel in list(self.receive_buffer):
+            if channel not in waited:  # a waiting receive() keeps its (empty) buffer
+                del self.receive_buffer[channel]
+        await super().flush()
+
+
+# The core layer's clean-up pipeline and group-send script in one: for each channel key,
+# drop expired messages, then add the message unless the key is at capacity.
+GROUP_SEND = """
+local n = #KEYS
+local expired, now, expiry = ARGV[2 * n + 1], ARGV[2 * n + 2], ARGV[2 * n + 3]
+local over_capacity = 0
+for i = 1, n do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, expired)
+    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[n + i]) then
+        redis.call('ZADD', KEYS[i], now, ARGV[i])
+        redis.call('EXPIRE', KEYS[i], expiry)
+    else
+        over_capacity = over_capacity + 1
+    end
+end
+return over_capacity
+"""
+
+
+class _Reader:
+    """One event loop's reader of one Redis key, and the `receive()` calls waiting on it."""
+
+    task: asyncio.Task
+
+    def __init__(self):
+        self.waiting: dict[str, int] = {}  # channel -> receive() calls waiting on it
+
+
+class _HandOver:
+    def __init__(self, take: Callable[[list[dict]], list[dict]]):
+        self.take = take
+
+
+class _ReadFailed:
+    def __init__(self, error: Exception):
+        self.error = error

@@ -1,0 +1,155 @@
+"""Who is online: `Connection` rows, a per-server heartbeat, and coalesced presence pushes.
+
+Each server process keeps `last_seen` fresh on the rows of its open sockets; rows of a
+server that died (SIGKILL, power loss) go stale, stop counting at once and are reaped by the
+next heartbeat of any live server, which also takes their channels out of the group.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from viruses import broadcast, messages, metrics, services
+from viruses.guards import admission
+from viruses.logs import kv
+from viruses.selectors import online_count, online_players
+
+from .coalesce import Coalesced
+
+
+def online_state() -> tuple[int, dict]:
+    return online_count(), online_players()
+
+
+SERVER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+ANNOUNCE_DELAY = 0.25  # joins and leaves within this window share one presence push
+
+logger = logging.getLogger(__name__)
+
+
+class ServerPresence:
+    """This process's sockets: announces joins and leaves, runs the heartbeat."""
+
+    def __init__(self):
+        self.channels: dict[str, str] = {}  # channel name: client address
+        self._announcer: asyncio.Task | None = None
+        self._changed = False  # a join or leave not yet covered by a count
+        # The process is leaving (drain.py) and announces nothing more: its count could
+        # reach clients after the count of the node they moved to, and undo it.
+        self.leaving = False
+        self._heartbeat: asyncio.Task | None = None
+        self._last_announced: int | None = None
+        self.refreshed_at: float | None = None  # monotonic time the rows were last known fresh
+        # Sockets that come or go at once share one INSERT or DELETE (a connect storm).
+        self._open = Coalesced(lambda sockets: services.connections_open(server=SERVER, sockets=sockets))
+        self._close = Coalesced(lambda channel_names: services.connections_close(channel_names=channel_names))
+
+    async def join(self, channel_name: str, *, client_address: str, user_agent: str, player_id=None) -> None:
+        await self._open(
+            {
+                "channel_name": channel_name,
+                "client_address": client_address,
+                "user_agent": user_agent,
+                "player_id": player_id,
+            }
+        )
+        self.channels[channel_name] = client_address
+        self._start_heartbeat()
+        self.announce_soon()
+
+    async def leave(self, channel_name: str) -> None:
+        self.channels.pop(channel_name, None)  # at once: the heartbeat stops renewing it
+        await self._close(channel_name)
+        self.announce_soon()
+
+    def heartbeat_age(self) -> float:
+        """Seconds since this process's rows were last known fresh; 0 without sockets."""
+        if not self.channels or self.refreshed_at is None:
+            return 0.0
+        return time.monotonic() - self.refreshed_at
+
+    def announce_soon(self) -> None:
+        if self.leaving:
+            return
+        self._changed = True
+        if not _running_here(self._announcer):
+            self._announcer = asyncio.get_running_loop().create_task(self._announce())
+
+    async def _announce(self) -> None:
+        # Again while changes came during a count: a join whose row was written after the
+        # count began would otherwise never be announced (a reconnect storm after a restart).
+        while self._changed:
+            self._changed = False
+            await asyncio.sleep(ANNOUNCE_DELAY)
+            await self.announce_now()
+
+    async def announce_now(self) -> None:
+        """Push the online count and names as the database has them now."""
+        try:
+            online, names = await database_sync_to_async(online_state)()
+        except Exception as exc:  # the database is down: the next join, leave or beat retries
+            logger.warning(kv("presence.count_failed", error=_describe(exc)))
+            return
+        if self.leaving:
+            return
+        self._last_announced = online
+        await broadcast.apush(messages.presence_event(online=online, **names))
+
+    def _start_heartbeat(self) -> None:
+        if not _running_here(self._heartbeat):
+            self.refreshed_at = time.monotonic()  # the joining row was just written
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        layer = get_channel_layer()
+        while self.channels:
+            await asyncio.sleep(settings.VIRUS_PRESENCE_HEARTBEAT)
+            try:
+                # Renews group membership (it expires for consumers that crashed), whether
+                # or not the database answers.
+                renewed = list(self.channels)
+                for channel_name in renewed:
+                    await layer.group_add(broadcast.GROUP, channel_name)
+                # A socket that left meanwhile may have been re-added after its own discard.
+                for channel_name in set(renewed) - self.channels.keys():
+                    await layer.group_discard(broadcast.GROUP, channel_name)
+                # Places taken under the address cap expire unless renewed (admission.py).
+                await sync_to_async(admission.renew, thread_sensitive=False)(dict(self.channels))
+            except Exception as exc:  # Redis is down: its restart emptied the group anyway
+                logger.warning(kv("presence.renewal_failed", error=_describe(exc)))
+            try:
+                reaped = await database_sync_to_async(services.connections_heartbeat)(
+                    server=SERVER, channel_names=list(self.channels)
+                )
+                self.refreshed_at = time.monotonic()
+                if reaped:
+                    logger.info(kv("presence.reaped", connections=len(reaped)))
+                for channel_name in reaped:
+                    await layer.group_discard(broadcast.GROUP, channel_name)
+                if await database_sync_to_async(online_count)() != self._last_announced:
+                    self.announce_soon()
+            except Exception as exc:  # retried at the next beat
+                logger.warning(kv("presence.heartbeat_failed", error=_describe(exc)))
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _running_here(task: asyncio.Task | None) -> bool:
+    # Tests run each case in a new event loop; a task of a closed loop never finishes.
+    return task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()
+
+
+server_presence = ServerPresence()
+# Read when /metrics is scraped (metrics.py defines every metric; the app never imports live/).
+metrics.SOCKETS_OPEN.set_function(lambda: len(server_presence.channels))
+metrics.HEARTBEAT_AGE.set_function(server_presence.heartbeat_age)
