@@ -1,4 +1,4 @@
-"""The abuse phase (issue 13.2): does one ping abuser slow everybody else down?
+"""The abuse phase: does one ping abuser slow everybody else down?
 
 Normal players, each from its own loopback address, follow the game while changes are made
 one at a time; another client asks `/healthz` in a loop. Both are timed for a window without

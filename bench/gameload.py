@@ -1,4 +1,4 @@
-"""The game-load phase (issue 10): players click while everyone watches.
+"""The game-load phase: players click while everyone watches.
 
 P players hold sockets; actions (creates, and kills of what was created) go out at a fixed
 total rate through one path, the rate stepped up until a step fails. A step holds when every

@@ -16,7 +16,7 @@ def _get(result: dict | None, *path):
 def rows(results: dict) -> list[dict]:
     """Every figure: label, value per server, target text and whether the project meets it.
 
-    The targets are issue 6's (absolute) and issue 9's (ratios to the floor in the same run).
+    The targets are absolute ones and ratios to the floor in the same run (docs/performance.md#targets).
     """
     servers = results["servers"]
     project = servers.get("project")
@@ -32,7 +32,7 @@ def rows(results: dict) -> list[dict]:
         out.append({"label": label, "values": values, "target": target, "met": met, "better": better})
 
     def floor_ratio(path, limit, higher=False):
-        """A check against `limit` times the floor's figure in this run (issue 9's targets)."""
+        """A check against `limit` times the floor's figure in this run (the relative targets)."""
         base = _get(floor, *path)
 
         def check(v):
@@ -199,8 +199,9 @@ def plot(results: dict, path: Path) -> None:
 
 # -- the game load (bench/gameload.py) ------------------------------------------------------
 
-# Issue 10's targets, one daphne process on SQLite: players -> {path: actions/s}; the
-# acting player's own answer p99 must stay within OWN_P99_TARGET at that rate. PostgreSQL: half.
+# The game-load targets (docs/performance.md#targets), one daphne process on SQLite: players ->
+# {path: actions/s}; the acting player's own answer p99 must stay within OWN_P99_TARGET at that
+# rate. PostgreSQL: half.
 GAMELOAD_TARGETS = {
     100: {"socket": 200, "http": 100},
     300: {"socket": 300, "http": 100},
@@ -362,7 +363,7 @@ def gameload_plot(results: dict, path: Path) -> bool:
 
 # -- the abuse phase (bench/abuse.py) ---------------------------------------------------------
 
-ABUSE_RATIO_TARGET = 2.0  # issue 13.2: one abuser may not raise another client's latency more than 2x
+ABUSE_RATIO_TARGET = 2.0  # one abuser may not raise another client's latency more than 2x
 ABUSE_RSS_TARGET = 10.0  # MB: "the server's memory by more than a few MB"
 
 

@@ -1,5 +1,5 @@
 """What a hostile client sends, against a real daphne: answered cleanly, echoed and logged
-in bounded size, never a traceback (issue 13)."""
+in bounded size, never a traceback (docs/production.md, section 6)."""
 
 import asyncio
 import contextlib
@@ -123,7 +123,7 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
 def test_what_a_ping_flooder_sends_after_its_1008_is_never_read(game):
     # Reading it would mean parsing every ping already on the way (megabytes, until the
     # close handshake times out a second later), per reconnect: that is what slowed
-    # everyone else down (issue 13.2), not the pongs. Unread, the flooder can only fill
+    # everyone else down (the abuse phase's target), not the pongs. Unread, the flooder can only fill
     # the kernel's buffers (its own fixed at 64 KiB here) and is then hung up on.
     sock = stalled_socket(game)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)

@@ -1,4 +1,4 @@
-"""Delivery guarantees (issue 4), scenarios 1, 2, 3 and 7: ordering, recovery, races, slow readers.
+"""The README's delivery guarantees: ordering, recovery, races, slow readers.
 
 Real daphne processes, real Redis, writers in separate processes. Each test ends with what a
 player would notice: every client's state equals GET /api/viruses/, counts of pushes, and no

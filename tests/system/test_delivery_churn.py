@@ -1,4 +1,4 @@
-"""Delivery guarantees (issue 4), scenario 6: connection churn and a server killed outright.
+"""The README's delivery guarantees: connection churn and a server killed outright.
 
 1000 WebSockets from one asyncio process against one daphne process, opened and closed
 all at once; afterwards the database, the presence count and the Redis group hold exactly

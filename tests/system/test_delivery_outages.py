@@ -1,4 +1,4 @@
-"""Delivery guarantees (issue 4), scenarios 4 and 5: Redis and the database going away.
+"""The README's delivery guarantees: Redis and the database going away.
 
 Outages are made with components the test owns: a private redis-server it stops and starts,
 a SQLite write lock held from the test process, PostgreSQL backends terminated for the

@@ -131,7 +131,7 @@ def test_make_serve_migrates_collects_static_and_serves_with_debug_off(game_env,
         assert missing.status_code == 404
         assert "Traceback" not in missing.text and "URLconf" not in missing.text  # DEBUG is off
         assert (static_root / "staticfiles.json").exists()
-        # No message-size flag: it would cap the snapshots daphne sends (issue 13.3).
+        # No message-size flag: it would cap the snapshots daphne sends (docs/production.md, section 3).
         assert "--websocket-max-message-size" not in (tmp_path / "serve.log").read_text()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -220,7 +220,7 @@ def test_deploy_kit_runs_daphne_with_the_flags_that_matter():
     assert int(re.search(r"proxy_read_timeout (\d+)s;", site).group(1)) > ping
     assert "X-Forwarded-For   $remote_addr;" in site  # overwritten, never appended
     # daphne's message-size limit caps what it sends too: a full playground's snapshot
-    # must never meet a lowered one (issue 13.3).
+    # must never meet a lowered one (docs/production.md, section 3; check viruses.E001).
     for launcher in [" ".join(unit), (harness.ROOT / "Procfile").read_text(), harness.ROOT / "Makefile"]:
         text = launcher.read_text() if isinstance(launcher, Path) else launcher
         assert "--websocket-max-message-size" not in text

@@ -1,4 +1,4 @@
-"""A rolling restart nobody notices (issue 12.1): two daphne nodes with the systemd unit's
+"""A rolling restart nobody notices (docs/production.md, section 4): two daphne nodes with the systemd unit's
 flags behind the deploy kit's nginx, PostgreSQL, Redis, 200 page-like players (20 of them
 creating and killing through the page's path), node A restarted, then node B."""
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(240)
 PLAYERS = 200
 ACTORS = 20
 ADDRESSES = 50  # players come from 127.0.0.2 .. 127.0.0.51, four per address (nginx's per-address limits)
-BOUND = 5.0  # s: the issue's bound for convergence and the online count
+BOUND = 5.0  # s: the bound promised for convergence and the online count
 PROBE_ADDRESS = "127.0.0.250"  # the rotation probe's address, to find its requests in a node's log
 
 

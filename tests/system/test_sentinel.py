@@ -1,4 +1,4 @@
-"""Redis high availability (issue 12.2): the game through Sentinel loses its Redis primary under play.
+"""Redis high availability through Sentinel (docs/production.md, "Scaling out"): the primary lost in play.
 
 The test starts its own primary, replica and three sentinels (tools/local_redis.py) and a
 real daphne configured with `REDIS_URL=redis+sentinel://...`; players are connected, one

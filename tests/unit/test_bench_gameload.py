@@ -95,7 +95,7 @@ def test_the_table_meets_a_target_only_with_the_rate_held_and_a_quick_own_answer
         return row["met"]
 
     held = [{**summary(50), "failed": None}, {**summary(100), "failed": None}]
-    assert met(results_with(held, 100)) is True  # issue 10: 100 players, HTTP, >= 100/s
+    assert met(results_with(held, 100)) is True  # the target: 100 players, HTTP, >= 100/s
     slow_answer = [{**summary(100, own_p99_ms=140.0), "failed": None}]
     assert met(results_with(slow_answer, 100)) is False  # own answer p99 over 100 ms
     assert met(results_with(held[:1], 50)) is False  # 50/s held, 100/s did not

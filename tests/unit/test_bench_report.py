@@ -1,4 +1,4 @@
-"""The fan-out table's verdicts: issue 6's absolute targets and issue 9's ratios to the floor."""
+"""The fan-out table's verdicts: absolute targets and ratios to the floor (docs/performance.md#targets)."""
 
 from bench import report
 

@@ -1,7 +1,7 @@
 """Per-address socket admission: reserve a place first, then decide, atomically everywhere.
 
 Counting open sockets and then opening one loses a race: a burst of handshakes from one
-address all see the same old count (issue 13: 961 of 1,000 admitted under a cap of 20).
+address all see the same old count (measured: 961 of 1,000 admitted under a cap of 20).
 Here each handshake adds its channel to the address's set and, in the same atomic step,
 learns whether the set is now over the cap; if so it takes itself out again and is refused.
 With Redis (REDIS_URL) the set is a sorted set shared by every server and node, changed by

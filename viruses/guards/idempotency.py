@@ -1,4 +1,4 @@
-"""An action retried with the same idempotency key is done once (the page's retries, issue 12).
+"""An action retried with the same idempotency key is done once (the page's retries across a server restart).
 
 A client that lost an answer (its server restarted, the network dropped) cannot tell
 whether the action happened, so it sends it again with the same key: the socket's

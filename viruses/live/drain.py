@@ -1,4 +1,4 @@
-"""Leaving on SIGTERM without anybody noticing (a rolling restart, issue 12).
+"""Leaving on SIGTERM without anybody noticing (a rolling restart: docs/production.md, section 4).
 
 On SIGTERM a daphne process stops listening (the proxy's next connect fails and goes to
 another node), answers `/healthz` with 503 "draining", closes every WebSocket with 1012
