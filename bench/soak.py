@@ -87,7 +87,7 @@ def say(message: str) -> None:
     print(f"[{(time.monotonic() - T0) / 60:5.1f} min] {message}", flush=True)
 
 
-# -- the verdict (pure; tests/test_bench_soak.py) --------------------------------------------
+# -- the verdict (pure; tests/unit/test_bench_soak.py) --------------------------------------------
 
 
 def slope_per_minute(points: list[tuple[float, float]]) -> float | None:

@@ -4,7 +4,7 @@
 
 A fresh SQLite file (or DATABASE_URL's database, emptied of viruses and players first), the
 push replaced by a no-op, one player; times N `virus_create(by=player)` then N `virus_kill`
-with `time.process_time()`. The firm figure behind docs/performance.md's "Write path".
+with `time.process_time()`. The firm figure behind docs/performance.md#lever-plain-sql.
 """
 
 import argparse

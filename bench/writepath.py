@@ -11,7 +11,7 @@ player (`--in-flight N`: N pairs at once, K in all). Prints the p50/p99 of each 
 waits for it, daphne's CPU time per action (the socket phase's until every player has every
 change), and checks that every player received every change.
 `--profile FILE` runs daphne under cProfile, every thread included (bench/profiled.py).
-Figures are in docs/performance.md ("Write path").
+Figures are in docs/benchmarks/2026-11-29-write-path.md and docs/performance.md#levers.
 """
 
 import argparse

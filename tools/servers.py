@@ -57,7 +57,7 @@ def base_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, st
         VIRUS_RATE_LIMIT="0",
         VIRUS_SNAPSHOT_RATE="0",
         # Every test client comes from 127.0.0.1: a flood test must not lock the next test's
-        # clients out. Tests of the penalty box turn it on (tests/test_abuse.py).
+        # clients out. Tests of the penalty box turn it on (tests/system/test_abuse.py).
         VIRUS_ABUSE_PENALTY="0",
         PYTHONUNBUFFERED="1",
     )

@@ -8,7 +8,8 @@ from django.db import connection, models, transaction
 
 # SQLite admits one writer at a time and makes the others retry, sleeping up to 100 ms
 # between tries; this process's changes queue on a lock instead, each woken as soon as the
-# one before it commits (docs/performance.md). Writers in other processes still retry.
+# one before it commits (docs/performance.md#lever-sqlite-writer-queue). Writers in other
+# processes still retry.
 _sqlite_writers = threading.Lock()
 
 
@@ -92,8 +93,8 @@ class ChangeCounter(models.Model):
         Every change takes this lock before it commits, so holding it orders writers and
         gives readers a view that no change can slip into.
         """
-        # One plain statement: it runs for every change, under the lock (the ORM's
-        # get_or_create costs about ten times its query in Python, docs/performance.md).
+        # One plain statement: it runs for every change, under the lock (the ORM's get_or_create
+        # costs about ten times its query in Python, docs/performance.md#lever-counter-lock-sql).
         table = connection.ops.quote_name(cls._meta.db_table)
         for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
         with connection.cursor() as cursor:

@@ -116,7 +116,7 @@ def _actor(by: Actor) -> Player | None:
 
 
 # Plain SQL for the reads under the counter lock: every write waits for them, and the ORM's
-# query compiler cost more CPU than the database did (docs/performance.md, "Write path").
+# query compiler cost more CPU than the database did (docs/performance.md#lever-plain-sql).
 
 
 def _get(model, pk):

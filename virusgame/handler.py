@@ -18,7 +18,7 @@ class PooledASGIHandler(ASGIHandler):
     connection can outlive its request. Here the middleware chain is built in sync mode,
     as under WSGI, and a request's sync code (the request_started and request_finished
     signals, the middleware and the view) runs in three hops on one thread of a fixed pool
-    (docs/performance.md, "HTTP requests on a thread pool"). Connections then persist per
+    (docs/performance.md#lever-http-thread-pool). Connections then persist per
     thread where CONN_MAX_AGE allows (settings.py). A request holds its thread from its
     body's arrival (daphne hands a body over whole) to its response's close; with every
     thread busy the next request waits for one.

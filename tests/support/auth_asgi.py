@@ -1,6 +1,6 @@
 """The game behind Channels' AuthMiddlewareStack, whose SessionMiddleware wraps `send`.
 
-Served by daphne in tests/test_transport.py: backpressure and RFC close codes must work
+Served by daphne in tests/system/test_transport.py: backpressure and RFC close codes must work
 whatever middleware sits between daphne and the consumer.
 """
 # ruff: noqa: I001 (Django is set up by importing virusgame.asgi first)

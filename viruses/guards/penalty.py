@@ -3,7 +3,7 @@
 Refusing an abusive client inside the application is too late on a bare daphne: by then its
 connection has cost a TCP accept, daphne's HTTP parse, autobahn's handshake, an ASGI scope,
 a consumer and a Redis round trip, and an attacker that reconnects at once after its 1008
-makes a hundred of those a second (docs/performance.md, the abuse phase). So the app puts
+makes a hundred of those a second (docs/performance.md#lever-penalty-box). So the app puts
 the address in this box when it cuts a socket for abuse (`strike`: ping floods, message
 floods, each a 1008) or refuses a handshake (`hold`: over the socket cap or the snapshot
 bucket), and daphne's listening socket refuses the address's next connections at accept

@@ -240,7 +240,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         # Without Channels' per-message `aclose_old_connections()`: a hop to the one database
         # thread per message, redundant here (every database call goes through
         # `database_sync_to_async`, which closes old connections before and after). For group
-        # events it was half the cost of a fan-out (docs/performance.md); for handshakes it
+        # events it was half the cost of a fan-out (docs/performance.md#lever-dispatch); for handshakes it
         # queued a reconnect storm's snapshot reads behind one hop per socket (seconds for
         # 200 sockets moving in a rolling restart).
         if message["type"] in messages.GROUP_EVENTS:

@@ -51,7 +51,7 @@ closed_sockets = ClosedSockets()
 def tune() -> None:
     # A server holds thousands of long-lived socket objects; each full pass of the cyclic GC
     # over them stalls every client at once (fan-out p99 at 1000 sockets: 294 -> 81 ms without
-    # those stalls, docs/performance.md). Keep start-up objects out of collections, collect
+    # those stalls, docs/performance.md#lever-gc-stalls). Keep start-up objects out of collections, collect
     # less often. Process-wide, so never in other processes (tests, commands).
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)

@@ -19,7 +19,7 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
 
     The stock `receive()` makes every idle consumer race for a lock with two fresh tasks per
     message and cancel the loser: O(N) task churn per group message for N sockets, the main
-    cost of a fan-out (docs/performance.md). Here one task per event loop and per Redis key
+    cost of a fan-out (docs/performance.md#lever-one-reader). Here one task per event loop and per Redis key
     (the process-local channels of one prefix, `prefix.<client>!`) pops that key with the
     layer's own `receive_single` and hands each message to the buffer of every local channel
     it names; a consumer's `receive()` is a plain `queue.get()`. Everything else is the core

@@ -222,7 +222,7 @@ class Socket:
         if self.sends_directly and _idle(transport):
             # Nothing waits in Twisted's buffer: send at once, as asyncio's own transports
             # do. Through `write` Twisted registers the socket for writability and back for
-            # each message, most of a delivery's cost (docs/performance.md).
+            # each message, most of a delivery's cost (docs/performance.md#lever-direct-write).
             sent = transport.writeSomeData(frame)
             if isinstance(sent, int):
                 if sent == len(frame):
@@ -342,7 +342,7 @@ class SlidingWindow:
     def __init__(self, limit: int, seconds: float):
         self.limit, self.seconds = limit, seconds
         # A list: every socket has two windows, mostly empty; an empty deque is 13 times
-        # the size of an empty list (docs/performance.md, memory per idle socket).
+        # the size of an empty list (docs/performance.md#lever-memory-idle-socket).
         self.times: list[float] = []
 
     def exceeded(self) -> bool:
