@@ -22,7 +22,7 @@ def verdicts(project) -> dict:
     return {row["label"]: row["met"] for row in report.rows(results) if row["met"] is not None}
 
 
-def test_figures_within_the_ratios_to_the_floor_meet_issue_9s_targets():
+def test_figures_within_the_ratios_to_the_floor_meet_the_ratio_targets():
     met = verdicts(
         server(p50_1000=39.0, p99_3000=290.0, storm=1.9, sustained=41_000, converged=14.0, memory=24.0)
     )
@@ -32,7 +32,7 @@ def test_figures_within_the_ratios_to_the_floor_meet_issue_9s_targets():
     )
 
 
-def test_a_figure_past_its_ratio_misses_even_when_issue_6s_absolute_target_holds():
+def test_a_figure_past_its_ratio_misses_even_when_its_absolute_target_holds():
     met = verdicts(
         server(p50_1000=41.0, p99_3000=310.0, storm=2.1, sustained=39_000, converged=16.0, memory=26.0)
     )
