@@ -80,6 +80,13 @@ def test_instance_attributes_found_in_the_code_are_on_real_instances(reach):
     assert hasattr(SAMPLES[owner](), attribute)
 
 
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_the_fastlanes_frames_are_the_bytes_autobahn_would_send(size):
+    text = "é" * (size // 2) + "x" * (size % 2)
+    prepared = websocket_protocol().factory.prepareMessage(text.encode())
+    assert transport.text_frame(text) == prepared.payloadHybi
+
+
 def errors(id_):
     return [message for message in run_checks() if message.id == id_]
 
