@@ -1,6 +1,7 @@
 """The private surface: every internal of daphne, autobahn, Twisted and channels-redis the server uses.
 
-Verified against the versions in `VERIFIED` (those of requirements.lock). `SURFACE` lists
+Verified against daphne 4.2.3, autobahn 26.11.1, Twisted 26.10.0 and channels-redis 4.3.0
+(`VERIFIED`; a test checks they are requirements.lock's). `SURFACE` lists
 each reach once: a module's name, a class's method (with the parameters it is called with,
 when it is called or replaced), or an attribute set on instances, which is looked for among
 the names the code of the class and its bases uses. `missing()` returns what is gone;
@@ -8,7 +9,8 @@ the same list backs the start-up guard (transport.DaphneProtocolMiddleware), the
 checks (checks.py: viruses.E010 when a reach is gone, viruses.W010 when an installed
 version differs) and the fast test, tests/unit/test_daphne_surface.py.
 
-After an upgrade (`make lock LOCK_ARGS=--upgrade`, then `make` to install it), run
+After an upgrade (a pin raised in requirements.txt, or `make lock LOCK_ARGS=--upgrade`; any
+make target then installs the new lock), run
 `.venv/bin/pytest tests/unit/test_daphne_surface.py`: each reach that is gone fails there
 by name, in seconds. Fix the code that uses it (transport.py, layers.py), run the system
 tests (tests/system/), then set `VERIFIED` to the new versions.
