@@ -8,3 +8,4 @@ class VirusesConfig(AppConfig):
 
     def ready(self):
         from . import checks, metrics, signals  # noqa: F401  (receivers, checks, log counting)
+        from .live.daphne import checks as server_checks  # noqa: F401  (the private surface's checks)

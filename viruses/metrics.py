@@ -4,7 +4,7 @@ Every metric is defined here. Most move without any hook in the code that does t
 each `key=value` line is built by `logs.kv`, which hands the event to `observe` below, so
 a socket that opens, a refusal, a push or a Redis error is counted where it is logged
 (whatever LOG_LEVEL says). The rest are read when scraped (open sockets, heartbeat age,
-asyncio tasks) or counted by one call (resyncs, WebSocket actions) or by
+asyncio tasks) or counted by one call (resyncs, WebSocket actions, failed private reaches) or by
 `count_http_actions`, a middleware.
 
 Each daphne process counts its own: scrape every process, not the balancer in front
@@ -61,6 +61,12 @@ EVENTS = Counter("virusgame_log_events", "Every key=value log event, by name and
 HEARTBEAT_AGE = Gauge(
     "virusgame_presence_heartbeat_age_seconds",
     "Seconds since this process last refreshed its Connection rows (0 while it has no socket)",
+)
+PRIVATE_REACH_FAILURES = Counter(
+    "virusgame_private_reach_failures",
+    "Reaches into daphne, autobahn or Twisted internals that failed at run time and fell back, by reach "
+    "(viruses/live/daphne/surface.py)",
+    ["reach"],
 )
 ASYNCIO_TASKS = Gauge(
     "virusgame_asyncio_tasks", "Unfinished asyncio tasks on this process's event loop (a leak grows it)"
@@ -131,6 +137,10 @@ def count_action(*, path: str, action: str, status: int) -> None:
 
 def resync_requested() -> None:
     RESYNCS.inc()
+
+
+def private_reach_failed(reach: str) -> None:
+    PRIVATE_REACH_FAILURES.labels(reach).inc()
 
 
 def _asyncio_tasks() -> int:

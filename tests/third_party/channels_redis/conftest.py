@@ -1,12 +1,16 @@
 """Run channels-redis's upstream tests as upstream does: on the tests' own Redis (not
-localhost:6379) and without the project's rewrite of channels-redis's log lines."""
+localhost:6379) and without the project's rewrite of channels-redis's log lines; only
+against the channels-redis they were taken from."""
 
+import importlib.metadata
 import logging
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from viruses.logs import LayerDropFilter
+
+VENDORED_FROM = "4.3.0"  # the sdist test_core.py comes from (README.md)
 
 
 def database(url: str, number: int) -> str:
@@ -15,6 +19,18 @@ def database(url: str, number: int) -> str:
     if parts.scheme == "unix":
         return urlunsplit(parts._replace(query=f"db={number}"))
     return urlunsplit(parts._replace(path=f"/{number}"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def installed_channels_redis():
+    """Fail every test here when another channels-redis is installed: they test that version."""
+    installed = importlib.metadata.version("channels-redis")
+    if installed != VENDORED_FROM:
+        pytest.fail(
+            f"tests/third_party/channels_redis/ comes from channels-redis {VENDORED_FROM}, but {installed} "
+            "is installed: take test_core.py from that version's sdist and redo the edits in README.md",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(autouse=True)

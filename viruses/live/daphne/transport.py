@@ -15,8 +15,6 @@ its `gate` refuses at accept (`gate_accepts`; the game's gate is the penalty box
 handed in, never imported: this package knows daphne, not the game's rules.
 """
 
-import contextlib
-import inspect
 import logging
 import struct
 import sys
@@ -27,6 +25,8 @@ from autobahn.exception import Disconnected
 from django.core.exceptions import ImproperlyConfigured
 
 from viruses.logs import kv
+
+from . import surface
 
 PROTOCOL_KEY = "daphne.protocol"
 # A client that stops reading is closed (1013) once this much more waits for it on top of
@@ -99,6 +99,8 @@ def daphne_protocol(send):
     func = getattr(send, "func", None)
     name = (getattr(func, "__module__", ""), getattr(func, "__qualname__", ""))
     if not (isinstance(send, partial) and name == ("daphne.server", "Server.handle_reply")):
+        if _serving():  # daphne's send changed: the game still runs, without what needs the protocol
+            surface.failed("daphne.server.Server.handle_reply", "no backpressure, close codes or fastlane")
         return None
     protocol = send.args[0] if send.args else None
     if not hasattr(protocol, "sendCloseFrame"):
@@ -108,15 +110,24 @@ def daphne_protocol(send):
     return protocol
 
 
+def _serving() -> bool:
+    """Whether Twisted's reactor runs in this process: under daphne, not in a test."""
+    return bool(getattr(sys.modules.get("twisted.internet.reactor"), "running", False))
+
+
 def _check_daphne() -> None:
-    """Under daphne, fail at start-up rather than per socket if its private API changed."""
-    server = sys.modules.get("daphne.server")
-    if server is None:  # another server, or a test process: nothing to check
+    """Under daphne, fail at start-up rather than per socket if an internal it relies on is gone."""
+    if "daphne.server" not in sys.modules:  # another server: nothing to check
         return
-    if list(inspect.signature(server.Server.handle_reply).parameters) != ["self", "protocol", "message"]:
+    gone = surface.missing()
+    if gone:
         raise ImproperlyConfigured(
-            "daphne's Server.handle_reply changed: update viruses/live/daphne/transport.py"
+            "an internal of daphne, autobahn, Twisted or channels-redis is gone (update "
+            "viruses/live/daphne/surface.py and the code using it): " + "; ".join(gone)
         )
+    if drift := surface.unverified():
+        versions = ",".join(f"{name}={installed}" for name, (_, installed) in drift.items())
+        logger.warning(kv("server.unverified_versions", installed=versions, checks="viruses.W010"))
 
 
 class Socket:
@@ -192,6 +203,10 @@ class Socket:
 
             transport = getattr(self.protocol, "transport", None)
             self._sends_directly = isinstance(transport, Connection) and hasattr(transport, "_tempDataBuffer")
+            if isinstance(transport, Connection) and not self._sends_directly:
+                surface.failed(
+                    f"{surface.TCP}.Connection._tempDataBuffer", "fastlane writes wait for Twisted"
+                )
         return self._sends_directly
 
     def takes_frames(self) -> bool:
@@ -201,11 +216,13 @@ class Socket:
         compression, unmasked, unfragmented (daphne's settings).
         """
         protocol = self.protocol
+        if not (self.open and protocol is not None and protocol.state == protocol.STATE_OPEN):
+            return False
+        if not hasattr(protocol, "_perMessageCompress"):  # compression unknown: let autobahn frame
+            surface.failed(f"{surface.DAPHNE_WS}.WebSocketProtocol._perMessageCompress", "no fastlane")
+            return False
         return (
-            self.open
-            and protocol is not None
-            and protocol.state == protocol.STATE_OPEN
-            and getattr(protocol, "_perMessageCompress", None) is None
+            protocol._perMessageCompress is None
             and not protocol.maskServerFrames
             and not protocol.autoFragmentSize
         )
@@ -289,6 +306,9 @@ def text_frame(text: str) -> bytes:
     return header + payload
 
 
+PRODUCER_API = ("producer", "registerProducer", "unregisterProducer")  # Twisted's transports
+
+
 class SendBuffer:
     """Tells whether a client drains its socket, through Twisted's producer API.
 
@@ -306,13 +326,15 @@ class SendBuffer:
     def watch(self, protocol) -> None:
         if protocol is None:
             return
-        with contextlib.suppress(AttributeError):  # a transport without the producer API
-            transport = protocol.transport
-            if transport.producer is not None:
-                # The HTTP channel that did the upgrade, idle since: it would only stop
-                # reading from the socket, so the client's close or pong would go unread.
-                transport.unregisterProducer()
-            transport.registerProducer(self, True)
+        transport = getattr(protocol, "transport", None)
+        if not all(hasattr(transport, name) for name in PRODUCER_API):
+            surface.failed(f"{surface.TCP}.Connection.registerProducer", "no backpressure: slow readers stay")
+            return
+        if transport.producer is not None:
+            # The HTTP channel that did the upgrade, idle since: it would only stop
+            # reading from the socket, so the client's close or pong would go unread.
+            transport.unregisterProducer()
+        transport.registerProducer(self, True)
 
     def pauseProducing(self) -> None:  # Twisted IPushProducer
         if self.paused_at is None:
@@ -410,7 +432,12 @@ class Listeners:
         from daphne.http_protocol import WebRequest
 
         busy = 0
-        for protocol, details in list(getattr(self.server, "connections", {}).items()):
+        connections = getattr(self.server, "connections", None)
+        if connections is None:
+            if self.server is not None:
+                surface.failed("daphne.server.Server.connections", "drain cuts HTTP requests in flight")
+            return 0
+        for protocol, details in list(connections.items()):
             if isinstance(protocol, WebRequest) and "disconnected" not in details:
                 busy += 1
                 channel = getattr(protocol, "channel", None)
@@ -422,13 +449,28 @@ class Listeners:
 
     def close_idle(self) -> int:
         """Close keep-alive HTTP connections waiting for a request; return how many."""
-        from twisted.web.http import HTTPChannel
-
         closed = 0
         for reader in self.reactor.getReaders():
-            protocol = getattr(reader, "protocol", None)
-            channel = getattr(protocol, "_channel", protocol)  # Twisted's generic HTTP wrapper
-            if isinstance(channel, HTTPChannel) and not channel.requests:
+            channel = _http_channel(getattr(reader, "protocol", None))
+            if channel is not None and not channel.requests:
                 reader.loseConnection()
                 closed += 1
         return closed
+
+
+def _http_channel(protocol):
+    """The HTTPChannel a connection's protocol is, or wraps (Twisted's generic HTTP wrapper)."""
+    from twisted.web import http
+
+    if isinstance(protocol, http.HTTPChannel):
+        return protocol
+    wrapper = getattr(http, "_GenericHTTPChannelProtocol", None)
+    if wrapper is None or not isinstance(protocol, wrapper):
+        return None  # a WebSocket, a listening port
+    channel = getattr(protocol, "_channel", None)
+    if not isinstance(channel, http.HTTPChannel):
+        surface.failed(
+            "twisted.web.http._GenericHTTPChannelProtocol._channel", "idle keep-alives are cut at exit"
+        )
+        return None
+    return channel
