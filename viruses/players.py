@@ -29,6 +29,7 @@ ANIMALS = (
     "Newt", "Ocelot", "Quokka", "Raven", "Stoat", "Tapir", "Urchin", "Vole", "Wombat", "Yak",
 )  # fmt: skip
 
+
 def generated_name(attempt: int = 0) -> str:
     """A friendly name such as "Brave Otter"; later attempts add a number to dodge collisions."""
     name = f"{random.choice(ADJECTIVES)} {random.choice(ANIMALS)}"
