@@ -18,20 +18,21 @@ def fallback(player, attempt: int) -> str:
 def key_names(apps, schema_editor):
     Player = apps.get_model("viruses", "Player")
     players = list(Player.objects.order_by("created_at", "id"))
-    # Out of the way first: a new key may equal an old key of a row not yet updated.
+    # Out of the way first: a new key may equal an old key of a row not yet updated (a new
+    # key holds no space, so these collide with none).
     for player in players:
-        player.name_key = f"\x00{player.pk.hex}"
+        player.name_key = f"old {player.pk.hex}"
         player.save(update_fields=["name_key"])
     taken: set[str] = set()
     for player in players:
         try:
             name = names.clean(player.name)
         except names.InvalidName:
-            name = fallback(player, 0)
+            name = None
         attempt = 0
-        while taken & set(names.keys(name)):
-            attempt += 1
+        while name is None or taken & set(names.keys(name)):
             name = fallback(player, attempt)
+            attempt += 1
         player.name = name
         player.name_key, player.name_upper_key = names.keys(name)
         taken.update((player.name_key, player.name_upper_key))
