@@ -56,6 +56,9 @@ def base_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, st
         REDIS_PREFIX=f"t{uuid.uuid4().hex[:8]}",
         VIRUS_RATE_LIMIT="0",
         VIRUS_SNAPSHOT_RATE="0",
+        # Every kill ranks at once (the board's tests); tests of the minimum of play set their own.
+        VIRUS_RANK_MIN_KILLS="1",
+        VIRUS_RANK_MIN_SECONDS="0",
         # Every test client comes from 127.0.0.1: a flood test must not lock the next test's
         # clients out. Tests of the penalty box turn it on (tests/system/test_abuse.py).
         VIRUS_ABUSE_PENALTY="0",

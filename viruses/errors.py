@@ -42,6 +42,12 @@ class InProgress(GameError):
     status = 409
 
 
+class KeyReused(GameError):
+    """An idempotency key sent again with another action or target: done once means that one."""
+
+    status = 422
+
+
 class RateLimited(GameError):
     status = 429
 

@@ -158,9 +158,11 @@ class Player(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=NAME_MAX)
-    # The name folded for comparison: unique, so "Brave Otter" and "brave otter" cannot both
-    # exist whatever the database's collation (SQLite's LOWER() only folds ASCII).
+    # The name's confusable skeletons, of its lower and of its upper case (viruses/names.py):
+    # each unique, so "Brave Otter", "brave otter" and a Cyrillic look-alike cannot both
+    # exist, whatever the database's collation (SQLite's LOWER() only folds ASCII).
     name_key = models.CharField(max_length=4 * NAME_MAX, unique=True, editable=False)
+    name_upper_key = models.CharField(max_length=4 * NAME_MAX, unique=True, editable=False)
     kills = models.PositiveIntegerField(default=0)
     # When the player reached their current kill count: ties on the board go to who got there first.
     scored_at = models.DateTimeField(null=True, blank=True)

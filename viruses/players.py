@@ -1,4 +1,4 @@
-"""Who is playing: the signed player cookie (HTTP and WebSocket alike) and player names.
+"""Who is playing: the signed player cookie (HTTP and WebSocket alike) and generated names.
 
 A first visit gets an anonymous `Player` and a cookie holding its id, signed with the
 secret key: a client can drop its cookie (and start over as someone new) but never take
@@ -7,8 +7,6 @@ the same player whichever path it takes.
 """
 
 import random
-import re
-import unicodedata
 import uuid
 from collections.abc import Mapping
 
@@ -30,38 +28,6 @@ ANIMALS = (
     "Walrus", "Beaver", "Bison", "Crane", "Dingo", "Ferret", "Ibex", "Jackal", "Lemur", "Moose",
     "Newt", "Ocelot", "Quokka", "Raven", "Stoat", "Tapir", "Urchin", "Vole", "Wombat", "Yak",
 )  # fmt: skip
-
-# Letters and digits of any script, spaces and a little punctuation: nothing a browser could
-# read as markup (< > & " are refused, not escaped), no control or invisible characters.
-NAME_CHARS = re.compile(r"[^\W_]|[ .,'!?_\-]")
-
-
-class InvalidName(ValueError):
-    """A name a player may not take; the message says why."""
-
-
-def clean_name(raw) -> str:
-    """Return `raw` as a name (trimmed, spaces collapsed) or raise `InvalidName`."""
-    from .models import Player
-
-    if not isinstance(raw, str):
-        raise InvalidName("the name must be a string")
-    name = " ".join(unicodedata.normalize("NFKC", raw).split())
-    if not name:
-        raise InvalidName("the name must not be empty")
-    if len(name) > Player.NAME_MAX:
-        raise InvalidName(f"the name must be at most {Player.NAME_MAX} characters")
-    if bad := [c for c in name if not NAME_CHARS.fullmatch(c)]:
-        shown = "".join(dict.fromkeys(c for c in bad if c.isprintable()))[:8]
-        raise InvalidName(
-            "use letters, digits, spaces and . , ' ! ? - _ only" + (f" (not {shown})" if shown else "")
-        )
-    return name
-
-
-def name_key(name: str) -> str:
-    """What two names must not share: their case-folded form."""
-    return name.casefold()
 
 
 def generated_name(attempt: int = 0) -> str:

@@ -113,7 +113,7 @@ def online_players(limit: int = ONLINE_NAMES) -> dict:
 def leaderboard() -> dict:
     """The board: the top BOARD_SIZE players by kills (ties: who got there first) and how many rank.
 
-    Players with no kill and banned players are not on it.
+    A player ranks after a minimum of play (`_ranked`); banned players never do.
     """
     top = _ranked().values("id", "name", "kills")[:BOARD_SIZE]
     return {
@@ -145,7 +145,7 @@ def me(player_id) -> dict | None:
 
 def rank(player: Player) -> int | None:
     """The player's place on the whole board (1 is first), None when not on it."""
-    if player.banned or not player.kills:
+    if not _ranked().filter(pk=player.pk).exists():
         return None
     kills, at = player.kills, player.scored_at
     tied = Q(kills=kills) & (Q(scored_at__lt=at) | Q(scored_at=at, id__lt=player.pk))
@@ -154,7 +154,16 @@ def rank(player: Player) -> int | None:
 
 
 def _ranked():
-    return Player.objects.filter(kills__gt=0, banned=False).order_by("-kills", "scored_at", "id")
+    """Players on the board: VIRUS_RANK_MIN_KILLS kills, VIRUS_RANK_MIN_SECONDS since their first visit.
+
+    One address can mint dozens of players at once; a minimum of play keeps them off the board
+    until they have played like anyone else, while every pupil of a class behind one address
+    ranks as soon as they have (a per-address ceiling would shut the class out).
+    """
+    joined_before = timezone.now() - timedelta(seconds=settings.VIRUS_RANK_MIN_SECONDS)
+    return Player.objects.filter(
+        kills__gte=max(1, settings.VIRUS_RANK_MIN_KILLS), created_at__lte=joined_before, banned=False
+    ).order_by("-kills", "scored_at", "id")
 
 
 def _online() -> Q:

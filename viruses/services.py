@@ -8,9 +8,10 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from . import players
+from . import names, players
 from .errors import AliveCapReached, BadName, GameError, NameTaken, PlayerBanned, VirusNotFound
 from .models import ChangeCounter, Connection, Player, Virus
 from .selectors import stale_before
@@ -165,32 +166,39 @@ def player_create() -> Player:
     """Create an anonymous player with a friendly generated name nobody else has."""
     for attempt in range(20):
         name = players.generated_name(attempt)
+        key, upper_key = names.keys(name)
         try:
             with transaction.atomic():
-                return Player.objects.create(name=name, name_key=players.name_key(name))
+                return Player.objects.create(name=name, name_key=key, name_upper_key=upper_key)
         except IntegrityError:  # the name was taken (maybe just now, by another process)
             continue
     raise GameError("could not find a free name, try again")
 
 
 def player_rename(*, player: Actor, name) -> Player:
-    """Rename a player; an invalid or taken name raises and changes nothing."""
+    """Rename a player; an invalid, reserved or taken (look-alike) name raises and changes nothing."""
     try:
-        name = players.clean_name(name)
-    except players.InvalidName as exc:
+        name = names.normal(name)
+    except names.InvalidName as exc:
         raise BadName(str(exc)) from None
-    key = players.name_key(name)
+    key, upper_key = names.keys(name)
     try:
         with transaction.atomic():
             current = _actor(player)
             if current is None:
                 raise GameError("no such player")
-            if Player.objects.filter(name_key=key).exclude(pk=current.pk).exists():
-                raise NameTaken(f"the name {name!r} is taken")
-            current.name, current.name_key = name, key
-            current.save(update_fields=["name", "name_key"])
+            # Before the rules: a look-alike of someone's name is "taken", whatever else is wrong with it.
+            alike = Player.objects.filter(Q(name_key=key) | Q(name_upper_key=upper_key))
+            if alike.exclude(pk=current.pk).exists():
+                raise NameTaken(f"the name {name!r} is taken (or one that looks like it)")
+            try:
+                names.check(name)
+            except names.InvalidName as exc:
+                raise BadName(str(exc)) from None
+            current.name, current.name_key, current.name_upper_key = name, key, upper_key
+            current.save(update_fields=["name", "name_key", "name_upper_key"])
     except IntegrityError:  # taken between the check and the save
-        raise NameTaken(f"the name {name!r} is taken") from None
+        raise NameTaken(f"the name {name!r} is taken (or one that looks like it)") from None
     return current
 
 

@@ -81,7 +81,8 @@ def virus_collection(request):
     def create() -> idempotency.Answer:
         return 201, messages.virus_json(actions.create(address=address, by=player))
 
-    status, virus = idempotency.once(idempotency_key(request), address=address, player=player, act=create)
+    key = idempotency_key(request)
+    status, virus = idempotency.once(key, action="create", address=address, player=player, act=create)
     return JsonResponse(virus, status=status)
 
 
@@ -94,7 +95,8 @@ def virus_detail(request, virus_id: str):
         actions.kill(virus_id=virus_id, address=address, by=player)
         return 204, None
 
-    idempotency.once(idempotency_key(request), address=address, player=player, act=kill)
+    action = f"kill {actions.parse_id(virus_id)}"
+    idempotency.once(idempotency_key(request), action=action, address=address, player=player, act=kill)
     return HttpResponse(status=204)
 
 

@@ -291,6 +291,10 @@ VIRUS_RENAME_BURST = env_int("VIRUS_RENAME_BURST", 3)
 # New players per client address (first visits without the cookie): per minute, and at once.
 VIRUS_NEW_PLAYER_RATE = env_int("VIRUS_NEW_PLAYER_RATE", 30)
 VIRUS_NEW_PLAYER_BURST = env_int("VIRUS_NEW_PLAYER_BURST", 60)
+# A player ranks (the board, a rank) after this many kills and this many seconds since their
+# first visit: players minted in bulk cannot fill the board at once (viruses/selectors.py).
+VIRUS_RANK_MIN_KILLS = env_int("VIRUS_RANK_MIN_KILLS", 10)
+VIRUS_RANK_MIN_SECONDS = env_int("VIRUS_RANK_MIN_SECONDS", 300)
 # Seconds between a server's presence heartbeats; its sockets stop counting as online
 # 3 heartbeats after it dies (SIGKILL, power loss) and its group memberships are dropped.
 VIRUS_PRESENCE_HEARTBEAT = env_int("VIRUS_PRESENCE_HEARTBEAT", 15)

@@ -193,3 +193,53 @@ async def test_a_refused_action_is_not_remembered_and_a_bad_key_is_a_400(game):
     response = api.client.post("/api/viruses/", headers={**api.headers(), "Idempotency-Key": "x" * 65})
     assert response.status_code == 400 and "idempotency key" in response.json()["error"]
     assert api.list()["viruses"] == []
+
+
+async def test_a_key_sent_again_with_another_action_or_virus_is_a_422_and_changes_nothing(game):
+    api = game.api()
+    async with player(game, api=api) as alice:
+        created = await alice.act({"type": "create", "ref": "1", "idempotency_key": "page-1:a1"})
+        virus = created["virus"]["id"]
+        reused = await alice.act({"type": "kill", "id": virus, "ref": "2", "idempotency_key": "page-1:a1"})
+        assert reused["type"] == "error" and reused["status"] == 422 and reused["ref"] == "2"
+        assert "idempotency key" in reused["error"]
+        answer = api.client.delete(
+            f"/api/viruses/{virus}/", headers={**api.headers(), "Idempotency-Key": "page-1:a1"}
+        )
+        assert answer.status_code == 422 and "idempotency key" in answer.json()["error"]
+        assert [v["id"] for v in api.list()["viruses"]] == [virus]  # the virus lives: no false success
+
+        other = api.create().json()["id"]
+        kill = {"type": "kill", "id": virus, "ref": "3", "idempotency_key": "page-1:k1"}
+        assert (await alice.act(kill))["status"] == 204
+        wrong = await alice.act({**kill, "id": other, "ref": "4"})  # the same key, another virus
+        assert wrong["status"] == 422
+        create = api.client.post("/api/viruses/", headers={**api.headers(), "Idempotency-Key": "page-1:k1"})
+        assert create.status_code == 422
+        assert [v["id"] for v in api.list()["viruses"]] == [other]
+        # Fence: one more change, and the only pushes were the two creates and the one kill.
+        fence = api.create().json()["id"]
+        await alice.seen(change("virus.created", virus={**api.list()["viruses"][-1]}))
+        changes = [
+            (m["type"], m.get("id") or m["virus"]["id"])
+            for m in alice.messages
+            if m["type"].startswith("virus.")
+        ]
+        assert changes == [
+            ("virus.created", virus),
+            ("virus.created", other),
+            ("virus.killed", virus),
+            ("virus.created", fence),
+        ]
+
+
+async def test_sockets_without_a_player_cookie_do_not_share_keys(game):
+    async with player(game) as first, player(game) as second:  # one address, no cookie
+        create = {"type": "create", "idempotency_key": "script:c1"}
+        one = await first.act({**create, "ref": "1"})
+        two = await second.act({**create, "ref": "1"})
+        assert one["status"] == two["status"] == 201
+        assert one["virus"]["id"] != two["virus"]["id"]  # each got its own virus
+        again = await first.act({**create, "ref": "2"})
+        assert again["virus"] == one["virus"]  # a retry on its own socket is still done once
+    assert len(game.api().list()["viruses"]) == 2

@@ -366,6 +366,42 @@ def test_two_players_see_each_others_names_and_the_same_board_live(open_page, ga
     screenshot(alice, "players-desktop")
 
 
+RTL_NAME = "\u05e9\u05dc\u05d5\u05dd 7"  # Hebrew, then a number: without isolation it drags what follows
+
+
+def test_a_right_to_left_name_is_isolated_wherever_the_page_shows_it(open_page, game):
+    game.manage("spawn_virus", "--count", "2")
+    alice, bob = open_page(), open_page()
+    wait_ids(alice, database_ids(game))
+    alice.click("#rename-open")
+    alice.fill("#rename-input", RTL_NAME)
+    alice.press("#rename-input", "Enter")
+    alice.wait_for_function(
+        "name => document.querySelector('#player-name').textContent === name", arg=RTL_NAME
+    )
+    squash_one(alice)
+    wait_board(bob, [RTL_NAME])
+    bob.wait_for_function(
+        "name => document.querySelector('#event-list').textContent.includes(' squashed a ')", arg=RTL_NAME
+    )
+    bob.reload()  # the online list names alice from the snapshot
+    wait_open(bob)
+    bob.wait_for_function("() => document.querySelector('#online-names bdi')", timeout=LIVE)
+    isolated = """name => [...document.querySelectorAll(
+            '#event-list li, #online-names, #leaderboard-list li, #player-name')]
+        .filter(el => el.textContent.includes(name))
+        .map(el => {
+            const holder = el.id === 'player-name' ? el
+                : [...el.querySelectorAll('bdi')].find(b => b.textContent === name);
+            return [el.id || el.parentElement.id, holder ? getComputedStyle(holder).unicodeBidi : 'none'];
+        })"""
+    seen = bob.evaluate(isolated, RTL_NAME) + alice.evaluate(isolated, RTL_NAME)
+    where = {place for place, _ in seen}
+    assert where >= {"event-list", "online-names", "leaderboard-list", "player-name"}, seen
+    assert all(bidi in ("isolate", "plaintext") for _, bidi in seen), seen
+    screenshot(bob, "rtl-name")
+
+
 def test_rename_refuses_markup_shows_up_in_the_other_page_and_survives_a_reload(open_page, game):
     game.manage("spawn_virus")
     alice, bob = open_page(), open_page()

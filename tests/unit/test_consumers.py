@@ -6,7 +6,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from viruses import services
+from viruses import names, services
 from viruses.live.consumers import MAX_MESSAGE_BYTES, flood_limit
 from viruses.models import Connection
 from virusgame.asgi import application
@@ -163,7 +163,8 @@ async def test_names_online_come_in_the_snapshot_and_presence_without_anonymous_
 
     @database_sync_to_async
     def cookie_of(name: str, *, banned: bool = False) -> bytes:
-        player = Player.objects.create(name=name, name_key=name.casefold(), banned=banned)
+        key, upper_key = names.keys(name)
+        player = Player.objects.create(name=name, name_key=key, name_upper_key=upper_key, banned=banned)
         return f"{players.COOKIE}={players.cookie_value(player.pk)}".encode()
 
     async def join(cookie: bytes | None) -> WebsocketCommunicator:

@@ -2,11 +2,13 @@
 
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
-from viruses import players, selectors, services
+from viruses import names, players, selectors, services
 from viruses.models import Player, Virus
 
 pytestmark = pytest.mark.django_db
@@ -64,9 +66,9 @@ def test_player_cookie_is_signed_http_only_and_a_forged_one_is_ignored():
 def test_generated_names_never_collide_case_insensitively(monkeypatch):
     monkeypatch.setattr(players, "ADJECTIVES", ("Brave",))
     monkeypatch.setattr(players, "ANIMALS", ("Otter",))
-    names = [services.player_create().name for _ in range(5)]
-    assert names[0] == "Brave Otter"
-    assert len({players.name_key(n) for n in names}) == 5
+    created = [services.player_create().name for _ in range(5)]
+    assert created[0] == "Brave Otter"
+    assert len({names.keys(n) for n in created}) == 5
 
 
 def test_rename_trims_and_shows_up_on_the_board():
@@ -88,7 +90,7 @@ def test_rename_trims_and_shows_up_on_the_board():
         (MARKUP, "letters, digits"),
         ('Robert"); DROP', "letters, digits"),
         ("tab\there", None),  # whitespace collapses: accepted as "tab here"
-        ("zero\u200bwidth", "letters, digits"),
+        ("zero\u200bwidth", "invisible"),
         ("bell\x07", "letters, digits"),
         (42, "string"),
         (None, "string"),
@@ -232,3 +234,135 @@ def test_new_players_are_rate_limited_per_address_and_the_page_still_loads(setti
     keeper = Client(REMOTE_ADDR=address)
     keeper.cookies[players.COOKIE] = players.cookie_value(Player.objects.first().pk)
     assert keeper.get("/api/me/").status_code == 200  # a player who kept the cookie is never limited
+
+
+@pytest.mark.parametrize(
+    "look_alike",
+    [
+        "\u0412r\u0430v\u0435 St\u043e\u0430t",  # Cyrillic В, а, е, о
+        "\u0392rave Stoat",  # Greek capital beta
+        "BraveStoat",
+        "Brave Stoat.",
+        "BRAVE ST0AT",  # a zero for the O
+        "brave_stoat",
+    ],
+)
+def test_a_look_alike_of_a_players_name_is_taken(look_alike):
+    alice, bob = browser(), browser()
+    assert rename(alice, "Brave Stoat").status_code == 200
+    before = me(bob)
+    taken = rename(bob, look_alike)
+    assert taken.status_code == 409
+    assert "taken" in taken.json()["error"]
+    assert me(bob) == before
+
+
+def test_look_alikes_in_lower_case_are_taken_too():
+    alice, bob = browser(), browser()
+    assert rename(alice, "Moose").status_code == 200
+    assert rename(bob, "rnoose").status_code == 409  # "rn" reads as "m"
+    assert rename(bob, "Mouse").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("P\u0430ypal", "one script"),  # a Cyrillic а among Latin letters
+        ("\u0397ello W\u043erld", "one script"),
+        ("\u3164", "invisible"),  # Hangul filler, which NFKC turns into U+1160
+        ("\uffa0", "invisible"),  # halfwidth Hangul filler
+        ("\u115f", "invisible"),
+        ("\u1160\u1160", "invisible"),
+        ("Brave\u200dOtter", "invisible"),  # zero-width joiner
+        ("Brave\u2060Otter", "invisible"),  # word joiner
+        ("\u2800", "letters, digits"),  # Braille blank
+        ("...", "letter or digit"),
+        ("\u5b57" * 13, "too wide"),  # 26 columns
+        ("\u5b57" * 24, "at most 24"),
+        ("Guest", "reserved"),
+        ("admin", "reserved"),
+        ("Lab Spawner", "reserved"),
+        ("LAB-SPAWNER", "reserved"),
+        ("Spawner", "reserved"),
+        ("System", "reserved"),
+        ("Moderator", "reserved"),
+        ("G.U.E.S.T", "reserved"),
+        ("Adrnin", "reserved"),  # "rn" reads as "m"
+        ("Z\u0337\u0322\u031b", "combining marks"),  # zalgo: three marks on one letter
+        ("Z\u0337\u0322a\u0334\u0315l\u0336\u0321\u0358go", "combining marks"),
+        ("\u0301Otter", "follow a letter"),  # an accent on nothing
+        ("Otter \u0301", "follow a letter"),
+        ("Otte\u093f", "follow a letter"),  # a Devanagari vowel sign on a Latin letter
+        ("1\u0301", "follow a letter"),
+        ("\u0661\u0662 3", "numbering system"),  # Arabic-Indic and ASCII digits
+    ],
+)
+def test_names_that_fake_hide_or_crowd_are_refused_with_a_clear_error(name, says):
+    alice = browser()
+    before = me(alice)
+    response = rename(alice, name)
+    assert response.status_code == 400
+    assert says in response.json()["error"]
+    assert me(alice) == before
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u0930\u093e\u0939\u0941\u0932",  # Hindi राहुल: vowel signs are marks (Mc, Mn)
+        "\u0ba4\u0bae\u0bbf\u0bb4\u0bcd",  # Tamil தமிழ்
+        "\u0939\u094d\u0930\u0940\u0902",  # Hindi ह्रीं: two marks on one letter
+        "\u0e01\u0e35\u0e49",  # Thai กี้
+        "\u5c71\u7530\u305f\u308d\u3046",  # Japanese: Han and Hiragana
+        "\uae40\ucca0\uc218",  # Korean
+        "\u5b57" * 12,  # 24 columns
+        "Zo\u00eb 42",
+        "\u0396\u03c9\u03ae",  # Greek, all of it
+        "\u0645\u062d\u0645\u062f",  # Arabic
+        "Guest Star",
+    ],
+)
+def test_names_of_any_script_are_accepted(name):
+    alice = browser()
+    response = rename(alice, name)
+    assert response.status_code == 200
+    assert response.json()["name"] == name
+
+
+def test_a_player_ranks_after_a_minimum_of_play(settings):
+    settings.VIRUS_RANK_MIN_KILLS, settings.VIRUS_RANK_MIN_SECONDS = 3, 300
+    veteran, newcomer = browser(), browser()
+    age(veteran, seconds=600)
+    for _ in range(3):
+        assert kill(veteran, services.virus_create().id).status_code == 204
+    for _ in range(5):
+        assert kill(newcomer, services.virus_create().id).status_code == 204
+    board = newcomer.get("/api/leaderboard/").json()
+    assert [e["id"] for e in board["top"]] == [me(veteran)["id"]]  # the newcomer has more kills, not the time
+    assert (board["players"], board["me"]["rank"], board["me"]["kills"]) == (1, None, 5)
+    age(newcomer, seconds=300)
+    board = newcomer.get("/api/leaderboard/").json()
+    assert [e["id"] for e in board["top"]] == [me(newcomer)["id"], me(veteran)["id"]]
+    assert board["me"]["rank"] == 1
+
+
+def test_players_minted_at_once_from_one_address_rank_only_once_each_has_played(settings):
+    settings.VIRUS_RANK_MIN_KILLS, settings.VIRUS_RANK_MIN_SECONDS = 2, 300
+    address = f"test-{uuid.uuid4().hex[:12]}"
+    school = [Client(enforce_csrf_checks=True, REMOTE_ADDR=address) for _ in range(12)]
+    for pupil in school:
+        pupil.token = pupil.get("/").cookies["csrftoken"].value
+        for _ in range(2):
+            assert kill(pupil, services.virus_create().id).status_code == 204
+    assert selectors.leaderboard() == {"top": [], "players": 0}  # minted just now: nobody ranks
+    for pupil in school:
+        age(pupil, seconds=300)  # a lesson's play later, every pupil behind the one address ranks
+    board = selectors.leaderboard()
+    assert board["players"] == 12
+    assert {e["id"] for e in board["top"]} <= {me(p)["id"] for p in school}
+
+
+def age(client, *, seconds: int) -> None:
+    """Make the client's player `seconds` older, as if they had joined that long ago."""
+    joined = timezone.now() - timedelta(seconds=seconds)
+    Player.objects.filter(pk=me(client)["id"]).update(created_at=joined)

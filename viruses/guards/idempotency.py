@@ -7,7 +7,11 @@ characters, unique per player. The first attempt claims the key (SET NX) before 
 a success is remembered for TTL seconds and every repeat gets that same answer, wherever
 it arrives. A repeat that finds the first attempt still running waits for it (up to WAIT
 seconds); a refusal (4xx, 503) is forgotten, since nothing changed and trying again is
-safe. Keys belong to the player (else the client address), so nobody replays another's.
+safe. A key is bound to its action and target ("create", or "kill" and the virus id): the
+same key sent with another answers 422 and does nothing, never the first one's answer.
+Keys belong to the player; a socket without one has its own keys; an HTTP client without
+a player cookie shares its address's keys (nothing else tells two such clients apart), so
+it must pick unique keys (a UUID), and the binding keeps a clash from passing as a success.
 Without Redis the keys live in this process. Actions without a key are unchanged.
 """
 
@@ -23,7 +27,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from viruses import errors
-from viruses.errors import InProgress
+from viruses.errors import InProgress, KeyReused
 from viruses.logs import kv
 from viruses.messages import REF_CHARS
 from viruses.shared import aredis_client, redis_client, store_url
@@ -55,8 +59,8 @@ class RedisKeys:
     def __init__(self, client):
         self.client = client
 
-    def claim(self, name: str):
-        return self.client.set(name, PENDING, nx=True, ex=TTL)
+    def claim(self, name: str, value: str):
+        return self.client.set(name, value, nx=True, ex=TTL)
 
     def get(self, name: str) -> str | None:
         value = self.client.get(name)
@@ -74,14 +78,14 @@ class MemoryKeys:
         self.lock = threading.Lock()
         self.values: dict[str, tuple[str, float]] = {}
 
-    def claim(self, name: str) -> bool:
+    def claim(self, name: str, value: str) -> bool:
         with self.lock:
             now = time.monotonic()
             if len(self.values) > 100_000:
                 self.values = {k: v for k, v in self.values.items() if v[1] > now}
             if name in self.values and self.values[name][1] > now:
                 return False
-            self.values[name] = (PENDING, now + TTL)
+            self.values[name] = (value, now + TTL)
             return True
 
     def get(self, name: str) -> str | None:
@@ -108,40 +112,58 @@ def _keys(*, on_loop: bool = False):
     return RedisKeys(aredis_client(url) if on_loop else redis_client(url))
 
 
-def _name(key: str, address: str, player) -> str:
-    return f"{settings.REDIS_PREFIX}:idem:{client_key(address, str(player) if player else None)}:{key}"
+def _name(key: str, address: str, player, socket: str | None = None) -> str:
+    owner = (
+        f"socket:{socket}" if socket and not player else client_key(address, str(player) if player else None)
+    )
+    return f"{settings.REDIS_PREFIX}:idem:{owner}:{key}"
 
 
-def _claim(name: str) -> Answer | None:
-    """Claim the key (None: act now), else the first attempt's answer once it has one."""
+def _pending(action: str) -> str:
+    return f"{PENDING} {action}"
+
+
+def _claim(name: str, action: str) -> Answer | None:
+    """Claim the key for `action` (None: act now), else the first attempt's answer once it has
+    one; `KeyReused` when the key was claimed for another action."""
     keys = _keys()
     deadline = time.monotonic() + WAIT
     while True:
-        if keys.claim(name):
+        if keys.claim(name, _pending(action)):
             return None
         value = keys.get(name)
         if value is None:
             continue  # forgotten meanwhile (the first attempt was refused): claim it again
-        if value != PENDING:
-            status, body = json.loads(value)
+        # Values kept before keys were bound carry no action: taken as this one's.
+        if value.startswith(PENDING):
+            _same_action(value.removeprefix(PENDING).strip() or action, action)
+        else:
+            *first, status, body = json.loads(value)
+            _same_action(first[0] if first else action, action)
             return status, body
         if time.monotonic() > deadline:
             raise InProgress("the same action is still in progress, try again")
         time.sleep(0.05)
 
 
-def _settle(keys, name: str, answer: Answer | None):
+def _same_action(first: str, action: str) -> None:
+    if first != action:
+        raise KeyReused(f"this idempotency key was used for another action ({first}); use a new key")
+
+
+def _settle(keys, name: str, action: str, answer: Answer | None):
     """Keep a success for its repeats; forget a refusal, so that a retry may act."""
-    return keys.forget(name) if answer is None else keys.keep(name, json.dumps(answer))
+    return keys.forget(name) if answer is None else keys.keep(name, json.dumps([action, *answer]))
 
 
-def once(key: str | None, *, address: str, player, act: Callable[[], Answer]) -> Answer:
-    """Run `act` once per key; a repeat returns the first success. Fails open without Redis."""
+def once(key: str | None, *, action: str, address: str, player, act: Callable[[], Answer]) -> Answer:
+    """Run `act` once per key; a repeat of `action` ("create", "kill <id>") returns the first
+    success, another action with the key raises `KeyReused`. Fails open without Redis."""
     if key is None:
         return act()
     name = _name(key, address, player)
     try:
-        remembered = _claim(name)
+        remembered = _claim(name, action)
     except redis.RedisError as exc:
         _unavailable(exc)
         return act()
@@ -150,22 +172,24 @@ def once(key: str | None, *, address: str, player, act: Callable[[], Answer]) ->
     try:
         answer = act()
     except Exception:
-        _settle_quietly(name, None)  # refused or failed: nothing changed, a retry may act
+        _settle_quietly(name, action, None)  # refused or failed: nothing changed, a retry may act
         raise
-    _settle_quietly(name, answer)
+    _settle_quietly(name, action, answer)
     return answer
 
 
-async def aonce(key: str | None, *, address: str, player, act: Callable[[], Awaitable[Answer]]) -> Answer:
-    """`once` for consumers, `act` awaited. A first attempt (every page action carries a key)
-    claims and settles through the loop's own Redis client, no thread; a repeat waits for
-    the first attempt's answer in a thread, as `once` does."""
+async def aonce(
+    key: str | None, *, action: str, address: str, player, socket: str, act: Callable[[], Awaitable[Answer]]
+) -> Answer:
+    """`once` for consumers, `act` awaited; a socket without a player keys by `socket`. A first
+    attempt (every page action carries a key) claims and settles through the loop's own Redis
+    client, no thread; a repeat waits for the first attempt's answer in a thread, as `once` does."""
     if key is None:
         return await act()
-    name = _name(key, address, player)
+    name = _name(key, address, player, socket)
     try:
-        claimed = await _done(_keys(on_loop=True).claim(name))
-        remembered = None if claimed else await sync_to_async(_claim, thread_sensitive=False)(name)
+        claimed = await _done(_keys(on_loop=True).claim(name, _pending(action)))
+        remembered = None if claimed else await sync_to_async(_claim, thread_sensitive=False)(name, action)
     except redis.RedisError as exc:
         _unavailable(exc)
         return await act()
@@ -176,15 +200,15 @@ async def aonce(key: str | None, *, address: str, player, act: Callable[[], Awai
     try:
         answer = await act()
     except Exception:
-        await _asettle_quietly(name, None)
+        await _asettle_quietly(name, action, None)
         raise
-    await _asettle_quietly(name, answer)
+    await _asettle_quietly(name, action, answer)
     return answer
 
 
-async def _asettle_quietly(name: str, answer: Answer | None) -> None:
+async def _asettle_quietly(name: str, action: str, answer: Answer | None) -> None:
     try:
-        await _done(_settle(_keys(on_loop=True), name, answer))
+        await _done(_settle(_keys(on_loop=True), name, action, answer))
     except redis.RedisError as exc:
         _unavailable(exc)
 
@@ -194,9 +218,9 @@ async def _done(result):
     return await result if inspect.isawaitable(result) else result
 
 
-def _settle_quietly(name: str, answer: Answer | None) -> None:
+def _settle_quietly(name: str, action: str, answer: Answer | None) -> None:
     try:
-        _settle(_keys(), name, answer)
+        _settle(_keys(), name, action, answer)
     except redis.RedisError as exc:
         _unavailable(exc)
 

@@ -191,7 +191,12 @@ class VirusConsumer(AsyncWebsocketConsumer):
         try:
             if action.type in ("create", "kill"):
                 status, virus = await idempotency.aonce(
-                    action.key, address=self.address, player=self.player_id, act=partial(self.do, action)
+                    action.key,
+                    action="create" if action.type == "create" else f"kill {action.virus_id}",
+                    address=self.address,
+                    player=self.player_id,
+                    socket=self.channel_name,
+                    act=partial(self.do, action),
                 )
                 answer = messages.ack(ref=action.ref, status=status, virus=virus)
             else:

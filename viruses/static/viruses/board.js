@@ -2,7 +2,10 @@
 //
 // Everything shown comes from the server (snapshot, `leaderboard` pushes, `by` on kills,
 // GET/PATCH /api/me/). Names are only ever set as textContent: whatever a name holds, it
-// is text, never markup.
+// is text, never markup; each is isolated (<bdi>, dir="auto") so right-to-left names keep
+// their place.
+
+import { bdi } from "./names.js";
 
 const ME_URL = "/api/me/";
 const ME_REFRESH_GAP_MS = 10000; // own rank outside the top 10: re-read (GET /api/me/) at most this often
@@ -99,7 +102,7 @@ export class Board {
       li.dataset.playerId = entry.id;
       if (entry.id === this.me.id) li.setAttribute("aria-current", "true");
       const rank = Object.assign(document.createElement("span"), { className: "rank", textContent: `${entry.rank}.` });
-      const name = Object.assign(document.createElement("span"), { className: "name", textContent: entry.name });
+      const name = Object.assign(document.createElement("bdi"), { className: "name", textContent: entry.name });
       const kills = Object.assign(document.createElement("span"), { className: "kills", textContent: String(entry.kills) });
       kills.setAttribute("aria-label", `${entry.kills} squashed`);
       li.append(rank, name, kills);
@@ -164,6 +167,6 @@ export class Board {
     }
     this.setMe(data);
     this.closeRename();
-    this.toast(`You are now ${data.name}`);
+    this.toast("You are now ", bdi(data.name));
   }
 }

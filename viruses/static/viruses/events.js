@@ -2,7 +2,9 @@
 // built from the pushes the page already gets (seq-ordered changes, presence).
 //
 // Not a live region: a busy dish would make a screen reader talk without pause.
-// Names are only ever set as textContent.
+// Names are only ever set as text, each isolated in a <bdi> (names.js).
+
+import { bdi } from "./names.js";
 
 const MAX_EVENTS = 20;
 const GROUP_MS = 3000; // spawner creations this close together make one "N viruses escaped" line
@@ -17,7 +19,7 @@ export class Events {
 
   created(message, colour) {
     if (message.by) {
-      this.add(`${message.by.name} released a ${colour} virus`);
+      this.add(bdi(message.by.name), ` released a ${colour} virus`);
       return;
     }
     const now = performance.now();
@@ -32,7 +34,8 @@ export class Events {
 
   killed(message, colour) {
     const what = colour ? `a ${colour} virus` : "a virus";
-    this.add(message.by ? `${message.by.name} squashed ${what}` : `The lab cleared ${what}`);
+    if (message.by) this.add(bdi(message.by.name), ` squashed ${what}`);
+    else this.add(`The lab cleared ${what}`);
   }
 
   // The snapshot and presence messages: names online, and who joined since the last one.
@@ -40,19 +43,22 @@ export class Events {
     if (!Array.isArray(message.online_players)) return;
     const players = message.online_players.filter((p) => p && typeof p.id === "string");
     if (this.known !== null) {
-      for (const player of players) if (!this.known.has(player.id)) this.add(`${player.name} joined`);
+      for (const player of players) if (!this.known.has(player.id)) this.add(bdi(player.name), " joined");
     }
     this.known = new Set(players.map((p) => p.id));
     const more = Number.isInteger(message.online_more) && message.online_more > 0 ? message.online_more : 0;
-    const names = players.map((p) => p.name);
-    this.online.textContent = names.length
-      ? `Online: ${names.join(", ")}${more ? ` and ${more} more` : ""}`
-      : "";
+    if (!players.length) {
+      this.online.textContent = "";
+      return;
+    }
+    const names = players.flatMap((p, i) => (i ? [", ", bdi(p.name)] : [bdi(p.name)]));
+    this.online.replaceChildren("Online: ", ...names, more ? ` and ${more} more` : "");
   }
 
-  add(text) {
+  // One line of text and names (<bdi> elements).
+  add(...parts) {
     const item = document.createElement("li");
-    item.textContent = text;
+    item.append(...parts);
     this.list.prepend(item);
     while (this.list.children.length > MAX_EVENTS) this.list.lastChild.remove();
     return item;

@@ -14,6 +14,7 @@ import { Actions, failureMessage } from "./actions.js";
 import { Board } from "./board.js";
 import { Events } from "./events.js";
 import { Feed, messagesOf } from "./feed.js";
+import { bdi } from "./names.js";
 import { Sound } from "./sound.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
@@ -217,7 +218,8 @@ function removeVirus(id, { animate = true } = {}) {
 
 // The last virus squashed: a short celebration (the toast says who did it, politely).
 function celebrateClearDish(message) {
-  showToast(message.by ? `Dish cleared by ${message.by.name}!` : "Dish cleared!");
+  if (message.by) showToast("Dish cleared by ", bdi(message.by.name), "!");
+  else showToast("Dish cleared!");
   if (reducedMotion.matches) return;
   playground.classList.remove("is-cleared");
   void playground.offsetWidth; // restart the animation if it is still running
@@ -598,13 +600,14 @@ document.addEventListener("keydown", (event) => {
 // ---------------------------------------------------------------------------
 
 let toastTimer = 0;
-function showToast(text) {
+// Text and names (<bdi> elements) in one message.
+function showToast(...parts) {
   clearTimeout(toastTimer);
   // Clearing first makes screen readers announce a repeated message again.
   toast.textContent = "";
   toast.classList.add("is-visible");
   requestAnimationFrame(() => {
-    toast.textContent = text;
+    toast.replaceChildren(...parts);
   });
   toastTimer = setTimeout(() => {
     toast.classList.remove("is-visible");
