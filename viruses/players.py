@@ -31,6 +31,8 @@ ANIMALS = (
     "Newt", "Ocelot", "Quokka", "Raven", "Stoat", "Tapir", "Urchin", "Vole", "Wombat", "Yak",
 )  # fmt: skip
 
+PLACES = ("Lab", "Ward", "Clinic", "Dish", "Den", "Club", "Camp", "Crew", "Squad", "Team")
+
 # Letters and digits of any script, spaces and a little punctuation: nothing a browser could
 # read as markup (< > & " are refused, not escaped), no control or invisible characters.
 NAME_CHARS = re.compile(r"[^\W_]|[ .,'!?_\-]")
@@ -40,17 +42,21 @@ class InvalidName(ValueError):
     """A name a player may not take; the message says why."""
 
 
-def clean_name(raw) -> str:
-    """Return `raw` as a name (trimmed, spaces collapsed) or raise `InvalidName`."""
+def clean_name(raw, *, max_length: int | None = None) -> str:
+    """Return `raw` as a name (trimmed, spaces collapsed) or raise `InvalidName`.
+
+    `max_length`: the longest name allowed (a player's by default; a room's name is longer).
+    """
     from .models import Player
 
+    max_length = Player.NAME_MAX if max_length is None else max_length
     if not isinstance(raw, str):
         raise InvalidName("the name must be a string")
     name = " ".join(unicodedata.normalize("NFKC", raw).split())
     if not name:
         raise InvalidName("the name must not be empty")
-    if len(name) > Player.NAME_MAX:
-        raise InvalidName(f"the name must be at most {Player.NAME_MAX} characters")
+    if len(name) > max_length:
+        raise InvalidName(f"the name must be at most {max_length} characters")
     if bad := [c for c in name if not NAME_CHARS.fullmatch(c)]:
         shown = "".join(dict.fromkeys(c for c in bad if c.isprintable()))[:8]
         raise InvalidName(
@@ -68,6 +74,11 @@ def generated_name(attempt: int = 0) -> str:
     """A friendly name such as "Brave Otter"; later attempts add a number to dodge collisions."""
     name = f"{random.choice(ADJECTIVES)} {random.choice(ANIMALS)}"
     return name if attempt < 5 else f"{name} {random.randrange(10, 10_000)}"
+
+
+def generated_room_name() -> str:
+    """A friendly room name such as "Jolly Puffin Lab"."""
+    return f"{random.choice(ADJECTIVES)} {random.choice(ANIMALS)} {random.choice(PLACES)}"
 
 
 def player_id(cookies: Mapping[str, str]) -> uuid.UUID | None:
