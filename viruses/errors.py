@@ -24,6 +24,12 @@ class PlayerBanned(GameError):
     status = 403
 
 
+class NoPlayer(GameError):
+    """A request that needs the player cookie came without one."""
+
+    status = 403
+
+
 class NotHost(GameError):
     """Only a room's host may do that."""
 

@@ -227,7 +227,11 @@ class Room(models.Model):
     @property
     def group(self) -> str:
         """The room's group on the channel layer (the public world's is `broadcast.GROUP`)."""
-        return f"room.{self.code}"
+        return self.group_for(self.code)
+
+    @staticmethod
+    def group_for(code: str) -> str:
+        return f"room.{code}"
 
     @property
     def url(self) -> str:

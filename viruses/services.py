@@ -343,14 +343,15 @@ def connections_close_server(*, server: str) -> None:
     Connection.objects.filter(server=server).delete()
 
 
-def connections_heartbeat(*, server: str, channel_names: list[str]) -> list[str]:
-    """Refresh the rows of `server`'s open sockets, reap stale rows; return the reaped channels.
+def connections_heartbeat(*, server: str, channel_names: list[str]) -> dict[str, str | None]:
+    """Refresh the rows of `server`'s open sockets, reap stale rows; return the reaped channels
+    and the code of each one's room (None: the public world).
 
     Only open sockets are refreshed: a row whose delete failed (database briefly down) goes
     stale like a dead server's.
     """
     Connection.objects.filter(server=server, channel_name__in=channel_names).update(last_seen=timezone.now())
     stale = Connection.objects.filter(last_seen__lt=stale_before())
-    reaped = list(stale.values_list("channel_name", flat=True))
-    stale.filter(channel_name__in=reaped).delete()
+    reaped = dict(stale.values_list("channel_name", "room__code"))
+    stale.filter(channel_name__in=list(reaped)).delete()
     return reaped
