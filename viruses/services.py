@@ -9,6 +9,7 @@ import math
 import random
 import uuid
 from collections import defaultdict
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
@@ -249,6 +250,19 @@ def room_set_locked(*, room: Room, by: Actor, locked: bool) -> Room:
     room.locked = locked
     room.save(update_fields=["locked"])
     return room
+
+
+def rooms_prune(*, idle_hours: int) -> list[str]:
+    """Remove rooms with no socket online and no change, join or leave for `idle_hours`; return the codes."""
+    idle = Room.objects.filter(last_activity__lt=timezone.now() - timedelta(hours=idle_hours)).exclude(
+        pk__in=Connection.objects.filter(last_seen__gte=stale_before(), room__isnull=False).values("room_id")
+    )
+    codes = []
+    for room in idle:
+        with transaction.atomic():
+            room.delete()  # its viruses, counter, scores and stale connection rows go with it
+        codes.append(room.code)
+    return codes
 
 
 def room_join(*, room: Room, player_id) -> None:

@@ -169,3 +169,27 @@ def test_each_room_counts_its_own_seq_gap_free_under_concurrent_writers():
     assert errors_seen == []
     assert [selectors.virus_state(room) for room in rooms] == [(60, [])] * 3
     assert selectors.virus_state() == (0, [])
+
+
+def test_prune_removes_rooms_idle_for_long_enough_and_keeps_those_with_someone_online(settings):
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    idle, busy, fresh = make_room(), make_room(), make_room()
+    services.virus_create(room=idle)
+    long_ago = timezone.now() - timedelta(hours=settings.VIRUS_ROOM_IDLE_HOURS + 1)
+    Room.objects.filter(pk__in=[idle.pk, busy.pk]).update(last_activity=long_ago)
+    services.connections_open(
+        server="here:1:a",
+        sockets=[
+            {"channel_name": "c.1", "client_address": "203.0.113.1", "user_agent": "t", "room_id": busy.pk}
+        ],
+    )
+    Room.objects.filter(pk=busy.pk).update(last_activity=long_ago)
+    call_command("prune_rooms")
+    assert set(Room.objects.values_list("code", flat=True)) == {busy.code, fresh.code}
+    assert not Virus.objects.exists()
+    with pytest.raises(errors.RoomNotFound):
+        selectors.room(idle.code)
