@@ -122,6 +122,12 @@ def room(code) -> Room:
     return found
 
 
+def rooms_online() -> list[Room]:
+    """The rooms with at least one socket online, oldest first."""
+    online = Connection.objects.filter(_online(), room__isnull=False).values("room_id")
+    return list(Room.objects.filter(pk__in=online).order_by("created_at", "id"))
+
+
 def room_json(room: Room, *, online: int | None = None, alive: int | None = None) -> dict:
     """The contract's Room: `{"code", "name", "url", "host", "online", "alive", "locked", "max_players"}`."""
     return {
