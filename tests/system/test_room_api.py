@@ -1,10 +1,9 @@
 """The rooms' HTTP contract: status codes, CSRF, the host's rights, isolation from the public world."""
 
-import uuid
-
 import pytest
 from django.test import Client
 
+from tests.support import inprocess
 from viruses import services
 from viruses.models import Room
 
@@ -14,11 +13,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def browser():
     """A browser with its page loaded: the CSRF cookie and a player."""
-    client = Client(enforce_csrf_checks=True, REMOTE_ADDR=f"test-{uuid.uuid4().hex[:12]}")
-    page = client.get("/")
-    assert page.status_code == 200
-    client.token = page.cookies["csrftoken"].value
-    return client
+    return inprocess.browser()
 
 
 def send(client, method, path, body=None):

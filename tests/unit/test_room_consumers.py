@@ -4,6 +4,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from tests.support import inprocess
 from viruses import players, services
 from virusgame.asgi import application
 
@@ -20,13 +21,9 @@ async def socket(path: str, player=None) -> WebsocketCommunicator:
     return communicator
 
 
-async def next_of(communicator, kind: str, timeout: float = 3) -> dict:
+async def next_of(communicator, kind: str) -> dict:
     """The next message of this type, skipping presence and board pushes."""
-    while True:
-        message = await communicator.receive_json_from(timeout)
-        if message["type"] == kind:
-            return message
-        assert message["type"] in ("presence", "leaderboard"), message
+    return await inprocess.next_of(communicator, kind, skip=("presence", "leaderboard"))
 
 
 async def closed_with(communicator) -> int:
