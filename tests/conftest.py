@@ -68,6 +68,23 @@ async def pushes():
     await layer.group_discard(broadcast.GROUP, listener.channel)
 
 
+@pytest.fixture
+async def listen():
+    """`await listen(group)`: a listener of any world's group (a room's: `Room.group`)."""
+    layer = get_channel_layer()
+    listeners = []
+
+    async def start(group: str) -> GroupListener:
+        listener = GroupListener(layer, await layer.new_channel())
+        await layer.group_add(group, listener.channel)
+        listeners.append((group, listener))
+        return listener
+
+    yield start
+    for group, listener in listeners:
+        await layer.group_discard(group, listener.channel)
+
+
 class GroupListener:
     def __init__(self, layer, channel):
         self.layer = layer

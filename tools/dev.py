@@ -59,7 +59,18 @@ def main() -> int:
         children.append(subprocess.Popen([PYTHON, "manage.py", "runserver", address], cwd=ROOT, env=env))
         children.append(
             subprocess.Popen(
-                [PYTHON, "manage.py", "spawn_virus", "--count", "3", "--spread", "60", "--every", "60"],
+                [
+                    PYTHON,
+                    "manage.py",
+                    "spawn_virus",
+                    "--count",
+                    "3",
+                    "--spread",
+                    "60",
+                    "--every",
+                    "60",
+                    "--all-rooms",
+                ],
                 cwd=ROOT,
                 env=env,
             )

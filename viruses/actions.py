@@ -1,4 +1,5 @@
-"""A player's actions, create, kill and rename, as the HTTP API and the WebSocket both take them.
+"""A player's actions, create, kill and rename (in a world: `room` None is the public one), and
+room creation, as the HTTP API and the WebSocket both take them.
 
 One place decides what a player may do: the rate limit (ratelimit.py, the same buckets
 whichever way the action came), then the service, which decides the alive cap and kill
@@ -18,7 +19,7 @@ from viruses.guards import ratelimit
 
 from . import errors, selectors, services
 from .errors import RateLimited
-from .models import Virus
+from .models import Room, Virus
 
 
 def take_token(bucket: str, address: str, player: str | None = None) -> None:
@@ -34,34 +35,46 @@ async def atake_token(bucket: str, address: str, player: str | None = None) -> N
         raise RateLimited(bucket, wait)
 
 
-def create(*, address: str, by: services.Actor = None) -> Virus:
+def create(*, address: str, by: services.Actor = None, room: Room | None = None) -> Virus:
     """Create one virus for player `by`; `RateLimited` (429), `AliveCapReached` (409) or
     `PlayerBanned` (403) refuse it."""
     take_token("action", address)
-    return services.virus_create(by=by)
+    return services.virus_create(by=by, room=room)
 
 
-def kill(*, virus_id: uuid.UUID | str, address: str, by: services.Actor = None) -> None:
+def kill(
+    *, virus_id: uuid.UUID | str, address: str, by: services.Actor = None, room: Room | None = None
+) -> None:
     """Kill one virus and credit player `by`; `VirusNotFound` (404) or `RateLimited` (429) refuse it.
 
     A malformed id is not found, and costs no token: nothing was tried.
     """
     virus_id = parse_id(virus_id)
     take_token("action", address)
-    services.virus_kill(virus_id=virus_id, by=by)
+    services.virus_kill(virus_id=virus_id, by=by, room=room)
 
 
-async def acreate(*, address: str, by: services.Actor = None) -> Virus:
+async def acreate(*, address: str, by: services.Actor = None, room: Room | None = None) -> Virus:
     """`create` for consumers."""
     await atake_token("action", address)
-    return await database_sync_to_async(services.virus_create)(by=by)
+    return await database_sync_to_async(services.virus_create)(by=by, room=room)
 
 
-async def akill(*, virus_id: uuid.UUID | str, address: str, by: services.Actor = None) -> None:
+async def akill(
+    *, virus_id: uuid.UUID | str, address: str, by: services.Actor = None, room: Room | None = None
+) -> None:
     """`kill` for consumers."""
     virus_id = parse_id(virus_id)
     await atake_token("action", address)
-    await database_sync_to_async(services.virus_kill)(virus_id=virus_id, by=by)
+    await database_sync_to_async(services.virus_kill)(virus_id=virus_id, by=by, room=room)
+
+
+def create_room(*, host, name, address: str) -> Room:
+    """Create a room hosted by player `host`; `RateLimited` (429) per player and per address,
+    `BadName` (400) refuse it."""
+    take_token("room", address, str(host))
+    take_token("room_address", address)
+    return services.room_create(host=host, name=name)
 
 
 def rename(*, player, name, address: str) -> dict:

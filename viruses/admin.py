@@ -4,6 +4,7 @@ import logging
 from axes.signals import user_locked_out
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count
 from django.dispatch import receiver
 from django.shortcuts import redirect
 from django.urls import path
@@ -14,8 +15,8 @@ from django.views.decorators.http import require_POST
 
 from . import errors, services
 from .logs import kv
-from .models import Connection, Player, Virus
-from .selectors import stale_before
+from .models import Connection, Player, Room, Virus
+from .selectors import online_counts, stale_before
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +98,10 @@ class VirusAdmin(admin.ModelAdmin):
         self._kill(queryset)
 
     def _kill(self, viruses):
-        for virus in viruses:
+        for virus in viruses.select_related("room") if hasattr(viruses, "select_related") else viruses:
             # Already killed by a player meanwhile: their kill was pushed, nothing to do.
             with contextlib.suppress(errors.VirusNotFound):
-                services.virus_kill(virus_id=virus.pk)
+                services.virus_kill(virus_id=virus.pk, room=virus.room)
 
 
 @admin.register(Connection)
@@ -149,6 +150,36 @@ class PlayerAdmin(admin.ModelAdmin):
     def unban(self, request, queryset):
         changed = services.players_set_banned(player_ids=queryset.values_list("pk", flat=True), banned=False)
         self.message_user(request, f"Unbanned {changed} players.", messages.SUCCESS)
+
+
+@admin.register(Room)
+class RoomAdmin(admin.ModelAdmin):
+    list_display = ["code", "name", "host", "online", "alive", "locked", "last_activity"]
+    list_filter = ["locked"]
+    search_fields = ["=code", "name"]
+    list_select_related = ["host"]
+    fields = readonly_fields = ["code", "name", "host", "locked", "created_at", "last_activity"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(alive_count=Count("viruses"))
+
+    def get_search_results(self, request, queryset, search_term):
+        # Codes are stored in upper case; people type them in any case.
+        return super().get_search_results(request, queryset, search_term.strip().upper() or search_term)
+
+    @admin.display(description="online")
+    def online(self, room):
+        return online_counts([room.pk])[room.pk]
+
+    @admin.display(description="alive", ordering="alive_count")
+    def alive(self, room):
+        return room.alive_count
+
+    def has_add_permission(self, request):
+        return False  # rooms are made by players (POST /api/rooms/)
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request)
 
 
 @receiver(user_locked_out)

@@ -1,4 +1,7 @@
-"""The only place that pushes to the channel layer: group events built by `messages`."""
+"""The only place that pushes to the channel layer: group events built by `messages`.
+
+Each world has its group: the public world's is GROUP, a room's `Room.group` (`room.K7QM2`).
+"""
 
 import asyncio
 import logging
@@ -17,18 +20,25 @@ BATCH_MAX = 50  # queued pushes sent as one group message at most (a frame of ~1
 logger = logging.getLogger(__name__)
 
 
-async def apush(event: dict) -> bool:
-    """Send a group event to every connected client; return whether the layer took it.
+def group_of(room) -> str:
+    """The group of `room`'s sockets (None: the public world)."""
+    return GROUP if room is None else room.group
+
+
+async def apush(event: dict, group: str = GROUP) -> bool:
+    """Send a group event to every client connected to `group`'s world; return whether the layer took it.
 
     A failure is logged, never raised: pushes run after commit, so they cannot undo the
     change, and clients catch up from the seq gap (resync) or their next snapshot.
     """
     fields = {"type": event["type"], "seq": event.get("seq")}
+    if group != GROUP:
+        fields["group"] = group
     if event["type"] == messages.BATCH:
         fields.update(last_seq=event["last_seq"], events=event["events"])
     started = time.monotonic()
     try:
-        await get_channel_layer().group_send(GROUP, event)
+        await get_channel_layer().group_send(group, event)
     except Exception as exc:
         logger.error(kv("push.error", **fields, error=f"{type(exc).__name__}: {exc}"))
         return False
@@ -36,7 +46,7 @@ async def apush(event: dict) -> bool:
     return True
 
 
-def push(event: dict) -> None:
+def push(event: dict, group: str = GROUP) -> None:
     """`apush` for sync callers (views, actions, commands, the shell: on_commit callbacks).
 
     In a server process the push is handed to its event loop (`Pusher`) and the writer goes
@@ -45,9 +55,9 @@ def push(event: dict) -> None:
     """
     pusher = _pusher
     if pusher is not None and pusher.loop.is_running():
-        pusher.hand_over(event)
+        pusher.hand_over(event, group)
     else:
-        async_to_sync(apush)(event)
+        async_to_sync(apush)(event, group)
 
 
 class Pusher:
@@ -58,32 +68,38 @@ class Pusher:
     each writer waited for its own (seq order within a process; clients order the rest).
     Pushes queued while one was being sent leave together as one group message (a batch,
     one frame for every client): a `group_send` costs several Redis round trips, and each
-    receiving process a pop, whatever it carries. Nothing waits to make a batch.
+    receiving process a pop, whatever it carries. Nothing waits to make a batch. A batch
+    holds the pushes of one group (one world), in the order given; worlds are independent.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.queue: asyncio.Queue[dict] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
         self.task = loop.create_task(self.run())
 
-    def hand_over(self, event: dict) -> None:
-        """Queue `event` for sending; callable from any thread."""
-        self.loop.call_soon_threadsafe(self._put, event)
+    def hand_over(self, event: dict, group: str = GROUP) -> None:
+        """Queue `event` for sending to `group`; callable from any thread."""
+        self.loop.call_soon_threadsafe(self._put, event, group)
 
-    def _put(self, event: dict) -> None:
+    def _put(self, event: dict, group: str = GROUP) -> None:
         if self.queue.qsize() >= BACKLOG:  # the layer is down or far behind: clients will resync
             logger.error(kv("push.error", type=event["type"], seq=event.get("seq"), error="backlog full"))
             return
-        self.queue.put_nowait(event)
+        self.queue.put_nowait((group, event))
 
     async def run(self) -> None:
         queue = self.queue
         while True:
-            events = [await queue.get()]
-            while len(events) < BATCH_MAX and not queue.empty():
-                events.append(queue.get_nowait())
-            await apush(events[0] if len(events) == 1 else messages.batch_event(events))
-            for _ in events:
+            taken = [await queue.get()]
+            while len(taken) < BATCH_MAX and not queue.empty():
+                taken.append(queue.get_nowait())
+            by_group: dict[str, list[dict]] = {}  # in order of first appearance, each in order given
+            for group, event in taken:
+                by_group.setdefault(group, []).append(event)
+            for group, events in by_group.items():
+                event = events[0] if len(events) == 1 else messages.batch_event(events)
+                await apush(event, group)
+            for _ in taken:
                 queue.task_done()
 
 

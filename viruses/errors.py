@@ -24,8 +24,30 @@ class PlayerBanned(GameError):
     status = 403
 
 
+class NoPlayer(GameError):
+    """A request that needs the player cookie came without one."""
+
+    status = 403
+
+
+class NotHost(GameError):
+    """Only a room's host may do that."""
+
+    status = 403
+
+
 class VirusNotFound(GameError):
     status = 404
+
+
+class RoomNotFound(GameError):
+    """An unknown or expired room code."""
+
+    status = 404
+
+
+class RoomFull(GameError):
+    status = 409
 
 
 class AliveCapReached(GameError):

@@ -1,6 +1,7 @@
-"""The game's state: viruses, the change counter, and open WebSocket connections."""
+"""The game's state: rooms, viruses, the change counters, scores and open WebSocket connections."""
 
 import contextlib
+import secrets
 import threading
 import uuid
 
@@ -47,6 +48,8 @@ class Virus(models.Model):
     x = models.FloatField(help_text="Percent of the playground's width.")
     y = models.FloatField(help_text="Percent of the playground's height.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # None: the public world at `/`.
+    room = models.ForeignKey("Room", null=True, blank=True, on_delete=models.CASCADE, related_name="viruses")
 
     objects = VirusQuerySet.as_manager()
 
@@ -79,57 +82,92 @@ class Virus(models.Model):
 
 
 class ChangeCounter(models.Model):
-    """The single row whose value is the `seq` of the last committed change."""
+    """The row whose value is the `seq` of its world's last committed change: one per room.
+
+    The public world's row is the one without a room (id 1, from a migration). A room's row
+    comes with the room, so writes in two rooms lock two rows and never wait for each other
+    on PostgreSQL.
+    """
 
     value = models.BigIntegerField(default=0)
+    room = models.OneToOneField(
+        "Room", null=True, blank=True, on_delete=models.CASCADE, related_name="counter"
+    )
+
+    class Meta:
+        # NULLs are distinct to a unique column: this keeps the public world to one row too,
+        # even when two writers put it back at once after `manage.py flush`.
+        constraints = [
+            models.UniqueConstraint(
+                models.functions.Coalesce("room", models.Value(0)), name="one_counter_per_world"
+            )
+        ]
 
     def __str__(self):
         return f"seq {self.value}"
 
     @classmethod
-    def lock(cls) -> int:
-        """Return the current seq, holding the counter's row lock until the transaction ends.
+    def lock(cls, room: "Room | None" = None) -> int:
+        """Return the world's current seq, holding its counter's row lock until the transaction ends.
 
         Every change takes this lock before it commits, so holding it orders writers and
-        gives readers a view that no change can slip into.
+        gives readers a view that no change can slip into. A room whose row is gone (it
+        was removed) raises `RoomGone`.
         """
         # One plain statement: it runs for every change, under the lock (the ORM's get_or_create
         # costs about ten times its query in Python, docs/performance.md#lever-counter-lock-sql).
         table = connection.ops.quote_name(cls._meta.db_table)
         for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
+        where, params = cls._where(room)
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT value FROM {table} WHERE id = 1{for_update}")
+            cursor.execute(f"SELECT value FROM {table} WHERE {where}{for_update}", params)
             row = cursor.fetchone()
         if row is not None:
             return row[0]
+        if room is not None:
+            raise RoomGone(f"no room {room.code}")
         # The row comes from a migration, but `manage.py flush` removes it.
-        counter, _ = cls.objects.select_for_update().get_or_create(pk=1)
+        counter, _ = cls.objects.select_for_update().get_or_create(room=None)
         return counter.value
 
     @classmethod
     @contextlib.contextmanager
-    def locked(cls):
-        """A change's transaction: `transaction.atomic()`, holding the counter lock from its start."""
+    def locked(cls, room: "Room | None" = None):
+        """A change's transaction: `transaction.atomic()`, holding the world's counter lock from its start."""
         queue = connection.vendor == "sqlite" and not connection.in_atomic_block
         with _sqlite_writers if queue else contextlib.nullcontext(), transaction.atomic():
-            cls.lock()
+            cls.lock(room)
             yield
 
     @classmethod
-    def advance(cls) -> int:
-        """Count one more change in the current transaction and return its seq.
+    def advance(cls, room_id: int | None = None) -> int | None:
+        """Count one more change of the world in the current transaction and return its seq.
 
         One statement (the row lock comes with the UPDATE): SQLite >= 3.35 and PostgreSQL
-        both have RETURNING.
+        both have RETURNING. None for a room whose row is gone (the room is being removed).
         """
         table = connection.ops.quote_name(cls._meta.db_table)
+        where, params = cls._where(room_id)
         with connection.cursor() as cursor:
-            cursor.execute(f"UPDATE {table} SET value = value + 1 WHERE id = 1 RETURNING value")
+            cursor.execute(f"UPDATE {table} SET value = value + 1 WHERE {where} RETURNING value", params)
             row = cursor.fetchone()
-        if row is None:  # `manage.py flush` removed the row: put it back, then count
-            cls.lock()
+        if row is None:
+            if room_id is not None:
+                return None
+            cls.lock()  # `manage.py flush` removed the row: put it back, then count
             return cls.advance()
         return row[0]
+
+    @staticmethod
+    def _where(room) -> tuple[str, list]:
+        if room is None:
+            # Not "id = 1": after `manage.py flush` a room's row may take that id.
+            return "room_id IS NULL", []
+        return "room_id = %s", [room if isinstance(room, int) else room.pk]
+
+
+class RoomGone(Exception):
+    """A room removed (pruned, deleted in the admin) while someone was acting in it."""
 
 
 class Connection(models.Model):
@@ -141,6 +179,8 @@ class Connection(models.Model):
     user_agent = models.CharField(max_length=255, blank=True)
     # The player of the handshake's cookie, for the names online; none for anonymous scripts.
     player = models.ForeignKey("Player", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The world of the socket (None: the public one), for its online list and presence.
+    room = models.ForeignKey("Room", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     connected_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(db_index=True)
 
@@ -175,3 +215,70 @@ class Player(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class Room(models.Model):
+    """A world of its own, joined by a short code: viruses, seq, board and online list apart."""
+
+    ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no look-alikes: 0/O, 1/I/L
+    CODE_LENGTH = 5
+    NAME_MAX = 40
+
+    code = models.CharField(max_length=CODE_LENGTH, unique=True, editable=False)
+    name = models.CharField(max_length=NAME_MAX)
+    host = models.ForeignKey(Player, null=True, on_delete=models.SET_NULL, related_name="rooms_hosted")
+    locked = models.BooleanField(default=False, help_text="A locked room takes no new players.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    # The last change, join or leave: `prune_rooms` removes rooms idle for VIRUS_ROOM_IDLE_HOURS.
+    last_activity = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.code} ({self.name})"
+
+    @property
+    def group(self) -> str:
+        """The room's group on the channel layer (the public world's is `broadcast.GROUP`)."""
+        return self.group_for(self.code)
+
+    @staticmethod
+    def group_for(code: str) -> str:
+        return f"room.{code}"
+
+    @property
+    def url(self) -> str:
+        return f"/r/{self.code}/"
+
+    @classmethod
+    def new_code(cls) -> str:
+        return "".join(secrets.choice(cls.ALPHABET) for _ in range(cls.CODE_LENGTH))
+
+    @classmethod
+    def normal_code(cls, code: str) -> str | None:
+        """`code` as stored (upper case), None if it cannot be a room's code."""
+        code = code.upper() if isinstance(code, str) else ""
+        if len(code) != cls.CODE_LENGTH or any(c not in cls.ALPHABET for c in code):
+            return None
+        return code
+
+
+class Score(models.Model):
+    """A player's kills in one room: each room has its own board (the public one is `Player.kills`).
+
+    A row with no kill yet says the player has joined the room (a locked room lets them back).
+    """
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="scores")
+    player = models.ForeignKey(Player, on_delete=models.CASCADE, related_name="scores")
+    kills = models.PositiveIntegerField(default=0)
+    scored_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-kills", "scored_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["room", "player"], name="score_room_player")]
+        indexes = [models.Index(fields=["room", "-kills", "scored_at", "id"], name="score_board")]
+
+    def __str__(self):
+        return f"{self.player_id} in {self.room_id}: {self.kills}"

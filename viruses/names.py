@@ -44,24 +44,27 @@ def _spoof_checker() -> icu.SpoofChecker:
 _checker = _spoof_checker()
 
 
-def clean(raw) -> str:
-    """Return `raw` as a name (NFKC, trimmed, spaces collapsed) or raise `InvalidName`."""
-    return check(normal(raw))
+def clean(raw, *, max_length: int = Player.NAME_MAX) -> str:
+    """Return `raw` as a name (NFKC, trimmed, spaces collapsed) or raise `InvalidName`.
+
+    `max_length`: the longest name allowed (a player's by default; a room's name is longer).
+    """
+    return check(normal(raw, max_length=max_length), max_columns=max_length)
 
 
-def normal(raw) -> str:
+def normal(raw, *, max_length: int = Player.NAME_MAX) -> str:
     """`raw` in NFKC, trimmed, spaces collapsed; `InvalidName` if it is no string, empty or too long."""
     if not isinstance(raw, str):
         raise InvalidName("the name must be a string")
     name = " ".join(unicodedata.normalize("NFKC", raw).split())
     if not name:
         raise InvalidName("the name must not be empty")
-    if len(name) > Player.NAME_MAX:
-        raise InvalidName(f"the name must be at most {Player.NAME_MAX} characters")
+    if len(name) > max_length:
+        raise InvalidName(f"the name must be at most {max_length} characters")
     return name
 
 
-def check(name: str) -> str:
+def check(name: str, *, max_columns: int = MAX_COLUMNS) -> str:
     """Return the `normal` name if a player may take it, else raise `InvalidName`."""
     if any(_invisible(c) for c in name):
         raise InvalidName("the name must not contain invisible characters (fillers, zero-width spaces)")
@@ -74,8 +77,8 @@ def check(name: str) -> str:
         raise InvalidName("use the digits of one numbering system")
     if spoof:
         raise InvalidName("use the letters of one script (Han may go with kana, Hangul or Latin)")
-    if columns(name) > MAX_COLUMNS:
-        raise InvalidName(f"the name is too wide: at most {MAX_COLUMNS} columns, wide characters count 2")
+    if columns(name) > max_columns:
+        raise InvalidName(f"the name is too wide: at most {max_columns} columns, wide characters count 2")
     if any(k in reserved for k, reserved in zip(keys(name), _reserved_keys, strict=True)):
         raise InvalidName(f"{name!r} is reserved: it reads as the game's own words")
     return name

@@ -29,11 +29,18 @@ ANIMALS = (
     "Newt", "Ocelot", "Quokka", "Raven", "Stoat", "Tapir", "Urchin", "Vole", "Wombat", "Yak",
 )  # fmt: skip
 
+PLACES = ("Lab", "Ward", "Clinic", "Dish", "Den", "Club", "Camp", "Crew", "Squad", "Team")
+
 
 def generated_name(attempt: int = 0) -> str:
     """A friendly name such as "Brave Otter"; later attempts add a number to dodge collisions."""
     name = f"{random.choice(ADJECTIVES)} {random.choice(ANIMALS)}"
     return name if attempt < 5 else f"{name} {random.randrange(10, 10_000)}"
+
+
+def generated_room_name() -> str:
+    """A friendly room name such as "Jolly Puffin Lab"."""
+    return f"{random.choice(ADJECTIVES)} {random.choice(ANIMALS)} {random.choice(PLACES)}"
 
 
 def player_id(cookies: Mapping[str, str]) -> uuid.UUID | None:

@@ -1,4 +1,4 @@
-"""Reads of the game state."""
+"""Reads of the game state; `room` None is the public world, a `Room` its own."""
 
 from datetime import timedelta
 
@@ -7,13 +7,14 @@ from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from . import messages
-from .models import ChangeCounter, Connection, Player, Virus
+from .errors import RoomNotFound
+from .models import ChangeCounter, Connection, Player, Room, Score, Virus
 
 BOARD_SIZE = 10  # players on the leaderboard
 ONLINE_NAMES = 12  # names online listed; the rest are "and N more"
 
 
-def virus_state() -> tuple[int, list[dict]]:
+def virus_state(room: Room | None = None) -> tuple[int, list[dict]]:
     """Return (seq, viruses): every virus that exists as of change number `seq`.
 
     One SELECT reads the counter and the viruses together, and a single statement sees one
@@ -24,23 +25,38 @@ def virus_state() -> tuple[int, list[dict]]:
     """
     counter, virus = ChangeCounter._meta.db_table, Virus._meta.db_table
     ordering = ", ".join(f"v.{Virus._meta.get_field(f.lstrip('-')).column}" for f in Virus._meta.ordering)
+    if room is None:
+        world, params = "v.room_id IS NULL WHERE c.room_id IS NULL", []
+    else:
+        world, params = "v.room_id = c.room_id WHERE c.room_id = %s", [room.pk]
     rows = list(
         Virus.objects.raw(
             f"SELECT c.value AS seq, v.id, v.kind, v.x, v.y, v.created_at "
-            f"FROM {counter} c LEFT JOIN {virus} v ON 1 = 1 WHERE c.id = 1 ORDER BY {ordering}"
+            f"FROM {counter} c LEFT JOIN {virus} v ON {world} ORDER BY {ordering}",
+            params,
         )
     )
     if not rows:
+        if room is not None:
+            raise RoomNotFound("no such room (it may have expired)")
         # `manage.py flush` removed the counter row (a migration creates it): put it back.
-        ChangeCounter.objects.get_or_create(pk=1)
+        ChangeCounter.objects.get_or_create(room=None)
         return virus_state()
     # With no virus the LEFT JOIN still yields the counter, as one row of NULLs.
     return rows[0].seq, [messages.virus_json(v) for v in rows if v.pk is not None]
 
 
-def online_count() -> int:
-    """Count open sockets on servers that are still alive: the page's "players online"."""
-    return Connection.objects.filter(_online()).count()
+def online_count(room: Room | None = None) -> int:
+    """Count the world's open sockets on servers that are still alive: the page's "players online"."""
+    return Connection.objects.filter(_online(), room=room).count()
+
+
+def online_counts(room_ids) -> dict:
+    """`online_count` of several worlds at once (room ids, None for the public one): by room id."""
+    counts = dict.fromkeys(room_ids, 0)
+    rows = Connection.objects.filter(_online()).values("room_id").annotate(online=Count("id")).order_by()
+    counts.update({row["room_id"]: row["online"] for row in rows if row["room_id"] in counts})
+    return counts
 
 
 def game_status() -> dict:
@@ -71,7 +87,7 @@ def game_status() -> dict:
         }
         for row in rows
     ]
-    counter = ChangeCounter.objects.filter(pk=1).first()
+    counter = ChangeCounter.objects.filter(room=None).first()
     return {
         "seq": counter.value if counter else 0,
         "viruses": Virus.objects.count(),
@@ -82,26 +98,75 @@ def game_status() -> dict:
     }
 
 
-def snapshot() -> tuple[int, list[dict], int, dict]:
-    """Return (seq, viruses, online, extra): what every client is sent first and on resync.
+def snapshot(room: Room | None = None) -> tuple[int, list[dict], int, dict]:
+    """Return (seq, viruses, online, extra): what every client of the world is sent first and on resync.
 
     `extra` holds the additions to the first contract: the leaderboard and the names
-    online. Each viewer's own `me` is added per socket (`messages.for_viewer`).
+    online, and in a room the room. Each viewer's own `me` is added per socket
+    (`messages.for_viewer`).
     """
-    seq, viruses = virus_state()
-    extra = {"leaderboard": leaderboard(), **online_players()}
-    return seq, viruses, online_count(), extra
+    seq, viruses = virus_state(room)
+    online = online_count(room)
+    extra = {"leaderboard": leaderboard(room), **online_players(room=room)}
+    if room is not None:
+        extra["room"] = room_json(room, online=online, alive=len(viruses))
+    return seq, viruses, online, extra
 
 
-def online_players(limit: int = ONLINE_NAMES) -> dict:
+def room(code) -> Room:
+    """The room of `code` (any case); `RoomNotFound` (404) for an unknown or expired one."""
+    code = Room.normal_code(code)
+    found = Room.objects.select_related("host").filter(code=code).first() if code else None
+    if found is None:
+        raise RoomNotFound("no such room (it may have expired)")
+    return found
+
+
+def rooms_online() -> list[Room]:
+    """The rooms with at least one socket online, oldest first."""
+    online = Connection.objects.filter(_online(), room__isnull=False).values("room_id")
+    return list(Room.objects.filter(pk__in=online).order_by("created_at", "id"))
+
+
+def room_json(room: Room, *, online: int | None = None, alive: int | None = None) -> dict:
+    """The contract's Room: `{"code", "name", "url", "host", "online", "alive", "locked", "max_players"}`."""
+    return {
+        "code": room.code,
+        "name": room.name,
+        "url": room.url,
+        "host": messages.player_json(room.host),
+        "online": online_count(room) if online is None else online,
+        "alive": Virus.objects.filter(room=room).count() if alive is None else alive,
+        "locked": room.locked,
+        "max_players": settings.VIRUS_ROOM_MAX_PLAYERS,
+    }
+
+
+def room_admits(room: Room, player_id) -> str | None:
+    """Why a socket of `player_id` may not join `room` now ("full", "locked"), None if it may."""
+    if online_count(room) >= settings.VIRUS_ROOM_MAX_PLAYERS:
+        return "full"
+    if room.locked and not _is_member(room, player_id):
+        return "locked"
+    return None
+
+
+def _is_member(room: Room, player_id) -> bool:
+    if player_id is None:
+        return False
+    if room.host_id is not None and str(room.host_id) == str(player_id):
+        return True
+    return Score.objects.filter(room=room, player_id=player_id).exists()
+
+
+def online_players(limit: int = ONLINE_NAMES, *, room: Room | None = None) -> dict:
     """Who is online by name: `{"online_players": [{"id", "name"}, ...], "online_more": N}`.
 
     At most `limit` names (alphabetical); `online_more` counts the other named players.
     Anonymous sockets (scripts without the cookie) and banned players count only in `online`.
     """
-    named = Player.objects.filter(
-        pk__in=Connection.objects.filter(_online(), player__isnull=False).values("player_id"), banned=False
-    )
+    sockets = Connection.objects.filter(_online(), player__isnull=False, room=room)
+    named = Player.objects.filter(pk__in=sockets.values("player_id"), banned=False)
     shown = list(named.order_by("name_key").values("id", "name")[:limit])
     more = named.count() - len(shown) if len(shown) == limit else 0
     return {
@@ -110,18 +175,28 @@ def online_players(limit: int = ONLINE_NAMES) -> dict:
     }
 
 
-def leaderboard() -> dict:
-    """The board: the top BOARD_SIZE players by kills (ties: who got there first) and how many rank.
+def leaderboard(room: Room | None = None) -> dict:
+    """The world's board: the top BOARD_SIZE players by kills (ties: who got there first) and how many rank.
 
-    A player ranks after a minimum of play (`_ranked`); banned players never do.
+    On the public board a player ranks after a minimum of play (`_ranked`); a room's board
+    counts its own kills, from the first (its host decides who plays). Banned players never rank.
     """
-    top = _ranked().values("id", "name", "kills")[:BOARD_SIZE]
+    if room is None:
+        top = _ranked().values("id", "name", "kills")[:BOARD_SIZE]
+        ranked = _ranked().count()
+    else:
+        scores = _room_ranked(room)
+        top = [
+            {"id": row["player_id"], "name": row["player__name"], "kills": row["kills"]}
+            for row in scores.values("player_id", "player__name", "kills")[:BOARD_SIZE]
+        ]
+        ranked = scores.count()
     return {
         "top": [
             {"rank": rank, "id": str(row["id"]), "name": row["name"], "kills": row["kills"]}
             for rank, row in enumerate(top, 1)
         ],
-        "players": _ranked().count(),
+        "players": ranked,
     }
 
 
@@ -129,28 +204,34 @@ def player(player_id) -> Player | None:
     return Player.objects.filter(pk=player_id).first()
 
 
-def me(player_id) -> dict | None:
-    """The player as they see themself: `{"id", "name", "kills", "rank", "banned"}`, or None."""
+def me(player_id, room: Room | None = None) -> dict | None:
+    """The player as they see themself in the world: `{"id", "name", "kills", "rank", "banned"}`, or None."""
     player = Player.objects.filter(pk=player_id).first() if player_id else None
     if player is None:
         return None
+    score = player if room is None else Score.objects.filter(room=room, player=player).first()
     return {
         "id": str(player.pk),
         "name": player.name,
-        "kills": player.kills,
-        "rank": rank(player),
+        "kills": score.kills if score else 0,
+        "rank": rank(player, room) if score else None,
         "banned": player.banned,
     }
 
 
-def rank(player: Player) -> int | None:
-    """The player's place on the whole board (1 is first), None when not on it."""
-    if not _ranked().filter(pk=player.pk).exists():
+def rank(player: Player, room: Room | None = None) -> int | None:
+    """The player's place on the world's whole board (1 is first), None when not on it."""
+    if room is None:
+        score = player if _ranked().filter(pk=player.pk).exists() else None
+    else:
+        score = Score.objects.filter(room=room, player=player).first()
+    if player.banned or score is None or not score.kills:
         return None
-    kills, at = player.kills, player.scored_at
-    tied = Q(kills=kills) & (Q(scored_at__lt=at) | Q(scored_at=at, id__lt=player.pk))
+    kills, at, key = score.kills, score.scored_at, score.pk
+    tied = Q(kills=kills) & (Q(scored_at__lt=at) | Q(scored_at=at, id__lt=key))
     ahead = Q(kills__gt=kills) | tied
-    return _ranked().filter(ahead).count() + 1
+    ranked = _ranked() if room is None else _room_ranked(room)
+    return ranked.filter(ahead).count() + 1
 
 
 def _ranked():
@@ -164,6 +245,12 @@ def _ranked():
     return Player.objects.filter(
         kills__gte=max(1, settings.VIRUS_RANK_MIN_KILLS), created_at__lte=joined_before, banned=False
     ).order_by("-kills", "scored_at", "id")
+
+
+def _room_ranked(room: Room):
+    return Score.objects.filter(room=room, kills__gt=0, player__banned=False).order_by(
+        "-kills", "scored_at", "id"
+    )
 
 
 def _online() -> Q:

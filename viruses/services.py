@@ -1,10 +1,15 @@
-"""The only writers: viruses and players (pushing is not their job: the signals do it on
-commit) and the `Connection` rows that say who is online."""
+"""The only writers: rooms, viruses and players (pushing is not their job: the signals do it
+on commit) and the `Connection` rows that say who is online.
 
+Every virus writer takes a world: `room=None` is the public world, a `Room` its own.
+"""
+
+import contextlib
 import math
 import random
 import uuid
 from collections import defaultdict
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
@@ -12,8 +17,17 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import names, players
-from .errors import AliveCapReached, BadName, GameError, NameTaken, PlayerBanned, VirusNotFound
-from .models import ChangeCounter, Connection, Player, Virus
+from .errors import (
+    AliveCapReached,
+    BadName,
+    GameError,
+    NameTaken,
+    NotHost,
+    PlayerBanned,
+    RoomNotFound,
+    VirusNotFound,
+)
+from .models import ChangeCounter, Connection, Player, Room, RoomGone, Score, Virus
 from .selectors import stale_before
 
 MARGIN = 6  # percent kept free at the playground's edges, so no virus is cut off
@@ -27,9 +41,14 @@ Actor = Player | uuid.UUID | str | None  # who acts: a player (or its id), None 
 
 
 def virus_create(
-    *, kind: int | None = None, x: float | None = None, y: float | None = None, by: Actor = None
+    *,
+    kind: int | None = None,
+    x: float | None = None,
+    y: float | None = None,
+    by: Actor = None,
+    room: Room | None = None,
 ) -> Virus:
-    """Create one virus, placed and drawn by the server unless told otherwise.
+    """Create one virus in `room` (None: the public world), placed and drawn by the server unless told.
 
     `by` is the player who released it (None: the spawner, the admin); a banned player is refused.
     """
@@ -40,14 +59,15 @@ def virus_create(
         # constraint. The server's own choices are in range by construction.
         sample = Virus(kind=kind, x=_coordinate() if x is None else x, y=_coordinate() if y is None else y)
         sample.full_clean(validate_unique=False)  # the id is a fresh uuid4
-    with ChangeCounter.locked():  # count-then-insert is then atomic across processes
+    with _world_locked(room):  # count-then-insert is then atomic across processes
         player = _actor(by)
-        alive = _alive_positions() if x is None and y is None else None  # only to place it
-        if (_alive_count() if alive is None else len(alive)) >= settings.VIRUS_MAX_ALIVE:
+        alive = _alive_positions(room) if x is None and y is None else None  # only to place it
+        if (_alive_count(room) if alive is None else len(alive)) >= settings.VIRUS_MAX_ALIVE:
             raise AliveCapReached(f"the playground is full ({settings.VIRUS_MAX_ALIVE} viruses)")
         if alive is not None:
             x, y = place(alive)
-        virus = Virus(kind=kind, x=_coordinate() if x is None else x, y=_coordinate() if y is None else y)
+        x, y = _coordinate() if x is None else x, _coordinate() if y is None else y
+        virus = Virus(kind=kind, x=x, y=y, room=room)
         virus.by = player  # read by the post_save receiver for the push's "by"
         virus.save(force_insert=True)
     return virus
@@ -82,25 +102,44 @@ def _coordinate() -> float:
     return round(random.uniform(MARGIN, 100 - MARGIN), 2)
 
 
-def virus_kill(*, virus_id: uuid.UUID | str, by: Actor = None) -> None:
-    """Kill one virus and credit `by` with it; a second kill of the same virus raises `VirusNotFound`.
+def virus_kill(*, virus_id: uuid.UUID | str, by: Actor = None, room: Room | None = None) -> None:
+    """Kill one virus of `room` and credit `by` with it on that world's board; a second kill of
+    the same virus, or a virus of another world, raises `VirusNotFound`.
 
     The delete and the credit commit together, so of two players racing for one virus
     exactly one scores.
     """
     # Under the counter lock a racing kill waits, then finds nothing: exactly one
     # post_delete, so exactly one `virus.killed` push and one credit.
-    with ChangeCounter.locked():
+    with _world_locked(room):
         player = _actor(by)
         virus = _get(Virus, virus_id)
-        if virus is None:
+        if virus is None or virus.room_id != (None if room is None else room.pk):
             raise VirusNotFound("no such virus (already killed?)")
+        virus.room = room  # the instance at hand: the receiver needs the room's group, not a query
         virus.by = player  # read by the post_delete receiver for the push's "by"
         virus.delete()
         if player is not None:
-            player.kills += 1
-            player.scored_at = timezone.now()
-            player.save(update_fields=["kills", "scored_at"])
+            _credit(player, room)
+
+
+def _credit(player: Player, room: Room | None) -> None:
+    score = player if room is None else Score.objects.get_or_create(room=room, player=player)[0]
+    score.kills += 1
+    score.scored_at = timezone.now()
+    score.save(update_fields=["kills", "scored_at"])
+
+
+@contextlib.contextmanager
+def _world_locked(room: Room | None):
+    """`ChangeCounter.locked(room)`; a room removed meanwhile is not found (404)."""
+    try:
+        with ChangeCounter.locked(room):
+            if room is not None:
+                Room.objects.filter(pk=room.pk).update(last_activity=timezone.now())
+            yield
+    except RoomGone:
+        raise RoomNotFound("no such room (it may have expired)") from None
 
 
 def _actor(by: Actor) -> Player | None:
@@ -148,18 +187,89 @@ def _get(model, pk):
     return model.from_db(db.alias, [field.attname for field in fields], values)
 
 
-def _alive_positions() -> list[tuple[float, float]]:
+def _alive_positions(room: Room | None) -> list[tuple[float, float]]:
     quote, meta = connection.ops.quote_name, Virus._meta
     x, y = (quote(meta.get_field(name).column) for name in ("x", "y"))
+    where, params = _in_world(room)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {x}, {y} FROM {quote(meta.db_table)}")
+        cursor.execute(f"SELECT {x}, {y} FROM {quote(meta.db_table)} WHERE {where}", params)
         return cursor.fetchall()
 
 
-def _alive_count() -> int:
+def _alive_count(room: Room | None) -> int:
+    where, params = _in_world(room)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(Virus._meta.db_table)}")
+        cursor.execute(
+            f"SELECT COUNT(*) FROM {connection.ops.quote_name(Virus._meta.db_table)} WHERE {where}", params
+        )
         return cursor.fetchone()[0]
+
+
+def _in_world(room: Room | None) -> tuple[str, list]:
+    column = connection.ops.quote_name(Virus._meta.get_field("room").column)
+    return (f"{column} IS NULL", []) if room is None else (f"{column} = %s", [room.pk])
+
+
+def room_create(*, host: Actor, name=None) -> Room:
+    """Create a room hosted by player `host`; an empty or missing `name` gets a generated one.
+
+    `BadName` (400) for an invalid name, `PlayerBanned` (403) for a banned host.
+    """
+    name = (
+        players.generated_room_name()
+        if name is None or (isinstance(name, str) and not name.strip())
+        else name
+    )
+    try:
+        name = names.clean(name, max_length=Room.NAME_MAX)
+    except names.InvalidName as exc:
+        raise BadName(str(exc)) from None
+    player = _actor(host)
+    if player is None:
+        raise GameError("a room needs a host: open the game page first")
+    for _ in range(20):
+        try:
+            with transaction.atomic():
+                room = Room.objects.create(
+                    code=Room.new_code(), name=name, host=player, last_activity=timezone.now()
+                )
+                ChangeCounter.objects.create(room=room)
+                return room
+        except IntegrityError:  # the code was taken (31**5 codes: rare until there are many rooms)
+            continue
+    raise GameError("could not find a free room code, try again")
+
+
+def room_set_locked(*, room: Room, by: Actor, locked: bool) -> Room:
+    """Lock or unlock `room` (no new players while locked); only its host may."""
+    if (
+        by is None
+        or room.host_id is None
+        or str(room.host_id) != str(by.pk if isinstance(by, Player) else by)
+    ):
+        raise NotHost("only the room's host may do that")
+    room.locked = locked
+    room.save(update_fields=["locked"])
+    return room
+
+
+def rooms_prune(*, idle_hours: int) -> list[str]:
+    """Remove rooms with no socket online and no change, join or leave for `idle_hours`; return the codes."""
+    idle = Room.objects.filter(last_activity__lt=timezone.now() - timedelta(hours=idle_hours)).exclude(
+        pk__in=Connection.objects.filter(last_seen__gte=stale_before(), room__isnull=False).values("room_id")
+    )
+    codes = []
+    for room in idle:
+        with transaction.atomic():
+            room.delete()  # its viruses, counter, scores and stale connection rows go with it
+        codes.append(room.code)
+    return codes
+
+
+def room_join(*, room: Room, player_id) -> None:
+    """Record that a player joined `room`: a locked room lets them back in (a row with no kill yet)."""
+    if player_id is not None and Player.objects.filter(pk=player_id).exists():
+        Score.objects.get_or_create(room=room, player_id=player_id)
 
 
 def player_create() -> Player:
@@ -216,7 +326,8 @@ def players_set_banned(*, player_ids, banned: bool) -> int:
 def connections_open(*, server: str, sockets: list[dict]) -> None:
     """Record open WebSockets of `server` (admin: who is online, on which server, as whom), in one INSERT.
 
-    `sockets`: dicts of `channel_name`, `client_address`, `user_agent` and maybe `player_id`.
+    `sockets`: dicts of `channel_name`, `client_address`, `user_agent` and maybe `player_id`
+    and `room_id` (None: the public world).
     """
     now = timezone.now()
     wanted = {socket.get("player_id") for socket in sockets} - {None}
@@ -229,14 +340,24 @@ def connections_open(*, server: str, sockets: list[dict]) -> None:
             client_address=socket["client_address"][:64],
             user_agent=socket["user_agent"][:255],
             player_id=socket.get("player_id") if str(socket.get("player_id")) in known else None,
+            room_id=socket.get("room_id"),
             last_seen=now,
         )
         for socket in sockets
     )
+    _rooms_active({socket.get("room_id") for socket in sockets})
+
+
+def _rooms_active(room_ids: set) -> None:
+    """A join or leave keeps a room from being pruned as idle."""
+    if room_ids := room_ids - {None}:
+        Room.objects.filter(pk__in=room_ids).update(last_activity=timezone.now())
 
 
 def connections_close(*, channel_names: list[str]) -> None:
-    Connection.objects.filter(channel_name__in=channel_names).delete()
+    closing = Connection.objects.filter(channel_name__in=channel_names)
+    _rooms_active(set(closing.exclude(room=None).values_list("room_id", flat=True)))
+    closing.delete()
 
 
 def connections_close_server(*, server: str) -> None:
@@ -244,14 +365,15 @@ def connections_close_server(*, server: str) -> None:
     Connection.objects.filter(server=server).delete()
 
 
-def connections_heartbeat(*, server: str, channel_names: list[str]) -> list[str]:
-    """Refresh the rows of `server`'s open sockets, reap stale rows; return the reaped channels.
+def connections_heartbeat(*, server: str, channel_names: list[str]) -> dict[str, str | None]:
+    """Refresh the rows of `server`'s open sockets, reap stale rows; return the reaped channels
+    and the code of each one's room (None: the public world).
 
     Only open sockets are refreshed: a row whose delete failed (database briefly down) goes
     stale like a dead server's.
     """
     Connection.objects.filter(server=server, channel_name__in=channel_names).update(last_seen=timezone.now())
     stale = Connection.objects.filter(last_seen__lt=stale_before())
-    reaped = list(stale.values_list("channel_name", flat=True))
-    stale.filter(channel_name__in=reaped).delete()
+    reaped = dict(stale.values_list("channel_name", "room__code"))
+    stale.filter(channel_name__in=list(reaped)).delete()
     return reaped

@@ -3,7 +3,8 @@
 Each virus receiver numbers the change and builds its message while the row (or, for
 deletes, the instance) is still at hand, then hands it to `on_commit`: a rolled-back change
 is never pushed, and its seq number is rolled back with it. Player changes carry no seq:
-they ask for a coalesced leaderboard push on commit.
+they ask for a coalesced leaderboard push on commit. Each change counts and is pushed in its
+own world: the public one (room None) or its room, on that room's counter and group.
 """
 
 from functools import partial
@@ -13,7 +14,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from . import broadcast, leaderboard, messages
-from .models import ChangeCounter, Player, Virus
+from .models import ChangeCounter, Player, Score, Virus
 
 
 @receiver(post_save, sender=Virus, dispatch_uid="push_virus_created")
@@ -21,17 +22,28 @@ def push_virus_created(sender, instance, created, raw=False, using=None, **kwarg
     # Viruses never move or change kind once created; only creation is news.
     if raw or not created:
         return
-    seq = ChangeCounter.advance()
+    seq = ChangeCounter.advance(instance.room_id)
+    if seq is None:  # a room removed meanwhile: its viruses go with it
+        return
     by = messages.player_json(instance.by)
     event = messages.created_event(seq=seq, virus=messages.virus_json(instance), by=by)
-    transaction.on_commit(partial(broadcast.push, event), using=using)
+    _push_on_commit(instance, event, using)
 
 
 @receiver(post_delete, sender=Virus, dispatch_uid="push_virus_killed")
 def push_virus_killed(sender, instance, using=None, **kwargs):
-    seq = ChangeCounter.advance()
+    seq = ChangeCounter.advance(instance.room_id)
+    if seq is None:  # the room is being removed with its counter: nobody is left to tell
+        return
     event = messages.killed_event(seq=seq, virus_id=str(instance.id), by=messages.player_json(instance.by))
-    transaction.on_commit(partial(broadcast.push, event), using=using)
+    _push_on_commit(instance, event, using)
+
+
+def _push_on_commit(virus: Virus, event: dict, using) -> None:
+    if virus.room_id is None:
+        transaction.on_commit(partial(broadcast.push, event), using=using)
+    else:
+        transaction.on_commit(partial(broadcast.push, event, virus.room.group), using=using)
 
 
 @receiver(post_save, sender=Player, dispatch_uid="push_leaderboard_on_save")
@@ -42,3 +54,16 @@ def push_leaderboard(sender, instance, created=False, raw=False, using=None, **k
     if raw or created:
         return
     transaction.on_commit(leaderboard.changed, using=using)
+    update_fields = kwargs.get("update_fields")
+    if update_fields is None or {"name", "banned"} & set(update_fields):
+        # Shown on the boards of the rooms they played in too (a public kill is not).
+        for room in Score.objects.filter(player=instance).select_related("room"):
+            transaction.on_commit(partial(leaderboard.changed, room.room), using=using)
+
+
+@receiver(post_save, sender=Score, dispatch_uid="push_room_leaderboard")
+def push_room_leaderboard(sender, instance, created=False, raw=False, using=None, **kwargs):
+    # A kill credited in a room; a new row is a player joining, not yet on the board.
+    if raw or created:
+        return
+    transaction.on_commit(partial(leaderboard.changed, instance.room), using=using)

@@ -16,7 +16,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from viruses.guards import idempotency, ratelimit
 
 from . import access, actions, errors, messages, players, selectors, services, serving
-from .errors import TooManyPlayers
+from .errors import RoomNotFound, TooManyPlayers
 from .http import allow, client_address, error, json_errors
 from .logs import kv
 
@@ -57,7 +57,18 @@ def with_player_cookie(view):
 @ensure_csrf_cookie
 @allow("GET")
 @with_player_cookie
-def index(request):
+def index(request, code: str | None = None):
+    """The game page: of the public world at `/`, of a room at `/r/<code>/` (a friendly 404 if none)."""
+    room = None
+    if code is not None:
+        try:
+            room = selectors.room(code)
+        except RoomNotFound:
+            logger.info(kv("http.room_not_found", path=request.path[:64]))
+            return render(request, "viruses/room_not_found.html", status=404)
+        except DatabaseError as exc:
+            logger.error(kv("http.error", method="GET", path=request.path, error="database", detail=exc))
+            return render(request, "viruses/room_not_found.html", {"unavailable": True}, status=503)
     # The first visit makes the player, so the page shows their name from the start.
     try:
         player = player_of(request)
@@ -66,20 +77,26 @@ def index(request):
     except DatabaseError as exc:  # the page still loads; the socket retries until the database is back
         logger.error(kv("http.error", method=request.method, path=request.path, error="database", detail=exc))
         player = None
-    return render(request, "viruses/index.html", {"player": player})
+    return render(request, "viruses/index.html", {"player": player, "room": room})
+
+
+def _world(code: str | None):
+    """The world of a URL: None (the public one) without a code, else its room (404 if unknown)."""
+    return None if code is None else selectors.room(code)
 
 
 @allow("GET", "POST")
 @json_errors
-def virus_collection(request):
+def virus_collection(request, code: str | None = None):
+    room = _world(code)
     if request.method != "POST":  # GET or HEAD
         actions.take_token("snapshot", client_address(request))
-        seq, viruses = selectors.virus_state()
+        seq, viruses = selectors.virus_state(room)
         return JsonResponse({"seq": seq, "viruses": viruses})
     address, player = client_address(request), players.from_request(request)
 
     def create() -> idempotency.Answer:
-        return 201, messages.virus_json(actions.create(address=address, by=player))
+        return 201, messages.virus_json(actions.create(address=address, by=player, room=room))
 
     key = idempotency_key(request)
     status, virus = idempotency.once(key, action="create", address=address, player=player, act=create)
@@ -88,11 +105,12 @@ def virus_collection(request):
 
 @allow("DELETE")
 @json_errors
-def virus_detail(request, virus_id: str):
+def virus_detail(request, virus_id: str, code: str | None = None):
+    room = _world(code)
     address, player = client_address(request), players.from_request(request)
 
     def kill() -> idempotency.Answer:
-        actions.kill(virus_id=virus_id, address=address, by=player)
+        actions.kill(virus_id=virus_id, address=address, by=player, room=room)
         return 204, None
 
     action = f"kill {actions.parse_id(virus_id)}"
@@ -119,9 +137,38 @@ def me(request):
 
 @allow("GET")
 @json_errors
-def leaderboard(request):
-    """The board, plus where this browser's player stands (`"me"`, null without a player)."""
-    return JsonResponse({**selectors.leaderboard(), "me": selectors.me(players.from_request(request))})
+def leaderboard(request, code: str | None = None):
+    """The world's board, plus where this browser's player stands (`"me"`, null without a player)."""
+    room = _world(code)
+    me = selectors.me(players.from_request(request), room)
+    return JsonResponse({**selectors.leaderboard(room), "me": me})
+
+
+@allow("POST")
+@json_errors
+def room_collection(request):
+    """Create a room (`{"name": ...}`, optional) hosted by this browser's player: 201 Room."""
+    host = selectors.player(players.from_request(request)) if players.from_request(request) else None
+    if host is None:
+        raise errors.NoPlayer("a room needs a host: open the game page first (it gives you a player)")
+    room = actions.create_room(
+        host=host, name=_json_body(request).get("name"), address=client_address(request)
+    )
+    logger.info(kv("room.created", room=room.code, host=host.pk, client=client_address(request)))
+    return JsonResponse(selectors.room_json(room, online=0, alive=0), status=201)
+
+
+@allow("GET", "PATCH")
+@json_errors
+def room_detail(request, code: str):
+    """The room; PATCH `{"locked": true|false}` by its host locks or unlocks it."""
+    room = selectors.room(code)
+    if request.method == "PATCH":
+        locked = _json_body(request).get("locked")
+        if not isinstance(locked, bool):
+            raise errors.BadRequest('the body must be {"locked": true} or {"locked": false}')
+        room = services.room_set_locked(room=room, by=players.from_request(request), locked=locked)
+    return JsonResponse(selectors.room_json(room))
 
 
 def _json_body(request) -> dict:

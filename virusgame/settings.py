@@ -295,6 +295,16 @@ VIRUS_NEW_PLAYER_BURST = env_int("VIRUS_NEW_PLAYER_BURST", 60)
 # first visit: players minted in bulk cannot fill the board at once (viruses/selectors.py).
 VIRUS_RANK_MIN_KILLS = env_int("VIRUS_RANK_MIN_KILLS", 10)
 VIRUS_RANK_MIN_SECONDS = env_int("VIRUS_RANK_MIN_SECONDS", 300)
+# New rooms per player, and per client address (a school's teachers share one): per minute
+# sustained, and at once. The defaults let a teacher open a room for each of several classes.
+VIRUS_ROOM_CREATE_RATE = env_int("VIRUS_ROOM_CREATE_RATE", 5)
+VIRUS_ROOM_CREATE_BURST = env_int("VIRUS_ROOM_CREATE_BURST", 10)
+VIRUS_ROOM_ADDRESS_RATE = env_int("VIRUS_ROOM_ADDRESS_RATE", 20)
+VIRUS_ROOM_ADDRESS_BURST = env_int("VIRUS_ROOM_ADDRESS_BURST", 30)
+# Open sockets per room (all nodes together); more are closed with 4409 "room full".
+VIRUS_ROOM_MAX_PLAYERS = env_int("VIRUS_ROOM_MAX_PLAYERS", 100)
+# A room with no socket and no change for this long is removed by `manage.py prune_rooms`.
+VIRUS_ROOM_IDLE_HOURS = env_int("VIRUS_ROOM_IDLE_HOURS", 24)
 # Seconds between a server's presence heartbeats; its sockets stop counting as online
 # 3 heartbeats after it dies (SIGKILL, power loss) and its group memberships are dropped.
 VIRUS_PRESENCE_HEARTBEAT = env_int("VIRUS_PRESENCE_HEARTBEAT", 15)

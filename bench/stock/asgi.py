@@ -31,10 +31,10 @@ def _event(kind: str, message: dict) -> dict:
     return {"type": kind, "message": message}
 
 
-async def apush(event: dict) -> bool:
+async def apush(event: dict, group: str = broadcast.GROUP) -> bool:
     """A stock push: `group_send` of the dict event (the project's logs read its text)."""
     try:
-        await get_channel_layer().group_send(broadcast.GROUP, event)
+        await get_channel_layer().group_send(group, event)
     except Exception:
         return False
     return True

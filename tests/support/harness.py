@@ -126,11 +126,15 @@ class Client:
 
 
 @asynccontextmanager
-async def player(server: GameServer, *, origin: str | None = None, api: Api | None = None):
-    """Connect a WebSocket player and read its snapshot; with `api`, as that browser (its cookies)."""
+async def player(
+    server: GameServer, *, origin: str | None = None, api: Api | None = None, path: str | None = None
+):
+    """Connect a WebSocket player and read its snapshot; with `api`, as that browser (its cookies);
+    `path`: another socket than the public world's (a room's, `/ws/rooms/<code>/`)."""
     headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in api.client.cookies.items())} if api else None
+    url = server.ws_url if path is None else "ws" + server.url.removeprefix("http") + path
     async with websockets.connect(
-        server.ws_url, origin=origin or server.url, max_size=None, additional_headers=headers
+        url, origin=origin or server.url, max_size=None, additional_headers=headers
     ) as ws:
         client = Client(ws)
         first = await client.recv()

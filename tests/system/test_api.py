@@ -5,6 +5,7 @@ import uuid
 import pytest
 from django.test import Client
 
+from tests.support import inprocess
 from viruses import services
 from viruses.models import Virus
 
@@ -13,13 +14,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def browser():
-    """A client that enforces CSRF like a real browser session would meet it."""
-    # A fresh client address per test: rate-limit counters live in a shared cache (Redis).
-    client = Client(enforce_csrf_checks=True, REMOTE_ADDR=f"test-{uuid.uuid4().hex[:12]}")
-    page = client.get("/")
-    assert page.status_code == 200
-    client.token = page.cookies["csrftoken"].value
-    return client
+    return inprocess.browser()
 
 
 def post(client, path="/api/viruses/"):

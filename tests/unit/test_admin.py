@@ -11,7 +11,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from viruses import services
-from viruses.models import Connection, Virus
+from viruses.models import Connection, Room, Virus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -193,3 +193,18 @@ async def board_names(pushes) -> list[str]:
     while (message := await pushes.receive())["type"] != "leaderboard":
         pass
     return [entry["name"] for entry in message["top"]]
+
+
+def test_rooms_are_listed_found_by_code_in_any_case_and_their_viruses_deleted_in_their_room(admin_client):
+    room = services.room_create(host=services.player_create(), name="Class 4B")
+    virus = services.virus_create(room=room)
+    listing = admin_client.get("/admin/viruses/room/", {"q": room.code.lower()}).content.decode()
+    assert room.code in listing and "Class 4B" in listing
+    response = admin_client.post(
+        "/admin/viruses/virus/",
+        {"action": "delete_selected", "_selected_action": [str(virus.id)], "post": "yes"},
+    )
+    assert response.status_code == 302 and not Virus.objects.exists()
+    response = admin_client.post(f"/admin/viruses/room/{room.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Room.objects.exists()

@@ -6,6 +6,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from tests.support.inprocess import next_of
 from viruses import names, services
 from viruses.live.consumers import MAX_MESSAGE_BYTES, flood_limit
 from viruses.models import Connection
@@ -22,15 +23,6 @@ async def connected(origin: bytes = b"http://localhost") -> WebsocketCommunicato
     accepted, _ = await communicator.connect()
     assert accepted
     return communicator
-
-
-async def next_of(communicator, kind: str, timeout: float = 3) -> dict:
-    """Return the next message of this type, skipping presence updates."""
-    while True:
-        message = await communicator.receive_json_from(timeout)
-        if message["type"] == kind:
-            return message
-        assert message["type"] == "presence", message
 
 
 async def test_snapshot_comes_first_with_viruses_seq_and_online():

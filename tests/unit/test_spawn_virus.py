@@ -81,3 +81,31 @@ def test_spread_gives_each_creation_its_own_equal_slice_of_the_window():
         spaced = moments(3, 55)
         assert all(i * 55 / 3 <= moment < (i + 1) * 55 / 3 for i, moment in enumerate(spaced))
     assert moments(1, 0) == [0.0]
+
+
+def test_room_spawns_in_that_room_alone_and_an_unknown_code_fails():
+    from viruses import services
+
+    room = services.room_create(host=services.player_create(), name="Biology Class")
+    output = spawn("--room", room.code.lower(), "--count", "2")
+    assert output.count(f"in room {room.code}") == 2
+    assert Virus.objects.filter(room=room).count() == 2 and Virus.objects.count() == 2
+    with pytest.raises(CommandError, match="no such room"):
+        spawn("--room", "ZZZZZ")
+
+
+def test_all_rooms_spawns_in_the_public_room_and_each_room_with_someone_online():
+    from viruses import services
+
+    host = services.player_create()
+    used, empty = (services.room_create(host=host, name=name) for name in ("Used", "Empty"))
+    services.connections_open(
+        server="here:1:a",
+        sockets=[
+            {"channel_name": "c.1", "client_address": "203.0.113.1", "user_agent": "t", "room_id": used.pk}
+        ],
+    )
+    spawn("--all-rooms", "--count", "2", "--spread", "0.2")
+    assert Virus.objects.filter(room=None).count() == 2
+    assert Virus.objects.filter(room=used).count() == 2
+    assert not Virus.objects.filter(room=empty).exists()

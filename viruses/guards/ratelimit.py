@@ -11,7 +11,10 @@ fixed windows. Buckets:
   (VIRUS_SNAPSHOT_RATE per second, VIRUS_SNAPSHOT_BURST at once);
 - "rename": renames, per player (VIRUS_RENAME_RATE per minute, VIRUS_RENAME_BURST at once);
 - "player": new players, per client address (VIRUS_NEW_PLAYER_RATE per minute,
-  VIRUS_NEW_PLAYER_BURST at once), so that cookie-less requests cannot fill the table.
+  VIRUS_NEW_PLAYER_BURST at once), so that cookie-less requests cannot fill the table;
+- "room" and "room_address": new rooms, per player (VIRUS_ROOM_CREATE_RATE per minute,
+  VIRUS_ROOM_CREATE_BURST at once) and per client address (VIRUS_ROOM_ADDRESS_RATE,
+  VIRUS_ROOM_ADDRESS_BURST).
 
 A rate of 0 turns a bucket off. Without REDIS_URL the buckets live in this process.
 """
@@ -60,6 +63,10 @@ def limits(bucket: str) -> tuple[float, int]:
         return settings.VIRUS_RENAME_RATE / 60, settings.VIRUS_RENAME_BURST
     if bucket == "player":
         return settings.VIRUS_NEW_PLAYER_RATE / 60, settings.VIRUS_NEW_PLAYER_BURST
+    if bucket == "room":
+        return settings.VIRUS_ROOM_CREATE_RATE / 60, settings.VIRUS_ROOM_CREATE_BURST
+    if bucket == "room_address":
+        return settings.VIRUS_ROOM_ADDRESS_RATE / 60, settings.VIRUS_ROOM_ADDRESS_BURST
     raise ValueError(f"unknown rate-limit bucket {bucket!r}")
 
 

@@ -1,4 +1,4 @@
-"""The WebSocket end of the data path: one consumer per open browser tab."""
+"""The WebSocket end of the data path: one consumer per open browser tab, in the public world or a room."""
 
 import logging
 import math
@@ -6,12 +6,13 @@ import time
 from functools import partial
 
 from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from viruses import actions, broadcast, errors, messages, metrics, players, selectors
+from viruses import actions, broadcast, errors, messages, metrics, players, selectors, services
 from viruses.guards import admission, idempotency, penalty, ratelimit
 from viruses.logs import kv
 
@@ -27,6 +28,8 @@ FLOOD_MESSAGES = 20  # client messages allowed per FLOOD_WINDOW seconds, besides
 FLOOD_WINDOW = 10.0
 # What an outage of the database or the channel layer (Redis) raises in a consumer.
 UNAVAILABLE = (DatabaseError, RedisError, OSError)
+# A room's refusals (docs/architecture.md): no such room, locked for this player, full.
+ROOM_CLOSES = {"unknown": 4404, "locked": 4403, "full": 4409}
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,11 @@ class VirusConsumer(AsyncWebsocketConsumer):
         self.joined = False  # in the group and counted online
         self.closing = False
         self.fastlane = False  # group events go straight from the layer's reader (fanout.py)
+        self.room = None  # the socket's world: None is the public one (RoomConsumer sets its room)
+
+    @property
+    def group(self) -> str:
+        return broadcast.group_of(self.room)
 
     async def __call__(self, scope, receive, send):
         self.socket = Socket(scope, send, on_abuse=penalty.box().strike)
@@ -90,10 +98,12 @@ class VirusConsumer(AsyncWebsocketConsumer):
             logger.warning(kv("ws.refused", reason="snapshots_per_address", client=address))
             penalty.box().hold(address, wait)
             return
+        if not await self.enter_world():
+            return
         self.opened_at = time.monotonic()
         # Join before reading the snapshot: a change committed in between is then both
         # in the snapshot and queued for us, and the client drops the duplicate by seq.
-        await self.channel_layer.group_add(broadcast.GROUP, self.channel_name)
+        await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         self.joined = True
         await server_presence.join(
@@ -101,12 +111,24 @@ class VirusConsumer(AsyncWebsocketConsumer):
             client_address=address,
             user_agent=header(self.scope, b"user-agent"),
             player_id=self.player_id,
+            room=self.room,
         )
         await self.send_snapshot()
         drain.opened(self)
         logger.info(
-            kv("ws.connect", channel=self.channel_name, client=address, server=SERVER, fastlane=self.fastlane)
+            kv(
+                "ws.connect",
+                channel=self.channel_name,
+                client=address,
+                server=SERVER,
+                fastlane=self.fastlane,
+                **({} if self.room is None else {"room": self.room.code}),
+            )
         )
+
+    async def enter_world(self) -> bool:
+        """Whether this socket may join its world (the public one always); closed if not."""
+        return True
 
     async def disconnect(self, code):
         if self.opened_at is None:
@@ -154,7 +176,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         except UNAVAILABLE as exc:  # the row then goes stale and is reaped (presence.py)
             logger.warning(kv("ws.leave_failed", channel=self.channel_name, part="database", error=exc))
         try:
-            await self.channel_layer.group_discard(broadcast.GROUP, self.channel_name)
+            await self.channel_layer.group_discard(self.group, self.channel_name)
         except UNAVAILABLE as exc:  # membership then expires (settings: group_expiry)
             logger.warning(kv("ws.leave_failed", channel=self.channel_name, part="channel_layer", error=exc))
 
@@ -216,16 +238,17 @@ class VirusConsumer(AsyncWebsocketConsumer):
 
     async def do(self, action: messages.Action) -> idempotency.Answer:
         if action.type == "create":
-            virus = await actions.acreate(address=self.address, by=self.player_id)
+            virus = await actions.acreate(address=self.address, by=self.player_id, room=self.room)
             return 201, messages.virus_json(virus)
-        await actions.akill(virus_id=action.virus_id, address=self.address, by=self.player_id)
+        await actions.akill(virus_id=action.virus_id, address=self.address, by=self.player_id, room=self.room)
         return 204, None
 
     async def send_snapshot(self) -> None:
         # Off the fastlane meanwhile: events queue behind the snapshot, as on the consumer
         # path, so the client never gets a snapshot older than an event it already has.
         fanout.pause(self.channel_name)
-        await self.send_text((await read_snapshots(self.player_id))[self.player_id])
+        viewer = (self.room, self.player_id)
+        await self.send_text((await read_snapshots(viewer))[viewer])
         if not self.closing:
             self.fastlane = fanout.join(self.channel_layer, self.channel_name, self.socket)
 
@@ -257,6 +280,31 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
 
+class RoomConsumer(VirusConsumer):
+    """The socket of a room (`/ws/rooms/<code>/`): the public socket's messages, in the room's world.
+
+    Unknown or expired code: accepted, then closed with 4404; full (VIRUS_ROOM_MAX_PLAYERS
+    sockets): 4409; locked, for a player neither on its board nor its host: 4403.
+    """
+
+    async def enter_world(self) -> bool:
+        code = self.scope["url_route"]["kwargs"]["code"]
+        try:
+            self.room = await database_sync_to_async(selectors.room)(code)
+        except errors.RoomNotFound:
+            return await self.refuse("unknown", code[:16])
+        refusal = await database_sync_to_async(selectors.room_admits)(self.room, self.player_id)
+        if refusal is not None:
+            return await self.refuse(refusal, self.room.code)
+        await database_sync_to_async(services.room_join)(room=self.room, player_id=self.player_id)
+        return True
+
+    async def refuse(self, reason: str, code: str) -> bool:
+        await self.close_quietly(ROOM_CLOSES[reason])
+        logger.info(kv("ws.refused", reason=f"room_{reason}", room=code, client=self.address))
+        return False
+
+
 def flood_limit() -> int:
     """Client messages allowed per FLOOD_WINDOW before the socket is closed (1008).
 
@@ -269,11 +317,20 @@ def flood_limit() -> int:
     return FLOOD_MESSAGES + 2 * actions_per_window
 
 
-def encoded_snapshots(player_ids: list) -> dict:
-    """One snapshot read for every socket asking at once: its text for each viewer (`me`)."""
-    seq, viruses, online, extra = selectors.snapshot()
-    shared = messages.snapshot(seq=seq, viruses=viruses, online=online, **extra)
-    return {player_id: messages.for_viewer(shared, selectors.me(player_id)) for player_id in set(player_ids)}
+def encoded_snapshots(viewers: list[tuple]) -> dict:
+    """One snapshot read per world for every socket asking at once: its text for each viewer
+    `(room, player_id)` (`me`)."""
+    worlds = {broadcast.group_of(room): room for room, _ in viewers}
+    shared = {}
+    for group, room in worlds.items():
+        seq, viruses, online, extra = selectors.snapshot(room)
+        shared[group] = messages.snapshot(seq=seq, viruses=viruses, online=online, **extra)
+    return {
+        (room, player_id): messages.for_viewer(
+            shared[broadcast.group_of(room)], selectors.me(player_id, room)
+        )
+        for room, player_id in set(viewers)
+    }
 
 
 # Sockets asking at once (a connect storm) share one read, started after each of them asked.

@@ -1,4 +1,4 @@
-"""Who is online: `Connection` rows, a per-server heartbeat, and coalesced presence pushes.
+"""Who is online: `Connection` rows, a per-server heartbeat, and coalesced presence pushes, per world.
 
 Each server process keeps `last_seen` fresh on the rows of its open sockets; rows of a
 server that died (SIGKILL, power loss) go stale, stop counting at once and are reaped by the
@@ -20,13 +20,14 @@ from django.conf import settings
 from viruses import broadcast, messages, metrics, services
 from viruses.guards import admission
 from viruses.logs import kv
-from viruses.selectors import online_count, online_players
+from viruses.models import Room
+from viruses.selectors import online_count, online_counts, online_players
 
 from .coalesce import Coalesced
 
 
-def online_state() -> tuple[int, dict]:
-    return online_count(), online_players()
+def online_state(room=None) -> tuple[int, dict]:
+    return online_count(room), online_players(room=room)
 
 
 SERVER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -40,35 +41,42 @@ class ServerPresence:
 
     def __init__(self):
         self.channels: dict[str, str] = {}  # channel name: client address
+        self.worlds: dict[str, Room | None] = {}  # channel name: its room (None: the public world)
         self._announcer: asyncio.Task | None = None
-        self._changed = False  # a join or leave not yet covered by a count
+        # Worlds (by group) with a join or leave not yet covered by a count.
+        self._changed: dict[str, Room | None] = {}
         # The process is leaving (drain.py) and announces nothing more: its count could
         # reach clients after the count of the node they moved to, and undo it.
         self.leaving = False
         self._heartbeat: asyncio.Task | None = None
-        self._last_announced: int | None = None
+        self._last_announced: dict[str, int] = {}  # by group
         self.refreshed_at: float | None = None  # monotonic time the rows were last known fresh
         # Sockets that come or go at once share one INSERT or DELETE (a connect storm).
         self._open = Coalesced(lambda sockets: services.connections_open(server=SERVER, sockets=sockets))
         self._close = Coalesced(lambda channel_names: services.connections_close(channel_names=channel_names))
 
-    async def join(self, channel_name: str, *, client_address: str, user_agent: str, player_id=None) -> None:
+    async def join(
+        self, channel_name: str, *, client_address: str, user_agent: str, player_id=None, room=None
+    ) -> None:
         await self._open(
             {
                 "channel_name": channel_name,
                 "client_address": client_address,
                 "user_agent": user_agent,
                 "player_id": player_id,
+                "room_id": None if room is None else room.pk,
             }
         )
         self.channels[channel_name] = client_address
+        self.worlds[channel_name] = room
         self._start_heartbeat()
-        self.announce_soon()
+        self.announce_soon(room)
 
     async def leave(self, channel_name: str) -> None:
         self.channels.pop(channel_name, None)  # at once: the heartbeat stops renewing it
+        room = self.worlds.pop(channel_name, None)
         await self._close(channel_name)
-        self.announce_soon()
+        self.announce_soon(room)
 
     def heartbeat_age(self) -> float:
         """Seconds since this process's rows were last known fresh; 0 without sockets."""
@@ -76,10 +84,10 @@ class ServerPresence:
             return 0.0
         return time.monotonic() - self.refreshed_at
 
-    def announce_soon(self) -> None:
+    def announce_soon(self, room=None) -> None:
         if self.leaving:
             return
-        self._changed = True
+        self._changed[broadcast.group_of(room)] = room
         if not _running_here(self._announcer):
             self._announcer = asyncio.get_running_loop().create_task(self._announce())
 
@@ -87,21 +95,23 @@ class ServerPresence:
         # Again while changes came during a count: a join whose row was written after the
         # count began would otherwise never be announced (a reconnect storm after a restart).
         while self._changed:
-            self._changed = False
             await asyncio.sleep(ANNOUNCE_DELAY)
-            await self.announce_now()
+            changed, self._changed = self._changed, {}
+            for room in changed.values():
+                await self.announce_now(room)
 
-    async def announce_now(self) -> None:
-        """Push the online count and names as the database has them now."""
+    async def announce_now(self, room=None) -> None:
+        """Push the world's online count and names as the database has them now."""
         try:
-            online, names = await database_sync_to_async(online_state)()
+            online, names = await database_sync_to_async(online_state)(room)
         except Exception as exc:  # the database is down: the next join, leave or beat retries
             logger.warning(kv("presence.count_failed", error=_describe(exc)))
             return
         if self.leaving:
             return
-        self._last_announced = online
-        await broadcast.apush(messages.presence_event(online=online, **names))
+        group = broadcast.group_of(room)
+        self._last_announced[group] = online
+        await broadcast.apush(messages.presence_event(online=online, **names), group)
 
     def _start_heartbeat(self) -> None:
         if not _running_here(self._heartbeat):
@@ -115,12 +125,12 @@ class ServerPresence:
             try:
                 # Renews group membership (it expires for consumers that crashed), whether
                 # or not the database answers.
-                renewed = list(self.channels)
-                for channel_name in renewed:
-                    await layer.group_add(broadcast.GROUP, channel_name)
+                renewed = {channel: broadcast.group_of(room) for channel, room in self.worlds.items()}
+                for channel_name, group in renewed.items():
+                    await layer.group_add(group, channel_name)
                 # A socket that left meanwhile may have been re-added after its own discard.
-                for channel_name in set(renewed) - self.channels.keys():
-                    await layer.group_discard(broadcast.GROUP, channel_name)
+                for channel_name in renewed.keys() - self.channels.keys():
+                    await layer.group_discard(renewed[channel_name], channel_name)
                 # Places taken under the address cap expire unless renewed (admission.py).
                 await sync_to_async(admission.renew, thread_sensitive=False)(dict(self.channels))
             except Exception as exc:  # Redis is down: its restart emptied the group anyway
@@ -132,12 +142,22 @@ class ServerPresence:
                 self.refreshed_at = time.monotonic()
                 if reaped:
                     logger.info(kv("presence.reaped", connections=len(reaped)))
-                for channel_name in reaped:
-                    await layer.group_discard(broadcast.GROUP, channel_name)
-                if await database_sync_to_async(online_count)() != self._last_announced:
-                    self.announce_soon()
+                for channel_name, code in reaped.items():
+                    await layer.group_discard(
+                        broadcast.GROUP if code is None else Room.group_for(code), channel_name
+                    )
+                await self._recount()
             except Exception as exc:  # retried at the next beat
                 logger.warning(kv("presence.heartbeat_failed", error=_describe(exc)))
+
+    async def _recount(self) -> None:
+        """Announce the worlds of this process's sockets whose count changed unannounced (a reaping)."""
+        rooms = {broadcast.group_of(room): room for room in self.worlds.values()}
+        ids = {None if room is None else room.pk: group for group, room in rooms.items()}
+        counts = await database_sync_to_async(online_counts)(list(ids))
+        for room_id, online in counts.items():
+            if online != self._last_announced.get(ids[room_id]):
+                self.announce_soon(rooms[ids[room_id]])
 
 
 def _describe(exc: Exception) -> str:

@@ -1,4 +1,4 @@
-"""WebSocket routes: the game's socket, and a refusal for every other path."""
+"""WebSocket routes: the game's socket, a room's, and a refusal for every other path."""
 
 import logging
 
@@ -7,7 +7,7 @@ from django.urls import path, re_path
 
 from viruses.logs import kv
 
-from .consumers import VirusConsumer
+from .consumers import RoomConsumer, VirusConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -22,5 +22,6 @@ class NoRoute(AsyncWebsocketConsumer):
 
 websocket_urlpatterns = [
     path("ws/viruses/", VirusConsumer.as_asgi()),
+    path("ws/rooms/<str:code>/", RoomConsumer.as_asgi()),
     re_path(r"", NoRoute.as_asgi()),  # last: every other path
 ]

@@ -5,14 +5,15 @@ from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from viruses import errors, services
+from viruses import errors, selectors, services
 
 
 class Command(BaseCommand):
     help = (
         "Spawn viruses, for cron. With no options: one virus now. --spread S spreads the "
         "--count creations over S seconds, one at a random moment of each equal slice; "
-        "--every S repeats forever."
+        "--every S repeats forever. --room CODE spawns in that room; --all-rooms in the public room "
+        "and every room with someone online, each on its own random schedule."
     )
 
     def add_arguments(self, parser):
@@ -35,8 +36,15 @@ class Command(BaseCommand):
             help="with the same crontab on several nodes: only the first node to start in each "
             "window of this many seconds spawns (a lock in the shared cache)",
         )
+        worlds = parser.add_mutually_exclusive_group()
+        worlds.add_argument("--room", metavar="CODE", help="spawn in this room instead of the public one")
+        worlds.add_argument(
+            "--all-rooms",
+            action="store_true",
+            help="spawn in the public room and in every room with someone online (each its --count)",
+        )
 
-    def handle(self, *args, count, spread, every, once_per, **options):
+    def handle(self, *args, count, spread, every, once_per, room, all_rooms, **options):
         if count < 1:
             raise CommandError("--count must be at least 1")
         if spread < 0 or every < 0:
@@ -44,6 +52,7 @@ class Command(BaseCommand):
         if every and spread > every:
             raise CommandError("--spread cannot be longer than --every")
         self.verbosity = options["verbosity"]
+        self.room_code, self.all_rooms = room, all_rooms
         try:
             self.loop(count, spread, every, once_per)
         except KeyboardInterrupt:
@@ -87,16 +96,38 @@ class Command(BaseCommand):
         self.stdout.write("Another node spawns in this window; skipping.")
         return False
 
+    def worlds(self) -> list:
+        """This round's worlds: the public one (None), one room, or the public one and every room in use."""
+        if self.room_code is not None:
+            try:
+                return [selectors.room(self.room_code)]
+            except errors.RoomNotFound as exc:
+                raise CommandError(f"{exc}: {self.room_code[:16]!r}") from None
+        return [None, *selectors.rooms_online()] if self.all_rooms else [None]
+
     def spawn_round(self, count: int, spread: float) -> None:
         started = time.monotonic()
-        for moment in moments(count, spread):
+        schedule = sorted(
+            (
+                (moment, index, world)
+                for index, world in enumerate(self.worlds())
+                for moment in moments(count, spread)
+            ),
+            key=lambda entry: entry[:2],
+        )
+        full = set()
+        for moment, index, world in schedule:
+            if index in full:
+                continue
             time.sleep(max(0.0, moment - (time.monotonic() - started)))
+            where = "" if world is None else f" in room {world.code}"
             try:
-                virus = services.virus_create()
-            except errors.AliveCapReached as exc:
-                self.stdout.write(f"Not spawned: {exc}.")
-                return
-            self.stdout.write(f"Spawned {virus.id} (kind {virus.kind}) at ({virus.x}, {virus.y}).")
+                virus = services.virus_create(room=world)
+            except (errors.AliveCapReached, errors.RoomNotFound) as exc:
+                self.stdout.write(f"Not spawned{where}: {exc}.")
+                full.add(index)
+                continue
+            self.stdout.write(f"Spawned {virus.id} (kind {virus.kind}) at ({virus.x}, {virus.y}){where}.")
 
 
 def moments(count: int, spread: float) -> list[float]:

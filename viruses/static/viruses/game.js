@@ -19,8 +19,17 @@ import { Sound } from "./sound.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
 
-const API_URL = "/api/viruses/";
-const WS_URL = (location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + "/ws/viruses/";
+// A room's page (/r/<code>/) plays in that room: its API and socket, the same messages.
+const ROOM = document.body.dataset.room || "";
+const API_URL = ROOM ? `/api/rooms/${ROOM}/viruses/` : "/api/viruses/";
+const WS_URL =
+  (location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + (ROOM ? `/ws/rooms/${ROOM}/` : "/ws/viruses/");
+// A room's refusals: reconnecting would only be refused again, so the page says why and stops.
+const ROOM_CLOSES = {
+  4403: "This room is locked: ask its host to unlock it.",
+  4404: "This room no longer exists.",
+  4409: "This room is full.",
+};
 
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
@@ -405,6 +414,13 @@ const socket = {
     ws.addEventListener("close", (event) => {
       if (this.ws !== ws) return;
       this.detach();
+      if (ROOM_CLOSES[event.code]) {
+        this.stopped = true;
+        document.body.dataset.refused = String(event.code);
+        setStatus("closed");
+        showToast(ROOM_CLOSES[event.code]);
+        return;
+      }
       this.scheduleReconnect(event.code === SERVICE_RESTART);
     });
     // "error" is always followed by "close"; nothing to do here.
