@@ -169,8 +169,13 @@ async def test_simultaneous_kills_of_one_virus_answer_204_once_and_push_once(clu
     assert all(r.json()["error"] for r in answers if r.status_code == 404)
 
     truth, _ = await converge([observer], first)
-    await asyncio.sleep(0.5)  # a second push, if there were one, would be here by now
-    kills = [m["id"] for m in observer.changes if m["type"] == "virus.killed"]
+    # A fence: one more change, pushed after every kill was answered. A second push of a
+    # kill, if there were one, was sent before it, so it arrives before the fence does.
+    async with Api(second.url, asynchronous=True) as api:
+        fence = (await api.create()).json()["id"]
+    await wait_for(lambda: fence in observer.viruses, 10, "the fence's push")
+    at = next(i for i, m in enumerate(observer.changes) if m.get("virus", {}).get("id") == fence)
+    kills = [m["id"] for m in observer.changes[:at] if m["type"] == "virus.killed"]
     assert sorted(kills) == sorted(ids)  # exactly one virus.killed per virus
     assert truth == {"seq": 40, "ids": []}
     await observer.stop()
