@@ -12,8 +12,9 @@ import time
 import pytest
 from channels_redis.core import RedisChannelLayer
 
-from tests.support.delivery import Player, api_state, converge, db_scalar, rss_mib, stalled_socket, wait_for
+from tests.support.delivery import Player, api_state, converge, db_scalar, stalled_socket, wait_for
 from tools.servers import Api
+from viruses.logs import parse
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -169,8 +170,13 @@ async def test_simultaneous_kills_of_one_virus_answer_204_once_and_push_once(clu
     assert all(r.json()["error"] for r in answers if r.status_code == 404)
 
     truth, _ = await converge([observer], first)
-    await asyncio.sleep(0.5)  # a second push, if there were one, would be here by now
-    kills = [m["id"] for m in observer.changes if m["type"] == "virus.killed"]
+    # A fence: one more change, pushed after every kill was answered. A second push of a
+    # kill, if there were one, was sent before it, so it arrives before the fence does.
+    async with Api(second.url, asynchronous=True) as api:
+        fence = (await api.create()).json()["id"]
+    await wait_for(lambda: fence in observer.viruses, 10, "the fence's push")
+    at = next(i for i, m in enumerate(observer.changes) if m.get("virus", {}).get("id") == fence)
+    kills = [m["id"] for m in observer.changes[:at] if m["type"] == "virus.killed"]
     assert sorted(kills) == sorted(ids)  # exactly one virus.killed per virus
     assert truth == {"seq": 40, "ids": []}
     await observer.stop()
@@ -250,7 +256,6 @@ async def test_a_client_that_never_reads_is_closed_and_costs_others_nothing(clus
     reader = await Player(server, name="reader").start()
     stalled = stalled_socket(server)
     await wait_for(lambda: reader.online == 2, 10, "both sockets online")
-    baseline = rss_mib(server.process.pid)
 
     # Two things at once: a burst of real changes, and 25 MB of (padded) presence messages
     # that the stalled client would otherwise pile up in the server's memory.
@@ -268,7 +273,6 @@ async def test_a_client_that_never_reads_is_closed_and_costs_others_nothing(clus
         )
     finally:
         await layer.close_pools()
-    grown = rss_mib(server.process.pid) - baseline
     assert spawned(burst) == 300
 
     # The reader lost nothing; the stalled socket was closed and its memory given back.
@@ -277,15 +281,18 @@ async def test_a_client_that_never_reads_is_closed_and_costs_others_nothing(clus
     closed_in = await wait_for(
         lambda: db_scalar(cluster.env, "SELECT COUNT(*) FROM viruses_connection") == 1, 15, "stalled row gone"
     )
-    assert "reason=slow_reader" in server.read_log()
-    assert grown < 10, f"daphne grew {grown:.1f} MB while 25 MB were sent to a client that never reads"
+    # The server's own account of what waited for the stalled client when it closed it: a
+    # bound, because it is the behaviour (what a slow reader may cost: 1 MiB, then one frame).
+    (closed,) = [parse(line) for line in server.read_log().splitlines() if "reason=slow_reader" in line]
+    assert int(closed["backlog"]) <= 1024 * 1024 + len(padded) + 10, closed
     stalled.close()
 
     # When it comes back, it gets a snapshot and is whole again.
     back = await Player(server, name="back").start()
     assert back.state() == await asyncio.to_thread(api_state, server)
     print(
-        f"slow reader: 25 MB pushed at it, daphne RSS +{grown:.1f} MB; closed, row gone in {closed_in:.1f} s"
+        f"slow reader: 25 MB pushed at it, closed with {int(closed['backlog']):,} bytes waiting; "
+        f"row gone in {closed_in:.1f} s"
     )
     await back.stop()
     await reader.stop()

@@ -31,17 +31,16 @@ def private_redis(tmp_path):
     redis.stop()
 
 
-async def refused_with(server, timeout: float = 15) -> tuple[int | None, float]:
-    """Open a WebSocket; return the close code it ends with (None: handshake failed) and when."""
-    started = time.monotonic()
+async def refused_with(server, timeout: float = 15) -> int | None:
+    """Open a WebSocket; return the close code it ends with (None: handshake failed)."""
     try:
         async with websockets.connect(server.ws_url, origin=server.url, open_timeout=timeout) as ws:
             message = await asyncio.wait_for(ws.recv(), timeout)
             raise AssertionError(f"served during the outage: {message[:80]}")
     except websockets.ConnectionClosed as closed:
-        return (closed.rcvd.code if closed.rcvd else None), time.monotonic() - started
+        return closed.rcvd.code if closed.rcvd else None
     except websockets.InvalidStatus as refused:
-        return refused.response.status_code, time.monotonic() - started
+        return refused.response.status_code
 
 
 # 4. Redis outage ---------------------------------------------------------------------------
@@ -71,7 +70,7 @@ async def test_redis_outage_http_keeps_working_and_clients_converge_after(cluste
         kills = [await api.kill(v) for v in (*before[:3], *during[:2])]
         cron = await asyncio.to_thread(server.manage, "spawn_virus", "--count", "3")
         assert cron.stdout.count("Spawned ") == 3
-        code, _ = await refused_with(server)
+        code = await refused_with(server)
         assert code == 1013  # new sockets: "try again later", not a 500
         assert set(api.statuses) == {201, 204, 503}  # 503: only /healthz, naming Redis
         assert all(k.status_code == 204 for k in kills)
@@ -110,16 +109,16 @@ async def test_sqlite_lock_held_too_long_answers_503_and_closes_sockets_cleanly(
     first, second = cluster.start(2)
     live = await Player(first, name="live").start()
     lock = sqlite3.connect(sqlite_path(cluster.env), isolation_level=None)
-    lock.execute("BEGIN IMMEDIATE")  # another process's long write: holds the write lock 7 s
+    lock.execute("BEGIN IMMEDIATE")  # another process's long write: holds the write lock throughout
     try:
         async with Api(first.url, asynchronous=True) as api:
             started = time.monotonic()
-            (refused, (code, closed_after)) = await asyncio.gather(api.create(), refused_with(second))
+            refused, code = await asyncio.gather(api.create(), refused_with(second))
             waited = time.monotonic() - started
+        # Both answered while the lock is still held: the busy timeout ended the wait, not the
+        # lock's release (a hang would only end here, when the lock goes).
         assert refused.status_code == 503 and "unavailable" in refused.json()["error"]
-        assert code == 1013 and closed_after < 9  # closed cleanly, not left half-open
-        assert 4 < waited < 9  # the 5 s busy timeout, then an answer: never a hang
-        await asyncio.sleep(max(0, 7 - (time.monotonic() - started)))
+        assert code == 1013  # closed cleanly, not left half-open
     finally:
         lock.rollback()
         lock.close()
@@ -129,7 +128,7 @@ async def test_sqlite_lock_held_too_long_answers_503_and_closes_sockets_cleanly(
     back = await Player(second, name="back").start()
     truth, _ = await converge([live, back], first)
     assert truth["seq"] == 1 and len(truth["ids"]) == 1  # the refused create left nothing behind
-    print(f"sqlite busy: 503 after {waited:.1f} s, socket closed 1013 after {closed_after:.1f} s")
+    print(f"sqlite busy: 503 and the socket closed 1013 after {waited:.1f} s")
     for player in (live, back):
         await player.stop()
     cluster.assert_clean()
@@ -223,7 +222,7 @@ async def test_postgres_going_away_and_coming_back_needs_no_restart(cluster):
         answered = time.monotonic() - started
         listing = await api.get("/api/viruses/")
         health = await api.get("/healthz")
-        code, _ = await refused_with(server)
+        code = await refused_with(server)
         assert create.status_code == 503 and "unavailable" in create.json()["error"]
         assert listing.status_code == 503
         assert (health.status_code, health.json()["database"]) == (503, "down")

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+import redis.asyncio
 import websockets
 
 from tests.support.harness import player
@@ -51,9 +52,31 @@ async def test_delete_in_a_django_shell_reaches_clients(game):
         assert game.api().list()["viruses"] == []
 
 
-async def test_idle_client_still_gets_pushes_after_15_s_of_silence(game):
+async def idle_read_done(server) -> None:
+    """Return once the server's channel-layer reader has finished a blocking read that got
+    nothing and gone back to waiting (Redis's MONITOR: two BZPOPMIN on one key, no ZADD to it
+    in between): the idle stretch that a client-side read timeout would not survive."""
+    client = redis.asyncio.Redis.from_url(server.env["REDIS_URL"], socket_timeout=None)
+    waiting = None  # the key of the last blocking read, while nothing was added to it
+    try:
+        async with client.monitor() as monitor:
+            while True:
+                command = (await monitor.next_command())["command"].split()
+                if len(command) < 2 or not command[1].startswith(server.env["REDIS_PREFIX"]):
+                    continue
+                if command[0].upper() == "BZPOPMIN":
+                    if command[1] == waiting:
+                        return
+                    waiting = command[1]
+                elif command[1] == waiting:
+                    waiting = None  # a message for it: that read was not idle
+    finally:
+        await client.aclose()
+
+
+async def test_idle_client_still_gets_pushes_after_a_blocking_read_that_got_nothing(game):
     async with player(game) as alice:
-        await asyncio.sleep(16)
+        await asyncio.wait_for(idle_read_done(game), 30)
         await asyncio.to_thread(game.manage, "spawn_virus")
         created = await alice.until(is_created)
         assert created["virus"]["id"] in alice.viruses

@@ -25,7 +25,6 @@ from tests.support.harness import close_code, player
 from tools import servers
 from tools.gameclient import decode
 from viruses import broadcast, logs, messages
-from viruses.live.consumers import flood_limit
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -354,24 +353,6 @@ def test_check_refuses_a_playground_whose_snapshot_cannot_be_sent():
     assert run_manage(raised, "check").returncode == 0
     fewer = {**env, "VIRUS_MAX_ALIVE": "3000", "VIRUS_WS_MAX_MESSAGE_SIZE": "65536"}
     assert "viruses.E001" in run_manage(fewer, "check").stderr
-
-
-async def test_oversize_message_is_closed_by_the_app(start_node):
-    node = start_node()  # the unit's flags: daphne's default limit, 1 MiB
-    async with player(node) as alice:
-        await alice.send(secrets.token_hex(40_000))
-        assert await close_code(alice.ws) == 1009
-    await asyncio.sleep(0.3)
-    assert "event=ws.close" in node.read_log() and "reason=too_big" in node.read_log()
-
-
-async def test_flooding_a_socket_closes_it_with_1008(game):
-    async with player(game) as alice:
-        for _ in range(flood_limit() + 1):
-            await alice.send({"type": "resync"})
-        assert await close_code(alice.ws) == 1008
-        async with player(game) as bob:  # the server is fine, and so are other clients
-            assert bob.online >= 1
 
 
 async def test_connections_per_client_address_are_capped(start_node):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tests.support import nodes
-from tests.support.harness import close_code, connect, push_until_slow_reader
+from tests.support.harness import close_code, connect, player, push_until_slow_reader
 from viruses.live.consumers import MAX_MESSAGE_BYTES, flood_limit
 
 pytestmark = pytest.mark.timeout(120)
@@ -32,12 +32,16 @@ async def test_flooding_closes_with_1008(server):
         for _ in range(flood_limit() + 1):
             await ws.send('{"type": "resync"}')
         assert await close_code(ws) == 1008
+    async with player(server) as bob:  # the server is fine, and so are other clients
+        assert bob.online >= 1
 
 
 async def test_oversize_message_closes_with_1009(server):
     async with connect(server) as ws:
         await ws.send(json.dumps({"type": "resync", "pad": "x" * MAX_MESSAGE_BYTES}))
         assert await close_code(ws) == 1009
+    # Closed by the game (the line is written before the close frame), not by daphne's own limit.
+    assert "event=ws.close" in server.read_log() and "reason=too_big" in server.read_log()
 
 
 async def test_a_client_that_stops_reading_is_closed_as_a_slow_reader(server):

@@ -35,6 +35,16 @@ def test_heartbeat_refreshes_this_servers_open_sockets_and_reaps_stale_rows(sett
     assert selectors.online_count() == 1
 
 
+def test_a_dead_servers_rows_count_until_three_heartbeats_old_then_stop_counting_before_any_reap(settings):
+    stale_after = 3 * settings.VIRUS_PRESENCE_HEARTBEAT
+    open_socket("theirs.late", server="gone:2:bbb")
+    open_socket("theirs.dead", server="gone:2:bbb")
+    age("theirs.late", stale_after - 1)
+    age("theirs.dead", stale_after + 1)
+    assert selectors.online_count() == 1
+    assert Connection.objects.count() == 2  # nobody reaped yet: it stopped counting at once
+
+
 def test_status_counts_online_as_the_page_does(settings):
     open_socket("a.1")
     open_socket("a.2")

@@ -40,6 +40,7 @@ KEY_CHARS = REF_CHARS  # the socket's `idempotency_key` is checked against the s
 TTL = 300  # s an answer is remembered: longer than any client keeps retrying
 WAIT = 10.0  # s a repeat waits for the first attempt (a draining server finishes it: drain.py)
 PENDING = "pending"
+clock = time.monotonic  # the in-process keys' time; replaced by tests
 
 Answer = tuple[int, dict | None]  # the status, and the virus created (None for a kill)
 
@@ -80,7 +81,7 @@ class MemoryKeys:
 
     def claim(self, name: str, value: str) -> bool:
         with self.lock:
-            now = time.monotonic()
+            now = clock()
             if len(self.values) > 100_000:
                 self.values = {k: v for k, v in self.values.items() if v[1] > now}
             if name in self.values and self.values[name][1] > now:
@@ -90,11 +91,11 @@ class MemoryKeys:
 
     def get(self, name: str) -> str | None:
         value = self.values.get(name)
-        return value[0] if value and value[1] > time.monotonic() else None
+        return value[0] if value and value[1] > clock() else None
 
     def keep(self, name: str, value: str) -> None:
         with self.lock:
-            self.values[name] = (value, time.monotonic() + TTL)
+            self.values[name] = (value, clock() + TTL)
 
     def forget(self, name: str) -> None:
         with self.lock:
