@@ -73,7 +73,7 @@ def index(request):
 @json_errors
 def virus_collection(request):
     if request.method != "POST":  # GET or HEAD
-        actions.take_token("snapshot", client_address(request))
+        actions.take_token("snapshot", client_address(request), actions.who(players.from_request(request)))
         seq, viruses = selectors.virus_state()
         return JsonResponse({"seq": seq, "viruses": viruses})
     address, player = client_address(request), players.from_request(request)
