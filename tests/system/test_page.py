@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect as websocket_connect
 
 from tests.support import harness
 
@@ -521,3 +522,26 @@ def test_an_empty_feed_says_so_instead_of_a_bare_heading(open_page):
     placeholder = page.locator("#events-empty")
     assert placeholder.is_visible() and placeholder.text_content().strip()
     screenshot(page, "feed-empty-desktop")
+
+
+def test_a_page_refused_for_its_networks_connections_says_so_and_gets_in_once_there_is_room(
+    chromium, game_env, tmp_path
+):
+    server = harness.GameServer(
+        {**game_env, "VIRUS_MAX_CONNECTIONS_PER_ADDRESS": "1"}, tmp_path / "cap.log"
+    ).start()
+    try:
+        context = chromium.new_context()
+        page = context.new_page()
+        status = page.locator("#connection-status")
+        with websocket_connect(server.ws_url, origin=server.url):  # the network's one place
+            page.goto(server.url + "/")
+            page.get_by_text("Too many connections from your network", exact=False).wait_for(timeout=LIVE)
+            assert status.get_attribute("data-state") == "connecting"
+            screenshot(page, "refused-network")
+        # Room again: the page's next try gets in.
+        wait_open(page, timeout=30_000)
+        assert "Too many" not in status.text_content()
+        context.close()
+    finally:
+        server.stop()
