@@ -491,8 +491,10 @@ def seed_board(game, players: int = 10) -> None:
     """Put `players` players with 10, 20, ... kills on the board."""
     code = (
         "from django.utils import timezone; from viruses import players; from viruses.models import Player\n"
-        f"for i in range({players}): Player.objects.create(name=f'Seeded {{i}}', name_key=players.name_key(f'Seeded {{i}}'),"
-        " kills=10 * (i + 1), scored_at=timezone.now())"
+        f"for i in range({players}):\n"
+        "    name = f'Seeded {i}'\n"
+        "    Player.objects.create(name=name, name_key=players.name_key(name), kills=10 * (i + 1),"
+        " scored_at=timezone.now())"
     )
     game.manage("shell", "-c", code)
 
@@ -507,11 +509,12 @@ def test_phone_shows_the_whole_board_and_what_follows_it_without_an_inner_scroll
     screenshot(phone, "board-phone")
     board = phone.eval_on_selector("#leaderboard", "el => [el.scrollHeight, el.clientHeight]")
     assert board[0] <= board[1], f"the board scrolls inside itself: {board}"
-    for selector in ["#leaderboard-list li:nth-child(10)", "#leaderboard-me", "#online-names", "#event-list li"]:
+    below = ["#leaderboard-list li:nth-child(10)", "#leaderboard-me", "#online-names", "#event-list li"]
+    for selector in below:
         phone.locator(selector).scroll_into_view_if_needed()
         assert phone.locator(selector).is_visible(), selector
         box = phone.locator(selector).bounding_box()
-        assert 0 <= box["y"] and box["y"] + box["height"] <= 844, (selector, box)
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 844, (selector, box)
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(phone, "board-phone-scrolled")
 

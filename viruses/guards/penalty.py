@@ -109,7 +109,7 @@ class PenaltyBox:
         return False
 
     def strike(self, address: str, reason: str, player=None) -> float | None:
-        """Box `player` (else cookie-less `address`) for abuse; the seconds, or None if boxed already (or off)."""
+        """Box `player` (else cookie-less `address`) for abuse: the seconds, None if boxed already."""
         if not self.on or not address:
             return None
         now, key = self.clock(), _key(address, player and str(player))
