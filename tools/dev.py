@@ -54,6 +54,9 @@ def main() -> int:
         print(f"Local Redis at {local_redis.url}", flush=True)
     write_state(lock, {"pid": os.getpid(), "address": address, "env": game_env(env)})
     children = []
+    # A SIGTERM (a service manager, `kill`) stops everything too, as Ctrl-C does: through the
+    # `finally` below, which the default SIGTERM would skip, leaving the children running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         subprocess.run([PYTHON, "manage.py", "migrate", "--no-input"], cwd=ROOT, env=env, check=True)
         children.append(subprocess.Popen([PYTHON, "manage.py", "runserver", address], cwd=ROOT, env=env))

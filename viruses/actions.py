@@ -38,7 +38,7 @@ async def atake_token(bucket: str, address: str, player: str | None = None) -> N
 def create(*, address: str, by: services.Actor = None, room: Room | None = None) -> Virus:
     """Create one virus for player `by`; `RateLimited` (429), `AliveCapReached` (409) or
     `PlayerBanned` (403) refuse it."""
-    take_token("action", address)
+    take_token("action", address, who(by))
     return services.virus_create(by=by, room=room)
 
 
@@ -50,13 +50,13 @@ def kill(
     A malformed id is not found, and costs no token: nothing was tried.
     """
     virus_id = parse_id(virus_id)
-    take_token("action", address)
+    take_token("action", address, who(by))
     services.virus_kill(virus_id=virus_id, by=by, room=room)
 
 
 async def acreate(*, address: str, by: services.Actor = None, room: Room | None = None) -> Virus:
     """`create` for consumers."""
-    await atake_token("action", address)
+    await atake_token("action", address, who(by))
     return await database_sync_to_async(services.virus_create)(by=by, room=room)
 
 
@@ -65,7 +65,7 @@ async def akill(
 ) -> None:
     """`kill` for consumers."""
     virus_id = parse_id(virus_id)
-    await atake_token("action", address)
+    await atake_token("action", address, who(by))
     await database_sync_to_async(services.virus_kill)(virus_id=virus_id, by=by, room=room)
 
 
@@ -95,6 +95,13 @@ async def arename(*, player: str | None, name, address: str) -> dict:
 def _rename(player: str, name) -> dict:
     services.player_rename(player=player, name=name)
     return selectors.me(player)
+
+
+def who(by: services.Actor) -> str | None:
+    """Whose bucket an action takes from: the player's (wherever they connect from), else the address's."""
+    if by is None:
+        return None
+    return str(getattr(by, "pk", by))
 
 
 def parse_id(virus_id: uuid.UUID | str) -> uuid.UUID:

@@ -90,7 +90,7 @@ def _world(code: str | None):
 def virus_collection(request, code: str | None = None):
     room = _world(code)
     if request.method != "POST":  # GET or HEAD
-        actions.take_token("snapshot", client_address(request))
+        actions.take_token("snapshot", client_address(request), actions.who(players.from_request(request)))
         seq, viruses = selectors.virus_state(room)
         return JsonResponse({"seq": seq, "viruses": viruses})
     address, player = client_address(request), players.from_request(request)

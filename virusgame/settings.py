@@ -316,10 +316,12 @@ VIRUS_DRAIN_TIMEOUT = env_int("VIRUS_DRAIN_TIMEOUT", 10)
 # layer's reader (viruses/live/fanout.py) instead of through one consumer task per socket.
 VIRUS_FASTLANE = env_bool("VIRUS_FASTLANE", True)
 # Open WebSockets per client address (all nodes together); more are closed with 1008. 0 = no cap.
-VIRUS_MAX_CONNECTIONS_PER_ADDRESS = env_int("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", 20)
-# An address cut for abuse (a 1008 for a ping or message flood) gets no new connection in
-# this daphne process for this many seconds, doubled per repeat up to the maximum; a refused
-# handshake holds it off as long as the refusal lasts (viruses/guards/penalty.py). 0 = off.
+# Sized for a school behind one address: 60 pupils with a few tabs each, far under an abuser's.
+VIRUS_MAX_CONNECTIONS_PER_ADDRESS = env_int("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", 200)
+# A player (else a cookie-less address) cut for abuse (a 1008 for a ping or message flood)
+# gets no new socket from this daphne process for this many seconds, doubled per repeat up to
+# the maximum; an address whose refused handshakes come at an abusive pace is blocked at
+# accept for this long (viruses/guards/penalty.py). 0 = off.
 VIRUS_ABUSE_PENALTY = env_int("VIRUS_ABUSE_PENALTY", 1)
 VIRUS_ABUSE_PENALTY_MAX = env_int("VIRUS_ABUSE_PENALTY_MAX", 60)
 # daphne's --websocket-max-message-size (its default: 1 MiB). It caps what the server sends

@@ -1,5 +1,6 @@
 """`make run`, `make spawn` and manage.py, as a developer meets them: real child processes."""
 
+import contextlib
 import json
 import os
 import re
@@ -35,10 +36,9 @@ def dev(env, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory):
-    """One `make run` (tools.dev) serving on a free port; its output collects in a file."""
-    directory = tmp_path_factory.mktemp("dev")
+def start_dev(directory) -> tuple[subprocess.Popen, dict]:
+    """Start `make run` (tools.dev) on a free port, in a session (process group) of its own;
+    wait until it serves. Its output collects in a file."""
     port = free_port()
     env = dev_env(directory, port)
     output = directory / "output.log"
@@ -52,12 +52,21 @@ def running(tmp_path_factory):
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while not healthy(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(output.read_text())
+        time.sleep(0.2)
+    return process, {"env": env, "url": url, "port": port, "output": output, "directory": directory}
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """One `make run` serving for the module's tests."""
+    process, details = start_dev(tmp_path_factory.mktemp("dev"))
     try:
-        deadline = time.monotonic() + 60
-        while not healthy(url):
-            assert process.poll() is None and time.monotonic() < deadline, output.read_text()
-            time.sleep(0.2)
-        yield {"env": env, "url": url, "port": port, "output": output, "directory": directory}
+        yield details
     finally:
         os.killpg(process.pid, signal.SIGINT)  # the terminal's Ctrl-C
         try:
@@ -65,6 +74,27 @@ def running(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             raise
+
+
+def test_make_run_stopped_with_sigterm_stops_the_server_and_the_spawner_too(tmp_path):
+    process, details = start_dev(tmp_path)
+    process.send_signal(signal.SIGTERM)  # a service manager or `kill`, to make run alone
+    try:
+        assert process.wait(30) == 0
+        deadline = time.monotonic() + 15
+        while group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not group_alive(process.pid), "runserver, the spawner or Redis outlived make run"
+        assert not healthy(details["url"])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group is still there (zombies aside)."""
+    ps = subprocess.run(["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True, text=True)
+    return any(not stat.startswith("Z") for stat in ps.stdout.split())
 
 
 def healthy(url: str) -> bool:

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect as websocket_connect
 
 from tests.support import harness
 
@@ -520,3 +521,66 @@ def test_clearing_the_dish_is_celebrated_and_sound_is_off_until_turned_on_and_re
     page.reload()
     wait_open(page)
     assert page.get_attribute("#sound-toggle", "aria-pressed") == "true"
+
+
+def seed_board(game, players: int = 10) -> None:
+    """Put `players` players with 10, 20, ... kills on the board."""
+    code = (
+        "from django.utils import timezone; from viruses import players; from viruses.models import Player\n"
+        f"for i in range({players}):\n"
+        "    name = f'Seeded {i}'\n"
+        "    Player.objects.create(name=name, name_key=players.name_key(name), kills=10 * (i + 1),"
+        " scored_at=timezone.now())"
+    )
+    game.manage("shell", "-c", code)
+
+
+def test_phone_shows_the_whole_board_and_what_follows_it_without_an_inner_scroll(open_page, game):
+    seed_board(game)
+    game.manage("spawn_virus", "--count", "3")
+    phone = open_page(viewport={"width": 390, "height": 844})
+    squash_one(phone)  # one kill: ranked #11, below the top 10
+    phone.wait_for_function("document.querySelectorAll('#leaderboard-list li').length === 10", timeout=LIVE)
+    phone.wait_for_selector("#leaderboard-me:not(:empty)", timeout=LIVE)
+    screenshot(phone, "board-phone")
+    board = phone.eval_on_selector("#leaderboard", "el => [el.scrollHeight, el.clientHeight]")
+    assert board[0] <= board[1], f"the board scrolls inside itself: {board}"
+    below = ["#leaderboard-list li:nth-child(10)", "#leaderboard-me", "#online-names", "#event-list li"]
+    for selector in below:
+        phone.locator(selector).scroll_into_view_if_needed()
+        assert phone.locator(selector).is_visible(), selector
+        box = phone.locator(selector).bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 844, (selector, box)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(phone, "board-phone-scrolled")
+
+
+def test_an_empty_feed_says_so_instead_of_a_bare_heading(open_page):
+    page = open_page()
+    assert page.locator("#event-list li").count() == 0
+    placeholder = page.locator("#events-empty")
+    assert placeholder.is_visible() and placeholder.text_content().strip()
+    screenshot(page, "feed-empty-desktop")
+
+
+def test_a_page_refused_for_its_networks_connections_says_so_and_gets_in_once_there_is_room(
+    chromium, game_env, tmp_path
+):
+    server = harness.GameServer(
+        {**game_env, "VIRUS_MAX_CONNECTIONS_PER_ADDRESS": "1"}, tmp_path / "cap.log"
+    ).start()
+    try:
+        context = chromium.new_context()
+        page = context.new_page()
+        status = page.locator("#connection-status")
+        with websocket_connect(server.ws_url, origin=server.url):  # the network's one place
+            page.goto(server.url + "/")
+            page.get_by_text("Too many connections from your network", exact=False).wait_for(timeout=LIVE)
+            assert status.get_attribute("data-state") == "connecting"
+            screenshot(page, "refused-network")
+        # Room again: the page's next try gets in.
+        wait_open(page, timeout=30_000)
+        assert "Too many" not in status.text_content()
+        context.close()
+    finally:
+        server.stop()

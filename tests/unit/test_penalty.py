@@ -103,3 +103,25 @@ def test_out_of_its_box_an_address_is_paced_until_forgotten(box, clock):
     assert not box.refuses(NEIGHBOUR)
     clock.now += 61
     assert not any(box.refuses(ABUSER) for _ in range(10))
+
+
+def test_a_strike_boxes_the_player_alone_not_the_others_behind_their_address(box, clock):
+    assert box.strike(ABUSER, "flood", player="alice") == 1
+    assert box.refuses(ABUSER, "alice") and box.refuses(NEIGHBOUR, "alice")  # wherever alice goes
+    assert not box.refuses(ABUSER, "bob") and not box.refuses(ABUSER)  # bob, and cookie-less clients
+    assert not box.blocks(ABUSER)  # page loads and HTTP from the address go on
+
+
+def test_only_refused_handshakes_at_an_abusive_pace_block_the_address_at_accept(box, clock):
+    for _ in range(penalty.ABUSIVE_BURST):
+        box.refused(ABUSER)
+    assert not box.blocks(ABUSER)  # a whole class refused at once, say
+    box.refused(ABUSER)
+    assert box.blocks(ABUSER) and not box.blocks(NEIGHBOUR)
+    clock.now += 1.01  # VIRUS_ABUSE_PENALTY
+    assert not box.blocks(ABUSER)
+    clock.now += 10
+    for _ in range(5 * int(penalty.ABUSIVE_RATE)):  # half the abusive pace, for as long as it lasts
+        box.refused(ABUSER)
+        clock.now += 1 / (2 * penalty.ABUSIVE_RATE)
+    assert not box.blocks(ABUSER)

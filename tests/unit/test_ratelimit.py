@@ -111,3 +111,25 @@ def test_snapshots_share_one_bucket_and_get_429_with_retry_after(client, setting
     refused = client.get("/api/viruses/")
     assert refused["Retry-After"] == "1"
     assert "too many" in refused.json()["error"]
+
+
+@pytest.mark.django_db
+def test_a_players_actions_take_from_their_own_bucket_wherever_they_connect_from(buckets):
+    from viruses import actions, errors
+
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+
+    def kill(address: str, by) -> str:
+        try:
+            actions.kill(virus_id=uuid.uuid4(), address=address, by=by)
+        except errors.RateLimited:
+            return "429"
+        except errors.VirusNotFound:
+            return "404"  # a token was taken, then the kill was tried
+        return "204"
+
+    assert [kill("198.51.100.1", alice) for _ in range(20)] == ["404"] * 20
+    assert kill("198.51.100.1", alice) == "429"
+    assert kill("198.51.100.1", bob) == "404"  # behind the same address: untouched
+    assert kill("198.51.100.1", None) == "404"  # a cookie-less client there: the address's bucket
+    assert kill("192.0.2.50", alice) == "429"  # another address: still alice's bucket

@@ -50,7 +50,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         self.socket: Socket | None = None  # set when the connection starts
         self.flood = SlidingWindow(flood_limit(), FLOOD_WINDOW)
         self.address = ""  # the client's address, as the cap counts it
-        self.player_id = None  # the player of the handshake's cookie (players.py), if any
+        self.player_id = None  # the player of the handshake's cookie (players.py), if any: set in __call__
         self.opened_at: float | None = None  # when the client joined; None if refused
         self.admitted = False  # holds one of its address's places (admission.py)
         self.joined = False  # in the group and counted online
@@ -63,7 +63,9 @@ class VirusConsumer(AsyncWebsocketConsumer):
         return broadcast.group_of(self.room)
 
     async def __call__(self, scope, receive, send):
-        self.socket = Socket(scope, send, on_abuse=penalty.box().strike)
+        # Cut for abuse, the socket boxes its player (else its address, without a cookie): not its neighbours.
+        self.player_id = players.from_scope(scope)
+        self.socket = Socket(scope, send, on_abuse=partial(penalty.box().strike, player=self.player_id))
         try:
             await super().__call__(scope, receive, send)
         except UNAVAILABLE as exc:
@@ -82,21 +84,21 @@ class VirusConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         address = self.address = client_address(self.scope)
-        self.player_id = players.from_scope(self.scope)
         self.admitted = await admission.areserve(address, self.channel_name)
         if not self.admitted:
             # Told why (1008, policy violation) and never joined: nothing to undo on disconnect.
+            # Nobody is boxed: the page backs off, and a reconnect loop counts against the address.
             await self.close_quietly(1008)
             limit = settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS
             logger.warning(kv("ws.refused", reason="connections_per_address", client=address, limit=limit))
-            # Its next handshakes would be refused too: refuse them before they cost anything.
-            penalty.box().hold(address, settings.VIRUS_ABUSE_PENALTY)
+            penalty.box().refused(address)
             return
-        if (wait := await ratelimit.aretry_after("snapshot", address)) is not None:
+        if (wait := await ratelimit.aretry_after("snapshot", address, self.player_id)) is not None:
             # Reconnecting in a loop costs a snapshot each time: the same bucket as GET and resync.
             await self.close_quietly(1008)
-            logger.warning(kv("ws.refused", reason="snapshots_per_address", client=address))
-            penalty.box().hold(address, wait)
+            logger.warning(kv("ws.refused", reason="snapshots", client=address, player=self.player_id))
+            penalty.box().hold(address, wait, self.player_id)
+            penalty.box().refused(address)
             return
         if not await self.enter_world():
             return
@@ -189,7 +191,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         if self.flood.exceeded():
             logger.warning(kv("ws.close", channel=self.channel_name, reason="flood", limit=self.flood.limit))
             await self.close(code=1008)
-            penalty.box().strike(self.address, "flood")
+            penalty.box().strike(self.address, "flood", self.player_id)
             return
         try:
             await self.handle(messages.decode(data))
@@ -204,7 +206,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         if message["type"] != "resync":
             raise messages.unknown_type(message)
         metrics.resync_requested()
-        if (wait := await ratelimit.aretry_after("snapshot", self.address)) is not None:
+        if (wait := await ratelimit.aretry_after("snapshot", self.address, self.player_id)) is not None:
             raise messages.BadMessage(f"too many snapshots, wait {math.ceil(wait)} s")
         await self.send_snapshot()
 

@@ -11,7 +11,7 @@ it from there however many layers sit in between, and refuses to start without i
 fastlane (fanout.py) also writes ready-made frames (`text_frame`) through it, straight to
 the socket when Twisted has nothing buffered for it (`Socket.write_frame`). On the first
 WebSocket it finds, the middleware also makes daphne's listening socket refuse the addresses
-its `gate` refuses at accept (`gate_accepts`; the game's gate is the penalty box). Policy is
+its `gate` blocks at accept (`gate_accepts`; the game's gate is the penalty box). Policy is
 handed in, never imported: this package knows daphne, not the game's rules.
 """
 
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 class DaphneProtocolMiddleware:
     """Expose daphne's protocol of each WebSocket in its scope; put it outermost.
 
-    `gate`, if given, returns the object whose `refuses(address)` daphne's listener asks at
+    `gate`, if given, returns the object whose `blocks(address)` daphne's listener asks at
     accept (`gate_accepts`); it is called once, on the first WebSocket.
     """
 
@@ -67,13 +67,12 @@ class DaphneProtocolMiddleware:
 
 
 def gate_accepts(server, box) -> None:
-    """Make daphne's listening socket close connections from addresses `box` refuses at once.
+    """Make daphne's listening socket close connections from addresses `box` blocks at once.
 
     Twisted closes an accepted socket whose factory builds no protocol (tcp.Port.doRead):
     no byte is read, parsed or answered. Only where daphne's peer is the client: with
     --proxy-headers it is the proxy (whose limit_req then paces handshakes), and
-    the game's handshake check (guards/penalty.py, RefuseBoxed) refuses once the client's address
-    is known.
+    the game's handshake check (guards/penalty.py, RefuseBoxed) refuses boxed players instead.
     """
     if not box.on:
         return
@@ -82,15 +81,15 @@ def gate_accepts(server, box) -> None:
         return
     factory = server.http_factory
     build = factory.buildProtocol
-    refuses = box.refuses
+    blocks = box.blocks
 
-    def build_unless_boxed(addr):
+    def build_unless_blocked(addr):
         host = getattr(addr, "host", None)  # a unix socket's peer has none: a proxy
-        if host is not None and refuses(host):
+        if host is not None and blocks(host):
             return None
         return build(addr)
 
-    factory.buildProtocol = build_unless_boxed
+    factory.buildProtocol = build_unless_blocked
     logger.info(kv("server.accept_gate", state="on"))
 
 

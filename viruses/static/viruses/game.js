@@ -15,6 +15,7 @@ import { Board } from "./board.js";
 import { Events } from "./events.js";
 import { Feed, messagesOf } from "./feed.js";
 import { bdi } from "./names.js";
+import { closeNotice, nextRetry } from "./reconnect.js";
 import { Sound } from "./sound.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
@@ -31,14 +32,7 @@ const ROOM_CLOSES = {
   4409: "This room is full.",
 };
 
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_CAP_MS = 15000;
 const STABLE_AFTER_MS = 10000; // a connection that lived this long resets the backoff
-// Close code 1012, "service restart": the server is leaving on purpose (a rolling restart)
-// and the next connect reaches another one, so reconnect at once, only spread over this
-// much so that its players do not all arrive in the same millisecond.
-const SERVICE_RESTART = 1012;
-const RESTART_JITTER_MS = 1000;
 const POP_MS = 420; // matches the longest "dying" animation in game.css
 const TOAST_MS = 3200;
 const HTTP_REFRESH_MIN_GAP_MS = 5000;
@@ -280,12 +274,15 @@ function setOnline(count) {
 
 const STATUS_LABELS = { open: "Connected", connecting: "Reconnecting…", closed: "Offline" };
 
-function setStatus(next) {
+// `notice`: why the server closed the socket, shown instead of the label until the next state.
+function setStatus(next, notice = "") {
   document.body.dataset.connection = next;
-  if (connectionStatus.dataset.state === next && state.rendered) return;
+  if (connectionStatus.dataset.state === next && state.rendered && !notice) return;
   connectionStatus.dataset.state = next;
+  connectionStatus.dataset.notice = notice ? "true" : "";
   // Before the first snapshot this is the first connection, not a reconnection.
-  connectionLabel.textContent = next === "connecting" && !state.rendered ? "Connecting…" : STATUS_LABELS[next];
+  const label = next === "connecting" && !state.rendered ? "Connecting…" : STATUS_LABELS[next];
+  connectionLabel.textContent = notice ? `${notice}, retrying…` : label;
 }
 
 // ---------------------------------------------------------------------------
@@ -345,6 +342,7 @@ function handleMessage(message) {
   switch (message?.type) {
     case "snapshot":
       applySnapshot(message);
+      socket.notice = "";
       setStatus("open");
       break;
     case "virus.created":
@@ -381,13 +379,14 @@ const socket = {
   retryTimer: 0,
   stableTimer: 0,
   stopped: false, // page is being hidden for good (navigation): do not reconnect
+  notice: "", // why the server refused the last socket (reconnect.js), until the next snapshot
 
   connect() {
     clearTimeout(this.retryTimer);
     this.retryTimer = 0;
     if (this.ws || this.stopped) return;
     // Offline we still try (localhost works without a network) but say "Offline".
-    setStatus(navigator.onLine ? "connecting" : "closed");
+    setStatus(navigator.onLine ? "connecting" : "closed", this.notice);
 
     let ws;
     try {
@@ -421,7 +420,7 @@ const socket = {
         showToast(ROOM_CLOSES[event.code]);
         return;
       }
-      this.scheduleReconnect(event.code === SERVICE_RESTART);
+      this.scheduleReconnect(event.code);
     });
     // "error" is always followed by "close"; nothing to do here.
   },
@@ -434,14 +433,14 @@ const socket = {
     this.ws = null;
   },
 
-  scheduleReconnect(restarting = false) {
+  // `code`: the close code of the socket that went (reconnect.js says how long to wait).
+  scheduleReconnect(code = 0) {
     if (this.stopped || this.retryTimer) return;
-    setStatus(navigator.onLine ? "connecting" : "closed");
-    // Full jitter: a random delay in [0, min(cap, base * 2^attempt)) spreads a crowd of
-    // reconnecting browsers out after a server crash instead of stampeding it.
-    const ceiling = restarting ? RESTART_JITTER_MS : Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
-    this.attempt = restarting ? 0 : Math.min(this.attempt + 1, 16);
-    this.retryTimer = setTimeout(() => this.connect(), Math.random() * ceiling);
+    this.notice = closeNotice(code); // said until a snapshot arrives
+    setStatus(navigator.onLine ? "connecting" : "closed", this.notice);
+    const { delayMs, attempt } = nextRetry(code, this.attempt);
+    this.attempt = attempt;
+    this.retryTimer = setTimeout(() => this.connect(), delayMs);
     refreshOverHttp();
   },
 
