@@ -125,7 +125,9 @@ def leaderboard(request):
 def _json_body(request) -> dict:
     try:
         body = json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..." too deep
+        reason = "too_deep" if isinstance(exc, RecursionError) else "not_json"
+        logger.info(kv("http.bad_body", method=request.method, path=request.path[:200], reason=reason))
         raise errors.BadRequest("the body must be JSON") from None
     if not isinstance(body, dict):
         raise errors.BadRequest('the body must be a JSON object such as {"name": "Brave Otter"}')
