@@ -71,6 +71,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: it counts the API's actions by the answer they got, refusals included.
     "viruses.metrics.count_http_actions",
+    # Before anything reads a body: it refuses one over DATA_UPLOAD_MAX_MEMORY_SIZE unread.
+    "viruses.middleware.api_answers_json",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
