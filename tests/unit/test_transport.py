@@ -51,6 +51,12 @@ class FakeProtocol:
     def onPing(self, payload):
         self.pongs.append(payload)
 
+    failedByMe = False
+
+    def _fail_connection(self, code, reason):
+        self.failedByMe = True
+        self.close_frames.append(code)
+
 
 def test_send_buffer_replaces_the_upgrade_channel_as_the_streaming_producer():
     fake = FakeTransport(producer=object())
@@ -173,6 +179,17 @@ def test_pings_over_the_limit_close_with_1008_once_and_get_no_more_pongs(caplog)
     assert protocol.transport.hung_up  # reads nothing more from the abuser
     assert [r.getMessage() for r in caplog.records if "ws.close" in r.getMessage()] == [
         "event=ws.close reason=ping_flood client=- limit=30"
+    ]
+
+
+def test_a_protocol_failure_is_logged_once_with_its_code_and_without_the_reason(caplog):
+    protocol = FakeProtocol()
+    socket(protocol)
+    protocol._fail_connection(1002, "invalid close code 999")
+    protocol._fail_connection(1002, "a second violation while closing")
+    assert protocol.close_frames == [1002, 1002]  # autobahn still does what it does
+    assert [r.getMessage() for r in caplog.records if "ws.close" in r.getMessage()] == [
+        "event=ws.close reason=protocol_error client=- code=1002"
     ]
 
 

@@ -29,11 +29,14 @@ def websocket_application():
 
 
 def start() -> None:
-    """Set up this process as a server: GC tuned for many sockets, drain on SIGTERM."""
+    """Set up this process as a server: GC tuned for many sockets, RFC close codes for
+    protocol errors, drain on SIGTERM."""
     from . import gc_tuning
+    from .daphne import transport
     from .drain import drain
 
     if gc_tuning.serving(sys.argv):
         gc_tuning.tune()
+    transport.set_protocol_options()
     # Under daphne, SIGTERM drains this process instead of dropping its sockets.
     drain.install()
