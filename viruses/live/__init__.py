@@ -14,16 +14,18 @@ def websocket_application():
     """The WebSocket stack: daphne's protocol exposed (outermost), boxed addresses refused,
     other origins refused (403, cross-site WebSocket hijacking), then the game's routes."""
     from channels.routing import URLRouter
-    from channels.security.websocket import OriginValidator
     from django.conf import settings
 
     from viruses.guards import penalty
 
     from .daphne.transport import DaphneProtocolMiddleware
+    from .origin import SameOriginValidator
     from .routing import websocket_urlpatterns
 
     return DaphneProtocolMiddleware(
-        penalty.RefuseBoxed(OriginValidator(URLRouter(websocket_urlpatterns), settings.WS_ALLOWED_ORIGINS)),
+        penalty.RefuseBoxed(
+            SameOriginValidator(URLRouter(websocket_urlpatterns), settings.WS_ALLOWED_ORIGINS)
+        ),
         gate=penalty.box,
     )
 
