@@ -135,6 +135,44 @@ async def test_sqlite_lock_held_too_long_answers_503_and_closes_sockets_cleanly(
     cluster.assert_clean()
 
 
+@pytest.mark.skipif(uses_postgres(), reason="SQLite's write lock")
+def test_healthz_reports_a_database_whose_write_lock_another_process_holds(game):
+    assert httpx.get(f"{game.url}/healthz", timeout=10).json() == {"database": "ok", "channel_layer": "ok"}
+    lock = sqlite3.connect(sqlite_path(game.env), isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # another process's long write: reads still work
+    try:
+        held = httpx.get(f"{game.url}/healthz", timeout=10)
+        assert httpx.get(f"{game.url}/api/viruses/", timeout=10).status_code == 200
+    finally:
+        lock.rollback()
+        lock.close()
+    assert (held.status_code, held.json()) == (503, {"database": "down", "channel_layer": "ok"})
+    assert "event=healthz.down part=database" in game.read_log()
+    back = httpx.get(f"{game.url}/healthz", timeout=10)
+    assert (back.status_code, back.json()) == (200, {"database": "ok", "channel_layer": "ok"})
+
+
+@pytest.mark.skipif(not uses_postgres(), reason="needs PostgreSQL (DATABASE_URL)")
+def test_healthz_reports_a_read_only_postgresql(game):
+    name = urlsplit(game.env["DATABASE_URL"]).path.lstrip("/")
+    admin = urlunsplit(urlsplit(game.env["DATABASE_URL"])._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    terminate_backends(game.env["DATABASE_URL"])  # new connections get the setting
+    try:
+        # Reads work again once every pooled connection has been replaced (killed ones fail once).
+        answers = []
+        while answers[-20:] != [200] * 20:
+            answers.append(httpx.get(f"{game.url}/api/viruses/", timeout=10).status_code)
+            assert len(answers) < 200, answers
+        held = httpx.get(f"{game.url}/healthz", timeout=10)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+        terminate_backends(game.env["DATABASE_URL"])
+    assert (held.status_code, held.json()) == (503, {"database": "down", "channel_layer": "ok"})
+
+
 def terminate_backends(database_url: str) -> int:
     """Kill every server-side connection of the game's database (as a PostgreSQL restart would)."""
     name = urlsplit(database_url).path.lstrip("/")
