@@ -223,3 +223,17 @@ def test_text_frame_is_one_final_unmasked_text_frame_of_any_length(size):
     assert len(text.encode()) == size
     frame = parse_frame(transport.text_frame(text))
     assert (frame.opcode, frame.fin, frame.data.decode()) == (Opcode.TEXT, True, text)
+
+
+def test_the_twisted_and_autobahn_privates_the_transport_uses_still_exist():
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+    from twisted.web.http import HTTPChannel
+
+    channel = HTTPChannel()
+    for name in ("_HTTPChannel__first_line", "_receivedHeaderSize", "totalHeadersSize"):
+        assert hasattr(channel, name), name
+    assert callable(channel._respondToBadRequestAndDisconnect)
+    protocol = WebSocketServerProtocol()
+    assert callable(protocol._fail_connection)
+    assert "failByDrop" in WebSocketServerProtocol.CONFIG_ATTRS
+    WebSocketServerFactory().setProtocolOptions(**transport.PROTOCOL_OPTIONS)

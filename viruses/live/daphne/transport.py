@@ -69,6 +69,7 @@ def set_protocol_options() -> bool:
         if server is None:  # not listening (daphne failed to bind): nothing to configure
             return
         server.ws_factory.setProtocolOptions(**PROTOCOL_OPTIONS)
+        answer_oversize_requests(server.http_factory)
 
     reactor.callWhenRunning(apply)
     return True
@@ -96,6 +97,59 @@ class DaphneProtocolMiddleware:
             extensions = {**(scope.get("extensions") or {}), PROTOCOL_KEY: protocol}
             scope = {**scope, "extensions": extensions}
         return await self.inner(scope, receive, send)
+
+
+def answer_oversize_requests(factory) -> None:
+    """Answer 414 / 431 to a request line or headers over Twisted's limits, in JSON.
+
+    Twisted's HTTPChannel hangs up without a word on a line over `MAX_LENGTH` (16 KiB) and
+    answers a bare 400 to headers over `totalHeadersSize` (16 KiB in all).
+    """
+    build = factory.buildProtocol
+
+    def build_answering(addr):
+        protocol = build(addr)
+        channel = getattr(protocol, "_channel", protocol)  # Twisted's generic HTTP wrapper
+        if channel is not None:
+            bad_request = channel._respondToBadRequestAndDisconnect
+            channel.lineLengthExceeded = lambda line: _refuse_oversize(channel)
+            channel._respondToBadRequestAndDisconnect = lambda: (
+                _refuse_oversize(channel)
+                if channel._receivedHeaderSize > channel.totalHeadersSize
+                else bad_request()
+            )
+        return protocol
+
+    factory.buildProtocol = build_answering
+
+
+OVERSIZE_ANSWERS = {
+    414: (b"URI Too Long", b'{"error": "the URL is too long"}\n'),
+    431: (b"Request Header Fields Too Large", b'{"error": "the request headers are too large"}\n'),
+}
+OVERSIZE_LINGER = 2.0  # s to read and drop what the client still sends before closing
+
+
+def _refuse_oversize(channel) -> None:
+    # Still on the request line (Twisted's name-mangled flag): the URL is too long.
+    status = 414 if getattr(channel, "_HTTPChannel__first_line", 0) else 431
+    reason, body = OVERSIZE_ANSWERS[status]
+    logger.info(kv("http.too_large", part="url" if status == 414 else "headers", status=status))
+    transport = channel.transport
+    transport.write(
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s" % (status, reason, len(body), body)
+    )
+    # Closing with the rest of the request unread would reset the connection, and the
+    # client could lose the answer: read and drop it for a moment, as nginx lingers.
+    channel.dataReceived = channel.lineReceived = lambda data: None  # lines already buffered too
+    from twisted.internet import reactor
+
+    if hasattr(transport, "loseWriteConnection"):
+        transport.loseWriteConnection()
+        reactor.callLater(OVERSIZE_LINGER, transport.loseConnection)
+    else:
+        transport.loseConnection()
 
 
 def gate_accepts(server, box) -> None:
