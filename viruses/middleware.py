@@ -1,8 +1,18 @@
-"""Security headers that Django 5.2 does not set by itself."""
+"""Security headers that Django 5.2 does not set by itself; JSON for every answer under /api/."""
+
+import logging
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
+from django.http import HttpResponse
 from django.utils.decorators import sync_and_async_middleware
+
+from .http import error
+from .logs import kv
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
 
 
 @sync_and_async_middleware
@@ -36,3 +46,43 @@ def content_security_policy(get_response):
             return add_policy(request, get_response(request))
 
     return middleware
+
+
+def api_answers_json(get_response):
+    """Answer every request under /api/ in JSON: Django's own refusals (404, 400) included.
+
+    A body over DATA_UPLOAD_MAX_MEMORY_SIZE is refused here, before anything reads it (the
+    CSRF check reads a form's): Django would raise `RequestDataTooBig` and log its
+    traceback, then answer 400. The same refusal, in plain text, holds for every other path.
+    """
+
+    def middleware(request):
+        api = request.path.startswith(API_PREFIX)
+        size = _content_length(request)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and size > limit:
+            logger.info(kv("http.too_large", method=request.method[:16], path=request.path[:200], size=size))
+            message = f"the request body is over {limit} bytes"
+            if api:
+                return error(message, status=413)
+            return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
+        response = get_response(request)
+        if api and response.status_code >= 400 and not _is_json(response):
+            message = (
+                "no API endpoint here" if response.status_code == 404 else response.reason_phrase.lower()
+            )
+            return error(message, status=response.status_code)
+        return response
+
+    return middleware
+
+
+def _content_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _is_json(response) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")

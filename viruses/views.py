@@ -174,7 +174,9 @@ def room_detail(request, code: str):
 def _json_body(request) -> dict:
     try:
         body = json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..." too deep
+        reason = "too_deep" if isinstance(exc, RecursionError) else "not_json"
+        logger.info(kv("http.bad_body", method=request.method, path=request.path[:200], reason=reason))
         raise errors.BadRequest("the body must be JSON") from None
     if not isinstance(body, dict):
         raise errors.BadRequest('the body must be a JSON object such as {"name": "Brave Otter"}')
@@ -200,14 +202,44 @@ def _may_see_details(request) -> bool:
     return not networks or access.client_in(request, networks)
 
 
+# How long /healthz waits for SQLite's write lock: a monitor's probe must answer quickly.
+HEALTHZ_LOCK_WAIT_MS = 500
+
+
 def _database_ok() -> bool:
+    """Whether the database answers and can take writes (a read alone says "ok" while
+    another process holds SQLite's write lock, or on a read-only PostgreSQL replica)."""
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+            if connection.vendor == "sqlite":
+                _sqlite_can_write(cursor)
+            elif connection.vendor == "postgresql":
+                cursor.execute(
+                    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
+                )
+                if cursor.fetchone()[0]:
+                    raise DatabaseError("read-only (a standby or default_transaction_read_only)")
+            else:
+                cursor.execute("SELECT 1")
         return True
     except DatabaseError as exc:
         logger.error(kv("healthz.down", part="database", detail=exc))
         return False
+
+
+def _sqlite_can_write(cursor) -> None:
+    """Take SQLite's write lock and let it go at once: raise if it cannot be had quickly."""
+    if not connection.get_autocommit():  # inside a transaction (tests): a read is all we may do
+        cursor.execute("SELECT 1")
+        return
+    cursor.execute("PRAGMA busy_timeout")
+    (usual,) = cursor.fetchone()
+    cursor.execute(f"PRAGMA busy_timeout = {HEALTHZ_LOCK_WAIT_MS}")
+    try:
+        cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute("ROLLBACK")
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout = {int(usual)}")
 
 
 def _channel_layer_ok() -> bool:

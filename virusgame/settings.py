@@ -49,9 +49,10 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
-# Origins a WebSocket handshake may come from (channels' OriginValidator, virusgame/asgi.py):
-# host names (any scheme and port) or full origins such as https://game.example.com.
-WS_ALLOWED_ORIGINS = env_list("DJANGO_WS_ALLOWED_ORIGINS") or ALLOWED_HOSTS
+# Origins a WebSocket handshake may come from (viruses/live/origin.py): full origins such as
+# https://game.example.com, or host names (any scheme and port). Empty: the page's own
+# origin only, as Django's CSRF check wants (scheme, host in ALLOWED_HOSTS, port).
+WS_ALLOWED_ORIGINS = env_list("DJANGO_WS_ALLOWED_ORIGINS")
 
 INSTALLED_APPS = [
     # First, so that `runserver` is daphne's ASGI server with WebSocket support.
@@ -71,6 +72,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: it counts the API's actions by the answer they got, refusals included.
     "viruses.metrics.count_http_actions",
+    # Before anything reads a body: it refuses one over DATA_UPLOAD_MAX_MEMORY_SIZE unread.
+    "viruses.middleware.api_answers_json",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -16,7 +16,6 @@ django_asgi_app = get_asgi_application()
 
 from channels.consumer import AsyncConsumer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
@@ -24,6 +23,7 @@ from bench.levers import enabled  # noqa: E402
 from viruses import broadcast  # noqa: E402
 from viruses.live.consumers import VirusConsumer  # noqa: E402
 from viruses.live.daphne.transport import DaphneProtocolMiddleware  # noqa: E402
+from viruses.live.origin import SameOriginValidator  # noqa: E402
 
 if enabled("nobatch"):
     broadcast.BATCH_MAX = 1
@@ -38,7 +38,7 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": DaphneProtocolMiddleware(
-            OriginValidator(
+            SameOriginValidator(
                 URLRouter([path("ws/viruses/", LeverConsumer.as_asgi())]), settings.WS_ALLOWED_ORIGINS
             )
         ),

@@ -16,7 +16,6 @@ from channels.db import database_sync_to_async  # noqa: E402
 from channels.generic.websocket import AsyncJsonWebsocketConsumer  # noqa: E402
 from channels.layers import get_channel_layer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.exceptions import ValidationError  # noqa: E402
 from django.urls import path  # noqa: E402
@@ -24,6 +23,7 @@ from django.urls import path  # noqa: E402
 from viruses import broadcast, errors, messages, services  # noqa: E402
 from viruses.live.consumers import VirusConsumer  # noqa: E402
 from viruses.live.daphne.transport import DaphneProtocolMiddleware  # noqa: E402
+from viruses.live.origin import SameOriginValidator  # noqa: E402
 
 
 def _event(kind: str, message: dict) -> dict:
@@ -82,7 +82,7 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": DaphneProtocolMiddleware(
-            OriginValidator(
+            SameOriginValidator(
                 URLRouter([path("ws/viruses/", StockConsumer.as_asgi())]), settings.WS_ALLOWED_ORIGINS
             )
         ),

@@ -9,7 +9,7 @@ from virusgame.asgi import django_asgi_app
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import OriginValidator  # noqa: E402
+from viruses.live.origin import SameOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from viruses.live.routing import websocket_urlpatterns  # noqa: E402
@@ -19,7 +19,7 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": DaphneProtocolMiddleware(
-            OriginValidator(
+            SameOriginValidator(
                 AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), settings.WS_ALLOWED_ORIGINS
             )
         ),

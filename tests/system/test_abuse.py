@@ -100,14 +100,22 @@ async def test_a_burst_of_handshakes_from_one_address_opens_exactly_the_cap(star
     assert "Traceback" not in game.read_log()
 
 
-def masked_frame(opcode: int, payload: bytes) -> bytes:
-    """A client frame (clients must mask), payload under 126 bytes."""
+def masked_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True) -> bytes:
+    """A client frame (clients must mask; `masked=False` breaks that rule)."""
+    size = len(payload)
+    if size < 126:
+        length = bytes([size])
+    elif size < 1 << 16:
+        length = bytes([126]) + struct.pack("!H", size)
+    else:
+        length = bytes([127]) + struct.pack("!Q", size)
+    first = bytes([(0x80 if fin else 0) | opcode])
+    if not masked:
+        return first + length + payload
     mask = os.urandom(4)
-    return (
-        bytes([0x80 | opcode, 0x80 | len(payload)])
-        + mask
-        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    )
+    length = bytes([0x80 | length[0]]) + length[1:]
+    masking = (mask * (size // 4 + 1))[:size]
+    return first + length + mask + bytes(a ^ b for a, b in zip(payload, masking, strict=True))
 
 
 def server_frames(data: bytes) -> list[tuple[int, bytes]]:
@@ -268,3 +276,53 @@ async def test_behind_a_proxy_a_flooder_is_refused_at_its_handshake_and_its_neig
     assert "client=203.0.113.7 reason=flood" in penalised
     assert "event=server.accept_gate state=off reason=proxy_headers" in node.read_log()
     assert "Traceback" not in node.read_log()
+
+
+def close_code_after(game, frames: list[bytes]) -> int | None:
+    """Open a socket, send `frames`, and return the code of the server's close frame (None: none came)."""
+    sock = stalled_socket(game)
+    sock.settimeout(10)
+    received = bytearray()
+    with contextlib.suppress(OSError):  # the server closed while we were still sending
+        for frame in frames:
+            sock.sendall(frame)
+    with contextlib.suppress(OSError):  # a reset once the close frame was read is fine
+        while not close_codes(bytes(received)) and (chunk := sock.recv(65536)):
+            received += chunk
+    sock.close()
+    codes = close_codes(bytes(received))
+    return codes[0] if codes else None
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        *([masked_frame(0x8, struct.pack("!H", code))] for code in (999, 1005, 1006, 1015, 2999, 5000)),
+        [masked_frame(0x1, b'{"type": "resync"}', masked=False)],
+        [masked_frame(0x3, b"reserved")],
+    ],
+    ids=[
+        "close_999",
+        "close_1005",
+        "close_1006",
+        "close_1015",
+        "close_2999",
+        "close_5000",
+        "unmasked",
+        "op_3",
+    ],
+)
+def test_a_protocol_error_gets_a_1002_close_frame_and_one_log_line(game, frames):
+    assert close_code_after(game, frames) == 1002
+    (closed,) = lines(game, "ws.close")
+    assert "reason=protocol_error" in closed and "code=1002" in closed
+    assert "Traceback" not in game.read_log()
+
+
+def test_a_message_over_the_size_limit_in_64_kib_fragments_gets_a_1009_close_frame(game):
+    chunk = b"x" * 64 * 1024
+    count = 2 * 1024 * 1024 // len(chunk)  # 2 MiB: over daphne's 1 MiB limit
+    frames = [masked_frame(0x1 if i == 0 else 0x0, chunk, fin=i == count - 1) for i in range(count)]
+    assert close_code_after(game, frames) == 1009
+    assert "reason=too_big" in lines(game, "ws.close")[0]
+    assert "Traceback" not in game.read_log()

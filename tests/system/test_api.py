@@ -118,6 +118,44 @@ def test_wrong_method_is_refused_as_json_naming_the_allowed_ones(browser, method
     assert response.json() == {"error": f"method {method.upper()} not allowed here"}
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "content_type"),
+    [
+        ("post", "/api/viruses/", "application/x-www-form-urlencoded"),  # the CSRF check reads a form
+        ("patch", "/api/me/", "application/json"),
+    ],
+)
+def test_a_body_over_the_upload_limit_is_refused_413_as_json_with_one_log_line(
+    browser, method, path, content_type, caplog
+):
+    body = "a=" + "x" * 3_000_000
+    caplog.clear()
+    response = getattr(browser, method)(
+        path, body, content_type=content_type, headers={"x-csrftoken": browser.token}
+    )
+    assert response.status_code == 413
+    assert "over 2621440 bytes" in response.json()["error"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if "http.too_large" in line] == [
+        f"event=http.too_large method={method.upper()} path={path} size={len(body)}"
+    ]
+    assert not any(r.exc_info for r in caplog.records)
+    assert Virus.objects.count() == 0
+
+
+@pytest.mark.parametrize("path", ["/api/nope", "/api/viruses/x/y/", "/api/"])
+def test_an_unknown_path_under_the_api_is_404_json(browser, path):
+    response = browser.get(path)
+    assert response.status_code == 404
+    assert response.json() == {"error": "no API endpoint here"}
+
+
+def test_an_unknown_page_stays_an_html_404(browser):
+    response = browser.get("/nope")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
 @pytest.mark.parametrize("path", ["/", "/api/viruses/", "/healthz"])
 def test_get_endpoints_answer_head(browser, path):
     response = browser.head(path)

@@ -14,9 +14,19 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg
 import pytest
+import redis
 import websockets
 
-from tests.support.delivery import Player, TcpProxy, api_state, converge, sqlite_path, wait_for
+from tests.support import harness
+from tests.support.delivery import (
+    Player,
+    TcpProxy,
+    api_state,
+    converge,
+    group_members,
+    sqlite_path,
+    wait_for,
+)
 from tests.support.harness import uses_postgres
 from tools.local_redis import LocalRedis
 from tools.servers import Api
@@ -101,6 +111,55 @@ async def test_redis_outage_http_keeps_working_and_clients_converge_after(cluste
     cluster.assert_clean()
 
 
+def forget_the_game_s_redis_data(env: dict[str, str]) -> int:
+    """Delete every key of the game's prefix: FLUSHALL, or a failover to an empty replica,
+    as this game sees it (other users of a shared Redis keep theirs)."""
+    client = redis.Redis.from_url(env["REDIS_URL"].split(",")[0])
+    try:
+        keys = list(client.scan_iter(match=f"{env['REDIS_PREFIX']}*", count=1000))
+        return client.delete(*keys) if keys else 0
+    finally:
+        client.close()
+
+
+async def test_after_redis_loses_its_data_every_connected_player_gets_the_next_pushes(start_game):
+    # The heartbeat, which also re-adds sockets to the group, is not what is tested here.
+    game = start_game(VIRUS_PRESENCE_HEARTBEAT="600", VIRUS_RATE_LIMIT="0")
+    async with (
+        harness.player(game) as alice,
+        harness.player(game) as bob,
+        Api(game.url, asynchronous=True) as api,
+    ):
+        assert group_members(game.env) == 2
+        assert await asyncio.to_thread(forget_the_game_s_redis_data, game.env) > 0
+        # Creates until one reaches both (those made before the process noticed reach nobody).
+        created: list[str] = []
+        seen = {"alice": set(), "bob": set()}
+
+        async def watch(name, client):
+            while True:
+                message = await client.until(lambda m: m["type"] == "virus.created", timeout=60)
+                seen[name].add(message["virus"]["id"])
+
+        watchers = [asyncio.create_task(watch("alice", alice)), asyncio.create_task(watch("bob", bob))]
+        try:
+
+            def both_got_one() -> bool:
+                return bool(seen["alice"] & seen["bob"] & set(created))
+
+            async def create_and_check() -> bool:
+                if not both_got_one():
+                    created.append((await api.create()).json()["id"])
+                return both_got_one()
+
+            await wait_for(create_and_check, 20, "a push reaching both players", interval=0.5)
+        finally:
+            for task in watchers:
+                task.cancel()
+    assert "event=presence.redis_lost_data channels=2" in game.read_log()
+    assert "Traceback" not in game.read_log()
+
+
 # 5. Database trouble -----------------------------------------------------------------------
 
 
@@ -132,6 +191,44 @@ async def test_sqlite_lock_held_too_long_answers_503_and_closes_sockets_cleanly(
     for player in (live, back):
         await player.stop()
     cluster.assert_clean()
+
+
+@pytest.mark.skipif(uses_postgres(), reason="SQLite's write lock")
+def test_healthz_reports_a_database_whose_write_lock_another_process_holds(game):
+    assert httpx.get(f"{game.url}/healthz", timeout=10).json() == {"database": "ok", "channel_layer": "ok"}
+    lock = sqlite3.connect(sqlite_path(game.env), isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # another process's long write: reads still work
+    try:
+        held = httpx.get(f"{game.url}/healthz", timeout=10)
+        assert httpx.get(f"{game.url}/api/viruses/", timeout=10).status_code == 200
+    finally:
+        lock.rollback()
+        lock.close()
+    assert (held.status_code, held.json()) == (503, {"database": "down", "channel_layer": "ok"})
+    assert "event=healthz.down part=database" in game.read_log()
+    back = httpx.get(f"{game.url}/healthz", timeout=10)
+    assert (back.status_code, back.json()) == (200, {"database": "ok", "channel_layer": "ok"})
+
+
+@pytest.mark.skipif(not uses_postgres(), reason="needs PostgreSQL (DATABASE_URL)")
+def test_healthz_reports_a_read_only_postgresql(game):
+    name = urlsplit(game.env["DATABASE_URL"]).path.lstrip("/")
+    admin = urlunsplit(urlsplit(game.env["DATABASE_URL"])._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    terminate_backends(game.env["DATABASE_URL"])  # new connections get the setting
+    try:
+        # Reads work again once every pooled connection has been replaced (killed ones fail once).
+        answers = []
+        while answers[-20:] != [200] * 20:
+            answers.append(httpx.get(f"{game.url}/api/viruses/", timeout=10).status_code)
+            assert len(answers) < 200, answers
+        held = httpx.get(f"{game.url}/healthz", timeout=10)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+        terminate_backends(game.env["DATABASE_URL"])
+    assert (held.status_code, held.json()) == (503, {"database": "down", "channel_layer": "ok"})
 
 
 def terminate_backends(database_url: str) -> int:

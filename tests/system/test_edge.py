@@ -2,6 +2,9 @@
 and nginx built from the deploy kit's site (server banners, HEAD, 405, request limits)."""
 
 import asyncio
+import contextlib
+import json
+import socket
 
 import httpx
 import pytest
@@ -78,3 +81,43 @@ async def test_nginx_limits_websocket_handshakes_per_address(edge):
     statuses = await asyncio.gather(*(handshake() for _ in range(200)))
     assert set(statuses) == {101, 429}
     assert statuses.count(101) >= 121
+
+
+def raw_get(server, target: str, headers: str = "") -> tuple[int, bytes]:
+    """GET by hand (httpx refuses such requests itself): the status and body of the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        request = (
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{headers}Connection: close\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):  # answered and closed before all was sent
+            sock.sendall(request.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+OVERSIZE = [
+    ("url", "/api/viruses/?" + "a" * 60 * 1024, "", 414),
+    ("header", "/api/viruses/", "X-Big: " + "b" * 200 * 1024 + "\r\n", 431),
+    ("headers", "/api/viruses/", "".join(f"X-Many-{i}: {'c' * 1000}\r\n" for i in range(40)), 431),
+]
+
+
+@pytest.mark.parametrize(("what", "target", "headers", "status"), OVERSIZE, ids=[o[0] for o in OVERSIZE])
+@pytest.mark.parametrize("via", ["nginx", "daphne"])
+def test_an_oversize_url_or_header_is_answered_414_or_431(edge, via, what, target, headers, status):
+    node, proxy = edge
+    answer, body = raw_get(proxy if via == "nginx" else node, target, headers)
+    assert answer == status
+    if status == 431 or via == "daphne":  # nginx's 414 is its own page
+        assert json.loads(body)["error"]
+    assert "Traceback" not in node.read_log()
+
+
+def test_a_body_over_nginx_s_limit_is_answered_413_in_json(edge):
+    _, proxy = edge
+    response = httpx.post(proxy.url + "/api/viruses/", content=b"x" * 100_000, timeout=10)
+    assert response.status_code == 413
+    assert response.json()["error"]

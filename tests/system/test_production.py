@@ -322,13 +322,36 @@ async def test_websocket_origin_allow_list_comes_from_settings(start_node):
         assert refused.value.response.status_code == 403, origin
 
 
-async def test_websocket_origins_default_to_the_allowed_hosts(game):
-    async with websockets.connect(game.ws_url, origin="https://localhost:8443") as ws:
+async def test_by_default_a_websocket_must_come_from_the_page_s_own_origin(game):
+    async with websockets.connect(game.ws_url, origin=game.url) as ws:  # http://127.0.0.1:<port>
         assert decode(await ws.recv())[0]["type"] == "snapshot"
-    for origin in ["https://localhost.evil.example", None]:
-        with pytest.raises(websockets.InvalidStatus):
+    # Another port, scheme or host of the same machine is another site.
+    for origin in [
+        "http://127.0.0.1:1",
+        "http://localhost:1",
+        f"https://127.0.0.1:{game.port}",
+        f"http://localhost:{game.port}",
+        "https://localhost:8443",
+        "https://localhost.evil.example",
+        None,
+    ]:
+        with pytest.raises(websockets.InvalidStatus) as refused:
             async with websockets.connect(game.ws_url, origin=origin):
                 pass
+        assert refused.value.response.status_code == 403, origin
+
+
+async def test_behind_the_tls_proxy_the_page_s_origin_is_https(start_node):
+    node = start_node(DJANGO_BEHIND_TLS_PROXY="true")
+    https = {"X-Forwarded-Proto": "https"}
+    page = f"https://127.0.0.1:{node.port}"  # the Host the handshake is sent with
+    async with websockets.connect(node.ws_url, origin=page, additional_headers=https) as ws:
+        assert decode(await ws.recv())[0]["type"] == "snapshot"
+    for origin, headers in [(node.url, https), (page, {"X-Forwarded-Proto": "http"}), (page, None)]:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(node.ws_url, origin=origin, additional_headers=headers):
+                pass
+        assert refused.value.response.status_code == 403, (origin, headers)
 
 
 async def test_a_full_playground_of_2000_viruses_reaches_a_new_socket_in_one_snapshot(start_node):

@@ -19,7 +19,9 @@ kill = database_sync_to_async(services.virus_kill)
 
 
 async def connected(origin: bytes = b"http://localhost") -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(application, "/ws/viruses/", headers=[(b"origin", origin)])
+    communicator = WebsocketCommunicator(
+        application, "/ws/viruses/", headers=[(b"host", b"localhost"), (b"origin", origin)]
+    )
     accepted, _ = await communicator.connect()
     assert accepted
     return communicator
@@ -113,7 +115,11 @@ async def test_connection_row_lives_as_long_as_the_socket():
     communicator = WebsocketCommunicator(
         application,
         "/ws/viruses/",
-        headers=[(b"origin", b"http://localhost"), (b"user-agent", b"pytest-browser/1.0")],
+        headers=[
+            (b"host", b"localhost"),
+            (b"origin", b"http://localhost"),
+            (b"user-agent", b"pytest-browser/1.0"),
+        ],
     )
     await communicator.connect()
     await next_of(communicator, "snapshot")
@@ -143,7 +149,9 @@ async def test_snapshots_share_the_address_bucket_resync_answers_an_error(settin
     await communicator.send_json_to({"type": "resync"})
     refused = await next_of(communicator, "error")
     assert refused["error"].startswith("too many snapshots")
-    second = WebsocketCommunicator(application, "/ws/viruses/", headers=[(b"origin", b"http://localhost")])
+    second = WebsocketCommunicator(
+        application, "/ws/viruses/", headers=[(b"host", b"localhost"), (b"origin", b"http://localhost")]
+    )
     await second.connect()
     assert (await second.receive_output(3))["code"] == 1008
     await communicator.disconnect()
@@ -160,7 +168,9 @@ async def test_names_online_come_in_the_snapshot_and_presence_without_anonymous_
         return f"{players.COOKIE}={players.cookie_value(player.pk)}".encode()
 
     async def join(cookie: bytes | None) -> WebsocketCommunicator:
-        headers = [(b"origin", b"http://localhost")] + ([(b"cookie", cookie)] if cookie else [])
+        headers = [(b"host", b"localhost"), (b"origin", b"http://localhost")] + (
+            [(b"cookie", cookie)] if cookie else []
+        )
         communicator = WebsocketCommunicator(application, "/ws/viruses/", headers=headers)
         assert (await communicator.connect())[0]
         return communicator

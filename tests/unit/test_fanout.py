@@ -33,6 +33,9 @@ class StuckProtocol:
     def onPing(self, payload):
         pass
 
+    def _fail_connection(self, code, reason):
+        pass
+
 
 def test_the_fastlane_closes_a_socket_that_stopped_reading_with_1013_and_forgets_it(caplog):
     protocol = StuckProtocol()

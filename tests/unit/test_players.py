@@ -142,6 +142,23 @@ def test_rename_with_a_malformed_body_is_400(body):
     assert "JSON" in response.json()["error"]
 
 
+@pytest.mark.parametrize("body", ["[" * 100_000, '{"a":' * 50_000])
+def test_a_body_nested_past_the_stack_is_400_json_with_one_log_line_without_the_body(body, caplog):
+    alice = browser()
+    caplog.clear()
+    response = alice.patch(
+        "/api/me/", body, content_type="application/json", headers={"x-csrftoken": alice.token}
+    )
+    assert response.status_code == 400
+    assert "JSON" in response.json()["error"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if "http.bad_body" in line] == [
+        "event=http.bad_body method=PATCH path=/api/me/ reason=too_deep"
+    ]
+    assert not any(r.exc_info for r in caplog.records)
+    assert all(body[:20] not in line for line in lines)
+
+
 def test_renames_are_rate_limited_per_player(settings):
     settings.VIRUS_RENAME_RATE, settings.VIRUS_RENAME_BURST = 1, 2
     alice = browser()

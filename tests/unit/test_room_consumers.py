@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def socket(path: str, player=None) -> WebsocketCommunicator:
-    headers = [(b"origin", b"http://localhost")]
+    headers = [(b"host", b"localhost"), (b"origin", b"http://localhost")]
     if player is not None:
         headers.append((b"cookie", f"{players.COOKIE}={players.cookie_value(player.pk)}".encode()))
     communicator = WebsocketCommunicator(application, path, headers=headers)

@@ -51,6 +51,12 @@ class FakeProtocol:
     def onPing(self, payload):
         self.pongs.append(payload)
 
+    failedByMe = False
+
+    def _fail_connection(self, code, reason):
+        self.failedByMe = True
+        self.close_frames.append(code)
+
 
 def test_send_buffer_replaces_the_upgrade_channel_as_the_streaming_producer():
     fake = FakeTransport(producer=object())
@@ -176,6 +182,17 @@ def test_pings_over_the_limit_close_with_1008_once_and_get_no_more_pongs(caplog)
     ]
 
 
+def test_a_protocol_failure_is_logged_once_with_its_code_and_without_the_reason(caplog):
+    protocol = FakeProtocol()
+    socket(protocol)
+    protocol._fail_connection(1002, "invalid close code 999")
+    protocol._fail_connection(1002, "a second violation while closing")
+    assert protocol.close_frames == [1002, 1002]  # autobahn still does what it does
+    assert [r.getMessage() for r in caplog.records if "ws.close" in r.getMessage()] == [
+        "event=ws.close reason=protocol_error client=- code=1002"
+    ]
+
+
 def test_a_ping_from_a_client_that_does_not_read_closes_with_1008_instead_of_a_pong():
     protocol = FakeProtocol()
     sock, _ = socket(protocol)
@@ -206,3 +223,17 @@ def test_text_frame_is_one_final_unmasked_text_frame_of_any_length(size):
     assert len(text.encode()) == size
     frame = parse_frame(transport.text_frame(text))
     assert (frame.opcode, frame.fin, frame.data.decode()) == (Opcode.TEXT, True, text)
+
+
+def test_the_twisted_and_autobahn_privates_the_transport_uses_still_exist():
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+    from twisted.web.http import HTTPChannel
+
+    channel = HTTPChannel()
+    for name in ("_HTTPChannel__first_line", "_receivedHeaderSize", "totalHeadersSize"):
+        assert hasattr(channel, name), name
+    assert callable(channel._respondToBadRequestAndDisconnect)
+    protocol = WebSocketServerProtocol()
+    assert callable(protocol._fail_connection)
+    assert "failByDrop" in WebSocketServerProtocol.CONFIG_ATTRS
+    WebSocketServerFactory().setProtocolOptions(**transport.PROTOCOL_OPTIONS)

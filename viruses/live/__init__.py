@@ -14,26 +14,31 @@ def websocket_application():
     """The WebSocket stack: daphne's protocol exposed (outermost), boxed addresses refused,
     other origins refused (403, cross-site WebSocket hijacking), then the game's routes."""
     from channels.routing import URLRouter
-    from channels.security.websocket import OriginValidator
     from django.conf import settings
 
     from viruses.guards import penalty
 
     from .daphne.transport import DaphneProtocolMiddleware
+    from .origin import SameOriginValidator
     from .routing import websocket_urlpatterns
 
     return DaphneProtocolMiddleware(
-        penalty.RefuseBoxed(OriginValidator(URLRouter(websocket_urlpatterns), settings.WS_ALLOWED_ORIGINS)),
+        penalty.RefuseBoxed(
+            SameOriginValidator(URLRouter(websocket_urlpatterns), settings.WS_ALLOWED_ORIGINS)
+        ),
         gate=penalty.box,
     )
 
 
 def start() -> None:
-    """Set up this process as a server: GC tuned for many sockets, drain on SIGTERM."""
+    """Set up this process as a server: GC tuned for many sockets, RFC close codes for
+    protocol errors, drain on SIGTERM."""
     from . import gc_tuning
+    from .daphne import transport
     from .drain import drain
 
     if gc_tuning.serving(sys.argv):
         gc_tuning.tune()
+    transport.set_protocol_options()
     # Under daphne, SIGTERM drains this process instead of dropping its sockets.
     drain.install()

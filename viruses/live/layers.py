@@ -11,6 +11,7 @@ from redis.asyncio import BlockingConnectionPool
 from viruses.logs import kv
 
 logger = logging.getLogger(__name__)
+LOST_DATA_TTL = 60  # s a `lost_data` marker outlives its last check (its process gone)
 channels_redis_logger = logging.getLogger("channels_redis.core")
 
 
@@ -46,6 +47,17 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
         # Called by the reader with each message and the local channels it names; returns
         # the channels still to be given the message through their `receive()` (fanout.py).
         self.bypass: Callable[[list[str], dict], list[str]] | None = None
+        self._markers: frozenset[str] = frozenset()  # `lost_data` keys set at least once
+
+    async def lost_data(self, group: str, marker: str) -> bool:
+        """Whether the Redis holding `group` lost its data since the last call (FLUSHALL, a
+        restart without persistence, a failover to an empty replica): `marker`'s key, set by
+        every call and kept for LOST_DATA_TTL seconds, is gone. False on the first call."""
+        key = f"{self.prefix}:alive:{marker}"
+        connection = self.connection(self.consistent_hash(group))
+        previous = await connection.set(key, 1, ex=LOST_DATA_TTL, get=True)
+        seen, self._markers = key in self._markers, self._markers | {key}
+        return previous is None and seen
 
     def create_pool(self, index):
         host = dict(self.hosts[index])

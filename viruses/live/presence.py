@@ -32,6 +32,9 @@ def online_state(room=None) -> tuple[int, dict]:
 
 SERVER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 ANNOUNCE_DELAY = 0.25  # joins and leaves within this window share one presence push
+# How often this process checks that Redis still holds its group memberships; a Redis that
+# lost its data (FLUSHALL, a failover to an empty replica) gets them back within twice this.
+REDIS_WATCH_INTERVAL = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ class ServerPresence:
         # reach clients after the count of the node they moved to, and undo it.
         self.leaving = False
         self._heartbeat: asyncio.Task | None = None
+        self._watch: asyncio.Task | None = None
+        self._watch_failing = False  # logged once per Redis outage
         self._last_announced: dict[str, int] = {}  # by group
         self.refreshed_at: float | None = None  # monotonic time the rows were last known fresh
         # Sockets that come or go at once share one INSERT or DELETE (a connect storm).
@@ -114,9 +119,39 @@ class ServerPresence:
         await broadcast.apush(messages.presence_event(online=online, **names), group)
 
     def _start_heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
         if not _running_here(self._heartbeat):
             self.refreshed_at = time.monotonic()  # the joining row was just written
-            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+            self._heartbeat = loop.create_task(self._beat())
+        layer = get_channel_layer()
+        if hasattr(layer, "lost_data") and not _running_here(self._watch):  # Redis only
+            self._watch = loop.create_task(self._watch_redis(layer))
+
+    async def _renew(self, layer) -> None:
+        """Put every local socket back in its world's group and renew its place under the address cap."""
+        renewed = {channel: broadcast.group_of(room) for channel, room in self.worlds.items()}
+        for channel_name, group in renewed.items():
+            await layer.group_add(group, channel_name)
+        # A socket that left meanwhile may have been re-added after its own discard.
+        for channel_name in renewed.keys() - self.channels.keys():
+            await layer.group_discard(renewed[channel_name], channel_name)
+        # Places taken under the address cap expire unless renewed (admission.py).
+        await sync_to_async(admission.renew, thread_sensitive=False)(dict(self.channels))
+
+    async def _watch_redis(self, layer) -> None:
+        """Renew at once when Redis lost its data: else no push reaches this process's
+        sockets, which still look connected, until the next heartbeat."""
+        while self.channels:
+            try:
+                if await layer.lost_data(broadcast.GROUP, SERVER):
+                    logger.warning(kv("presence.redis_lost_data", channels=len(self.channels)))
+                    await self._renew(layer)
+                self._watch_failing = False
+            except Exception as exc:  # Redis is down: the heartbeat logs it too
+                if not self._watch_failing:
+                    logger.warning(kv("presence.redis_watch_failed", error=_describe(exc)))
+                self._watch_failing = True
+            await asyncio.sleep(REDIS_WATCH_INTERVAL)
 
     async def _beat(self) -> None:
         layer = get_channel_layer()
@@ -125,14 +160,7 @@ class ServerPresence:
             try:
                 # Renews group membership (it expires for consumers that crashed), whether
                 # or not the database answers.
-                renewed = {channel: broadcast.group_of(room) for channel, room in self.worlds.items()}
-                for channel_name, group in renewed.items():
-                    await layer.group_add(group, channel_name)
-                # A socket that left meanwhile may have been re-added after its own discard.
-                for channel_name in renewed.keys() - self.channels.keys():
-                    await layer.group_discard(renewed[channel_name], channel_name)
-                # Places taken under the address cap expire unless renewed (admission.py).
-                await sync_to_async(admission.renew, thread_sensitive=False)(dict(self.channels))
+                await self._renew(layer)
             except Exception as exc:  # Redis is down: its restart emptied the group anyway
                 logger.warning(kv("presence.renewal_failed", error=_describe(exc)))
             try:

@@ -39,7 +39,40 @@ NORMAL_CLOSE = 1000
 PING_LIMIT = 30
 PING_WINDOW = 10.0
 
+# autobahn's options for every WebSocket daphne accepts, on top of daphne's own.
+PROTOCOL_OPTIONS = {
+    # A client that breaks RFC 6455 (a reserved close code or opcode, an unmasked frame, a
+    # message over daphne's --websocket-max-message-size) gets a close frame with the RFC's
+    # code (1002, 1007, 1009) instead of autobahn's default, a TCP reset that tells it nothing.
+    "failByDrop": False,
+}
+
+# Why autobahn fails a connection, by the close code it sends.
+PROTOCOL_FAILURES = {1002: "protocol_error", 1007: "invalid_payload", 1009: "too_big"}
+
 logger = logging.getLogger(__name__)
+
+
+def set_protocol_options() -> bool:
+    """Give daphne's WebSocket factory `PROTOCOL_OPTIONS` before it accepts a connection.
+
+    Under daphne only (False elsewhere). The application is imported before daphne builds
+    its factory (`Server.run`), so the options are set once the reactor starts, as the
+    first thing it runs, before it reads any socket.
+    """
+    if "daphne.server" not in sys.modules:
+        return False
+    from twisted.internet import reactor
+
+    def apply() -> None:
+        server = Listeners().server
+        if server is None:  # not listening (daphne failed to bind): nothing to configure
+            return
+        server.ws_factory.setProtocolOptions(**PROTOCOL_OPTIONS)
+        answer_oversize_requests(server.http_factory)
+
+    reactor.callWhenRunning(apply)
+    return True
 
 
 class DaphneProtocolMiddleware:
@@ -64,6 +97,59 @@ class DaphneProtocolMiddleware:
             extensions = {**(scope.get("extensions") or {}), PROTOCOL_KEY: protocol}
             scope = {**scope, "extensions": extensions}
         return await self.inner(scope, receive, send)
+
+
+def answer_oversize_requests(factory) -> None:
+    """Answer 414 / 431 to a request line or headers over Twisted's limits, in JSON.
+
+    Twisted's HTTPChannel hangs up without a word on a line over `MAX_LENGTH` (16 KiB) and
+    answers a bare 400 to headers over `totalHeadersSize` (16 KiB in all).
+    """
+    build = factory.buildProtocol
+
+    def build_answering(addr):
+        protocol = build(addr)
+        channel = getattr(protocol, "_channel", protocol)  # Twisted's generic HTTP wrapper
+        if channel is not None:
+            bad_request = channel._respondToBadRequestAndDisconnect
+            channel.lineLengthExceeded = lambda line: _refuse_oversize(channel)
+            channel._respondToBadRequestAndDisconnect = lambda: (
+                _refuse_oversize(channel)
+                if channel._receivedHeaderSize > channel.totalHeadersSize
+                else bad_request()
+            )
+        return protocol
+
+    factory.buildProtocol = build_answering
+
+
+OVERSIZE_ANSWERS = {
+    414: (b"URI Too Long", b'{"error": "the URL is too long"}\n'),
+    431: (b"Request Header Fields Too Large", b'{"error": "the request headers are too large"}\n'),
+}
+OVERSIZE_LINGER = 2.0  # s to read and drop what the client still sends before closing
+
+
+def _refuse_oversize(channel) -> None:
+    # Still on the request line (Twisted's name-mangled flag): the URL is too long.
+    status = 414 if getattr(channel, "_HTTPChannel__first_line", 0) else 431
+    reason, body = OVERSIZE_ANSWERS[status]
+    logger.info(kv("http.too_large", part="url" if status == 414 else "headers", status=status))
+    transport = channel.transport
+    transport.write(
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s" % (status, reason, len(body), body)
+    )
+    # Closing with the rest of the request unread would reset the connection, and the
+    # client could lose the answer: read and drop it for a moment, as nginx lingers.
+    channel.dataReceived = channel.lineReceived = lambda data: None  # lines already buffered too
+    from twisted.internet import reactor
+
+    if hasattr(transport, "loseWriteConnection"):
+        transport.loseWriteConnection()
+        reactor.callLater(OVERSIZE_LINGER, transport.loseConnection)
+    else:
+        transport.loseConnection()
 
 
 def gate_accepts(server, box) -> None:
@@ -156,6 +242,9 @@ class Socket:
             # autobahn answers pings itself, below ASGI: the app's own limits never see them.
             self._answer_ping = self.protocol.onPing
             self.protocol.onPing = self._on_ping
+            # autobahn fails a connection that breaks the protocol below ASGI too (PROTOCOL_OPTIONS).
+            self._fail_connection = self.protocol._fail_connection
+            self.protocol._fail_connection = self._on_protocol_failure
 
     def _on_ping(self, payload: bytes) -> None:
         """autobahn's `onPing` for this socket: pong only within the limit, and to a reader."""
@@ -168,6 +257,21 @@ class Socket:
             self._refuse_pings("ping_unread")
         else:
             self._answer_ping(payload)
+
+    def _on_protocol_failure(self, code: int = 1001, reason: str = "going away") -> None:
+        """autobahn's `_fail_connection` for this socket: log the first failure, fail, and
+        put the close frame on the wire at once."""
+        if not self.protocol.failedByMe:
+            # autobahn's reason stays out: it may quote what the client sent.
+            cause = PROTOCOL_FAILURES.get(code, "protocol_failure")
+            logger.warning(kv("ws.close", reason=cause, client=self.client, code=code))
+        self._fail_connection(code, reason)
+        transport = getattr(self.protocol, "transport", None)
+        if self.sends_directly and transport.connected and not transport.disconnecting:
+            # A bad close frame fails the connection and is then taken as the client's reply
+            # to our close, and autobahn aborts at once (a reset), which would throw away the
+            # close frame still in Twisted's buffer.
+            transport.doWrite()
 
     def _refuse_pings(self, reason: str) -> None:
         self.refused_pings = True
