@@ -407,7 +407,7 @@ def test_the_image_runs_daphne_as_a_non_root_user_with_a_working_healthcheck(sta
                 "inspect",
                 "--format",
                 "{{.Name}} user={{.Config.User}} health={{.State.Health.Status}} "
-                "last check exit={{(index .State.Health.Log 0).ExitCode}}",
+                "exit codes of the last checks={{range .State.Health.Log}}{{.ExitCode}}{{end}}",
                 container["Id"],
             )
         )
