@@ -229,29 +229,48 @@ class Stack:
         assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
         return result.stdout.strip()
 
-    def container(self, service: str) -> str:
-        return self.compose("ps", "-q", service).stdout.strip()
+    def containers(self) -> dict[str, str]:
+        """Service -> container id (one `docker ps`: a docker-compose call costs a Python start)."""
+        listing = self.docker(
+            "ps",
+            "--all",
+            "--no-trunc",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--filter",
+            "label=com.docker.compose.oneoff=False",
+            "--format",
+            '{{.Label "com.docker.compose.service"}} {{.ID}}',
+        )
+        return dict(line.split() for line in listing.splitlines())
 
     def inspect(self, service: str) -> dict:
-        return json.loads(self.docker("inspect", self.container(service)))[0]
+        return json.loads(self.docker("inspect", self.containers()[service]))[0]
 
-    def state(self, service: str) -> str:
-        """running/healthy, running/starting, exited/0, ..., or missing."""
-        container = self.container(service)
-        if not container:
-            return "missing"
-        state = json.loads(self.docker("inspect", container))[0]["State"]
-        if state["Status"] != "running":
-            return f"{state['Status']}/{state['ExitCode']}"
-        return f"running/{state.get('Health', {}).get('Status', 'no healthcheck')}"
+    def states(self) -> dict[str, str]:
+        """Each service's running/healthy, running/starting, exited/0, ..., or missing."""
+        ids = self.containers()
+        found = (
+            {c["Id"]: c["State"] for c in json.loads(self.docker("inspect", *ids.values()))} if ids else {}
+        )
+        states = {}
+        for service in SERVICES:
+            state = found.get(ids.get(service, ""))
+            if state is None:
+                states[service] = "missing"
+            elif state["Status"] != "running":
+                states[service] = f"{state['Status']}/{state['ExitCode']}"
+            else:
+                states[service] = f"running/{state.get('Health', {}).get('Status', 'no healthcheck')}"
+        return states
 
     def logs(self, service: str, lines: int = 80) -> str:
         return self.compose("logs", "--no-color", "--tail", str(lines), service, check=False).stdout
 
-    def unwell(self) -> list[str]:
+    def unwell(self, states: dict[str, str]) -> list[str]:
         """Services that are not as they should be: the migration exited 0, the others running healthy."""
         expected = dict.fromkeys(LONG_RUNNING, "running/healthy") | {"migrate": "exited/0"}
-        return [service for service in SERVICES if self.state(service) != expected[service]]
+        return [service for service, state in states.items() if state != expected[service]]
 
     @contextlib.contextmanager
     def step(self, name: str, *services: str):
@@ -260,8 +279,9 @@ class Stack:
             yield
         except BaseException:
             try:
-                culprits = sorted(set(services) | set(self.unwell()))
-                print(f"\n=== {name} failed; states: {', '.join(f'{s}={self.state(s)}' for s in SERVICES)}")
+                states = self.states()
+                culprits = sorted(set(services) | set(self.unwell(states)))
+                print(f"\n=== {name} failed; states: {', '.join(f'{s}={v}' for s, v in states.items())}")
                 for service in culprits:
                     print(f"--- docker-compose logs {service}\n{self.logs(service)}")
             except Exception as exc:  # the stack itself may be what broke
@@ -302,7 +322,7 @@ class Stack:
         """Poll the health checks (Debian's docker-compose is v1, without `up --wait`)."""
         deadline = time.monotonic() + timeout
         while True:
-            states = {service: self.state(service) for service in services}
+            states = {service: state for service, state in self.states().items() if service in services}
             if all(state == "running/healthy" for state in states.values()):
                 return
             stopped = [s for s, state in states.items() if not state.startswith("running")]
