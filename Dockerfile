@@ -41,8 +41,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 # Without DAPHNE_SOCKET, daphne listens on TCP 8000 (deploy/containers/entrypoint.sh).
 EXPOSE 8000
-# daphne drains on SIGTERM (viruses/drain.py): give it VIRUS_DRAIN_TIMEOUT and a margin before
-# SIGKILL (compose.yaml: stop_grace_period; docker stop -t 20).
+# daphne drains on SIGTERM (docs/production.md, section 4): give it VIRUS_DRAIN_TIMEOUT and a
+# margin before SIGKILL (compose.yaml: stop_grace_period; docker stop -t 20).
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "/srv/virusgame/deploy/containers/healthcheck.py"]
