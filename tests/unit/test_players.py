@@ -8,21 +8,13 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from tests.support.inprocess import browser
 from viruses import names, players, selectors, services
 from viruses.models import Player, Virus
 
 pytestmark = pytest.mark.django_db
 
 MARKUP = "<img src=x onerror=f()>"  # 23 characters: refused for its characters alone
-
-
-def browser() -> Client:
-    """A browser with its own address: loads the page (player cookie, CSRF token) like a person."""
-    client = Client(enforce_csrf_checks=True, REMOTE_ADDR=f"test-{uuid.uuid4().hex[:12]}")
-    page = client.get("/")
-    assert page.status_code == 200
-    client.token = page.cookies["csrftoken"].value
-    return client
 
 
 def me(client) -> dict:
