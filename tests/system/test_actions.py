@@ -70,9 +70,9 @@ async def test_create_at_the_alive_cap_answers_409_and_creates_nothing(start_gam
 
 async def test_actions_take_from_the_http_rate_limit_bucket(start_game):
     server = start_game(VIRUS_RATE_LIMIT="1", VIRUS_RATE_BURST="3")
-    api = server.api()  # same client address (127.0.0.1): the same bucket
+    api = server.api()
     assert api.create().status_code == 201
-    async with player(server) as alice:
+    async with player(server, api=api) as alice:  # the same player over HTTP and the socket: one bucket
         assert (await alice.act({"type": "create", "ref": "1"}))["status"] == 201
         assert api.create().status_code == 201  # the third and last token
         limited = await alice.act({"type": "create", "ref": "2"})

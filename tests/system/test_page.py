@@ -526,10 +526,11 @@ def test_clearing_the_dish_is_celebrated_and_sound_is_off_until_turned_on_and_re
 def seed_board(game, players: int = 10) -> None:
     """Put `players` players with 10, 20, ... kills on the board."""
     code = (
-        "from django.utils import timezone; from viruses import players; from viruses.models import Player\n"
+        "from django.utils import timezone; from viruses import names; from viruses.models import Player\n"
         f"for i in range({players}):\n"
         "    name = f'Seeded {i}'\n"
-        "    Player.objects.create(name=name, name_key=players.name_key(name), kills=10 * (i + 1),"
+        "    key, upper_key = names.keys(name)\n"
+        "    Player.objects.create(name=name, name_key=key, name_upper_key=upper_key, kills=10 * (i + 1),"
         " scored_at=timezone.now())"
     )
     game.manage("shell", "-c", code)
