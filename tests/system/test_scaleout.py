@@ -155,7 +155,10 @@ async def test_the_same_cron_line_on_two_nodes_spawns_once_per_window(game):
 
 def test_http_rate_limit_counts_across_nodes(cluster):
     a, b = cluster(2, VIRUS_RATE_LIMIT="4", VIRUS_RATE_BURST="4")
-    on_a, on_b = a.api("203.0.113.7"), b.api("203.0.113.7")  # one player, behind nginx
+    on_a, on_b = a.api("203.0.113.7"), b.api("203.0.113.7")  # behind nginx
+    # One player on both nodes: the action bucket is the player's, wherever they connect.
+    on_b.client.cookies.delete("player")
+    on_b.client.cookies.set("player", on_a.client.cookies["player"])
     statuses = [api.create().status_code for api in (on_a, on_b, on_a, on_b)]
     assert statuses == [201] * 4
     for api in (on_a, on_b):
