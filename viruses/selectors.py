@@ -143,9 +143,10 @@ def room_json(room: Room, *, online: int | None = None, alive: int | None = None
 
 
 def room_admits(room: Room, player_id) -> str | None:
-    """Why a socket of `player_id` may not join `room` now ("full", "locked"), None if it may."""
-    if online_count(room) >= settings.VIRUS_ROOM_MAX_PLAYERS:
-        return "full"
+    """Why a socket of `player_id` may not join `room` now ("locked"), None if it may.
+
+    Full is not decided here: a count read then acted on overshoots under a burst (admission.seat).
+    """
     if room.locked and not _is_member(room, player_id):
         return "locked"
     return None

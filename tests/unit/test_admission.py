@@ -41,3 +41,13 @@ def test_no_cap_or_no_address_always_admits(settings):
     assert all(admission.reserve("203.0.113.7", f"c.{i}") for i in range(50))
     settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS = 1
     assert all(admission.reserve("", f"c.{i}") for i in range(5))
+
+
+def test_a_rooms_places_are_its_own_and_none_are_left_when_full(settings):
+    settings.VIRUS_ROOM_MAX_PLAYERS = 2
+    room, other = uuid.uuid4().hex, uuid.uuid4().hex
+    assert [admission.seat(room, f"c.{i}") for i in range(3)] == [True, True, False]
+    assert admission.seat(other, "c.0")  # another room has its own places
+    assert admission.places().count(room) == 0  # and an address of the same name too
+    admission.unseat(room, "c.0")
+    assert admission.seat(room, "c.9")

@@ -81,7 +81,7 @@ def test_removing_a_room_removes_its_viruses_scores_and_counter_and_acting_in_it
         services.virus_create(room=room)
 
 
-def test_the_host_alone_locks_a_room_and_a_locked_room_admits_only_its_members(settings):
+def test_the_host_alone_locks_a_room_and_a_locked_room_admits_only_its_members():
     room = make_room()
     stranger, member = services.player_create(), services.player_create()
     services.room_join(room=room, player_id=member.pk)
@@ -92,8 +92,6 @@ def test_the_host_alone_locks_a_room_and_a_locked_room_admits_only_its_members(s
     assert selectors.room_admits(room, None) == "locked"
     assert selectors.room_admits(room, member.pk) is None
     assert selectors.room_admits(room, room.host_id) is None
-    settings.VIRUS_ROOM_MAX_PLAYERS = 0
-    assert selectors.room_admits(room, member.pk) == "full"
 
 
 async def test_changes_in_a_room_reach_its_group_alone_numbered_from_one(pushes, listen):

@@ -1,4 +1,7 @@
-"""Per-address socket admission: reserve a place first, then decide, atomically everywhere.
+"""Socket admission: reserve a place first, then decide, atomically everywhere.
+
+Two kinds of places: an address's (VIRUS_MAX_CONNECTIONS_PER_ADDRESS) and a room's
+(VIRUS_ROOM_MAX_PLAYERS), each set keyed by its address or room code.
 
 Counting open sockets and then opening one loses a race: a burst of handshakes from one
 address all see the same old count (measured: 961 of 1,000 admitted under a cap of 20).
@@ -43,13 +46,13 @@ def lifetime() -> float:
 
 
 class RedisPlaces:
-    def __init__(self, url: str, prefix: str):
+    def __init__(self, url: str, prefix: str, kind: str = "address"):
         self.client = redis_client(url)
-        self.prefix = prefix
+        self.prefix = f"{prefix}:ws-{kind}"
         self.reserve_script = self.client.register_script(RESERVE)
 
     def key(self, address: str) -> str:
-        return f"{self.prefix}:ws-address:{address}"
+        return f"{self.prefix}:{address}"
 
     def reserve(self, address: str, member: str, limit: int) -> bool:
         now = time.time()
@@ -103,9 +106,9 @@ class LocalPlaces:
 
 
 @cache
-def places() -> RedisPlaces | LocalPlaces:
+def places(kind: str = "address") -> RedisPlaces | LocalPlaces:
     if url := store_url():
-        return RedisPlaces(url, settings.REDIS_PREFIX)
+        return RedisPlaces(url, settings.REDIS_PREFIX, kind)
     return LocalPlaces()
 
 
@@ -134,9 +137,11 @@ def release(address: str, member: str) -> None:
         logger.warning(kv("ws.admission_release_failed", error=f"{type(exc).__name__}: {exc}"))
 
 
-def renew(places_by_member: dict[str, str]) -> None:
-    """Keep the places of this server's open sockets ({channel: address}) from expiring."""
+def renew(places_by_member: dict[str, str], rooms: dict[str, str] | None = None) -> None:
+    """Keep the places of this server's open sockets ({channel: address}, {channel: room code}) from expiring."""
     places().renew({member: address for member, address in places_by_member.items() if address})
+    if rooms:
+        places("room").renew(rooms)
 
 
 def count(address: str) -> int:
@@ -155,3 +160,27 @@ async def arelease(address: str, member: str) -> None:
     if settings.VIRUS_MAX_CONNECTIONS_PER_ADDRESS <= 0 or not address:
         return  # nothing was reserved
     await sync_to_async(release, thread_sensitive=False)(address, member)
+
+
+def seat(code: str, member: str) -> bool:
+    """Take one of the room's VIRUS_ROOM_MAX_PLAYERS places; False when it is full.
+
+    Exact across processes: concurrent joins cannot overshoot, as counting rows did.
+    Fails open like `reserve`.
+    """
+    try:
+        return places("room").reserve(code, member, settings.VIRUS_ROOM_MAX_PLAYERS)
+    except redis.RedisError as exc:
+        logger.warning(kv("ws.admission_unavailable", error=f"{type(exc).__name__}: {exc}"))
+        return True
+
+
+def unseat(code: str, member: str) -> None:
+    try:
+        places("room").release(code, member)
+    except redis.RedisError as exc:
+        logger.warning(kv("ws.admission_release_failed", error=f"{type(exc).__name__}: {exc}"))
+
+
+aseat = sync_to_async(seat, thread_sensitive=False)
+aunseat = sync_to_async(unseat, thread_sensitive=False)

@@ -289,6 +289,10 @@ class RoomConsumer(VirusConsumer):
     sockets): 4409; locked, for a player neither on its board nor its host: 4403.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seated = False  # holds one of the room's places (admission.py)
+
     async def enter_world(self) -> bool:
         code = self.scope["url_route"]["kwargs"]["code"]
         try:
@@ -298,8 +302,18 @@ class RoomConsumer(VirusConsumer):
         refusal = await database_sync_to_async(selectors.room_admits)(self.room, self.player_id)
         if refusal is not None:
             return await self.refuse(refusal, self.room.code)
+        # Full is decided by taking a place, atomically on every node: counting rows let a burst in.
+        self.seated = await admission.aseat(self.room.code, self.channel_name)
+        if not self.seated:
+            return await self.refuse("full", self.room.code)
         await database_sync_to_async(services.room_join)(room=self.room, player_id=self.player_id)
         return True
+
+    async def leave(self) -> None:
+        if self.seated:
+            self.seated = False
+            await admission.aunseat(self.room.code, self.channel_name)
+        await super().leave()
 
     async def refuse(self, reason: str, code: str) -> bool:
         await self.close_quietly(ROOM_CLOSES[reason])

@@ -128,15 +128,16 @@ class ServerPresence:
             self._watch = loop.create_task(self._watch_redis(layer))
 
     async def _renew(self, layer) -> None:
-        """Put every local socket back in its world's group and renew its place under the address cap."""
+        """Put every local socket back in its world's group and renew its places (address, room)."""
         renewed = {channel: broadcast.group_of(room) for channel, room in self.worlds.items()}
         for channel_name, group in renewed.items():
             await layer.group_add(group, channel_name)
         # A socket that left meanwhile may have been re-added after its own discard.
         for channel_name in renewed.keys() - self.channels.keys():
             await layer.group_discard(renewed[channel_name], channel_name)
-        # Places taken under the address cap expire unless renewed (admission.py).
-        await sync_to_async(admission.renew, thread_sensitive=False)(dict(self.channels))
+        # Places taken under the address cap and in rooms expire unless renewed (admission.py).
+        rooms = {channel: room.code for channel, room in self.worlds.items() if room is not None}
+        await sync_to_async(admission.renew, thread_sensitive=False)(dict(self.channels), rooms)
 
     async def _watch_redis(self, layer) -> None:
         """Renew at once when Redis lost its data: else no push reaches this process's
