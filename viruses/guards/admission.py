@@ -138,7 +138,7 @@ def release(address: str, member: str) -> None:
 
 
 def renew(places_by_member: dict[str, str], rooms: dict[str, str] | None = None) -> None:
-    """Keep the places of this server's open sockets ({channel: address}, {channel: room code}) from expiring."""
+    """Keep this server's sockets' places ({channel: address}, {channel: room code}) from expiring."""
     places().renew({member: address for member, address in places_by_member.items() if address})
     if rooms:
         places("room").renew(rooms)
