@@ -203,6 +203,10 @@ class SocketActions:
 
 
 async def run_step(swarm: Swarm, actions, rate: float, seconds: float) -> dict:
+    return (await run_actions(swarm, actions, rate, seconds)).summary()
+
+
+async def run_actions(swarm: Swarm, actions, rate: float, seconds: float) -> Step:
     """`rate` actions per second for `seconds`: each odd slot kills the oldest virus this step
     created and got answered for (a create when there is none yet), so the total rate is fixed
     and nothing waits for an answer before going out."""
@@ -249,7 +253,7 @@ async def run_step(swarm: Swarm, actions, rate: float, seconds: float) -> dict:
         step.completion.append(last - action.sent if done else math.inf)
         step.lost += max(0, players - got)
     step.client_cpu = (time.process_time() - cpu0) / max(1e-6, time.perf_counter() - wall0)
-    return step.summary()
+    return step
 
 
 # -- helpers --------------------------------------------------------------------------------

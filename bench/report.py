@@ -415,3 +415,41 @@ def abuse_table(results: dict) -> str:
         lines.append(f"other processes (the attacker included) used {a['other_cpu_cores']} cores meanwhile")
     rule = "-" * max(len(line) for line in lines[1:])
     return "\n".join([lines[0], rule, lines[1], rule, *lines[2:], rule])
+
+
+ROOMS_TARGET = 200  # actions/s in total on one daphne process (issue 23)
+
+
+def rooms_table(results: dict) -> str:
+    """The many-rooms capacity beside one room of the same players (the game load's largest P)."""
+    project = results["servers"]["project"]
+    r = project["rooms"]
+    levels = (project.get("gameload") or {}).get("levels", {})
+    one = levels.get(str(max((int(p) for p in levels), default=0))) or {}
+    held = r.get("at_capacity") or {}
+    met = "MET" if r["capacity"] >= ROOMS_TARGET else "MISSED"
+    shape = f"{r['rooms']} rooms of {r['size']}"
+    lines = [
+        f"many rooms: one daphne process, {r['rooms']} rooms of {r['size']} players, every room active, "
+        "actions over the socket (the game load's rule: p99 send -> last player of the room <= 250 ms)",
+        f"{'shape':30} {'players':>8} {'actions/s':>10} {'deliveries/s':>13} {'p99 ms':>8}  next step",
+        f"{shape:30} {r['players']:>8} {r['capacity']:>10g} "
+        f"{r['deliveries_per_s']:>13,} {_fmt(held.get('p99_ms')):>8}  {r['next_step']}",
+    ]
+    if (socket := one.get("socket")) and socket.get("capacity") is not None:
+        at = socket.get("at_capacity") or {}
+        lines.append(
+            f"{'one room (the game load)':30} {one['players']:>8} {socket['capacity']:>10g} "
+            f"{socket['deliveries_per_s']:>13,} {_fmt(at.get('p99_ms')):>8}  {socket['next_step']}"
+        )
+    lines.append(f"target >= {ROOMS_TARGET} actions/s in total: {met}")
+    for where, locks in (r.get("locks") or {}).items():
+        lines.append(
+            f"waiting locks, {where.replace('_', ' ')} at {locks['rate']:g} actions/s: "
+            f"{locks['samples_with_waiters_pct']} % of {locks['samples']} samples with a waiter, "
+            f"mean {locks['mean_waiting']} waiting"
+        )
+    if (r.get("other_cpu_cores") or 0) > 0.3:
+        lines.append(f"WARNING: other processes used {r['other_cpu_cores']} cores meanwhile")
+    rule = "-" * max(len(line) for line in lines[1:])
+    return "\n".join([lines[0], rule, lines[1], rule, *lines[2:], rule])

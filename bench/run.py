@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import abuse, gameload, report
+from bench import abuse, gameload, report, rooms
 from bench.client import Swarm
 from bench.drivers import FloorDriver, HttpDriver
 from tools.local_redis import LocalRedis
@@ -56,6 +56,12 @@ PROFILES = {
             "step_seconds": 3.0,
         },
         "abuse": {"players": 200, "seconds": 15.0, "sockets": 20},
+        "rooms": {
+            "rooms": 50,
+            "size": 20,
+            "rates": [50, 100, 200, 300, 400, 500, 650, 800],
+            "step_seconds": 3.0,
+        },
     },
     "quick": {
         "storm": 500,
@@ -73,9 +79,10 @@ PROFILES = {
             "step_seconds": 1.0,
         },
         "abuse": {"players": 50, "seconds": 5.0, "sockets": 20},
+        "rooms": {"rooms": 10, "size": 20, "rates": [50, 100, 200, 300, 400, 500], "step_seconds": 1.0},
     },
 }
-PHASES = ("fanout", "gameload", "abuse")
+PHASES = ("fanout", "gameload", "abuse", "rooms")
 # s the later phases wait for a quiet machine (the first waits `quiet_wait`): a busy machine
 # is reported with a WARNING either way, and the full run must stay well under 30 minutes.
 LATER_QUIET_WAIT = 30.0
@@ -528,6 +535,33 @@ async def run_abuse(server: BenchServer, driver, profile: dict, redis_pid: int) 
     return result
 
 
+async def run_rooms(server: BenchServer, profile: dict, redis_pid: int) -> dict:
+    """The many-rooms phase (bench/rooms.py) on a freshly started `server`."""
+    monitor = CpuMonitor([os.getpid(), redis_pid])
+    await wait_for_quiet(monitor, min(LATER_QUIET_WAIT, profile["quiet_wait"]))
+    say(f"{server.name}: many rooms, starting")
+    server.start()
+    monitor.server = server
+    monitor.foreign_cores()
+    try:
+        result = await rooms.phase(
+            server.url, server.port, profile["rooms"], ceiling=MAX_DELIVERIES, say=say,
+            database_url=server.env["DATABASE_URL"],
+        )  # fmt: skip
+        result["other_cpu_cores"] = round(monitor.foreign_cores(), 2)
+        if result["other_cpu_cores"] > 0.3:
+            say(f"{server.name}: WARNING: other processes used {result['other_cpu_cores']} cores meanwhile")
+    finally:
+        server.stop()
+    return result
+
+
+def rooms_server(project: BenchServer, app: str, logs: Path) -> BenchServer:
+    """The project with room creation unthrottled: the phase makes its rooms from one player."""
+    env = {**project.env, "VIRUS_ROOM_CREATE_BURST": "1000", "VIRUS_ROOM_ADDRESS_BURST": "1000"}
+    return BenchServer("project-rooms", env, logs / "project-rooms.log", [*DAPHNE, app])
+
+
 def abuse_server(project: BenchServer, app: str, logs: Path) -> BenchServer:
     """The project with the shipped per-address limits (socket cap, snapshot bucket) back on."""
     env = {k: v for k, v in project.env.items() if k not in ADMISSION_OFF}
@@ -642,6 +676,9 @@ def main(argv: list[str] | None = None) -> int:
                 result["abuse"] = asyncio.run(
                     run_abuse(target, HttpDriver(target.url), profile, redis.process.pid)
                 )
+            if "rooms" in args.phases and server.name == "project":
+                target = rooms_server(server, args.project_app, logs)
+                result["rooms"] = asyncio.run(run_rooms(target, profile, redis.process.pid))
     finally:
         redis.stop()
         databases.drop_all()
@@ -666,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
         load_png = json_path.with_name(json_path.stem + "-gameload.png")
         if report.gameload_plot(results, load_png):
             shutil.copy(load_png, RESULTS / f"latest-{profile_name}-gameload.png")
+    if (results["servers"].get("project") or {}).get("rooms"):
+        print()
+        print(report.rooms_table(results))
     if (results["servers"].get("project") or {}).get("abuse"):
         print()
         print(report.abuse_table(results))

@@ -7,11 +7,12 @@ import random
 from dataclasses import dataclass
 
 import httpx
+import psycopg
 import pytest
 import redis
 import websockets
 
-from tests.support import harness
+from tests.support import harness, nodes
 from tests.support.delivery import Player, raise_open_files_limit, wait_for
 from tests.support.harness import Api, Client, player
 from tools.local_redis import LocalRedis
@@ -249,3 +250,23 @@ async def test_a_burst_of_joins_over_two_processes_fills_a_room_exactly_and_the_
         for ws, _ in outcomes:
             await ws.close()
     cluster.assert_clean()
+
+
+async def test_on_postgresql_a_write_in_one_room_never_waits_for_another_rooms_lock(game):
+    nodes.require_postgres()
+    host = Api(game.url).start()
+    a, b = create_room(host, "Busy")["code"], create_room(host, "Free")["code"]
+    with psycopg.connect(game.env["DATABASE_URL"]) as holder:  # a long change in room A, in flight
+        holder.execute(
+            "SELECT c.value FROM viruses_changecounter c JOIN viruses_room r ON r.id = c.room_id"
+            " WHERE r.code = %s FOR UPDATE OF c",
+            [a],
+        )
+        in_a = asyncio.create_task(asyncio.to_thread(create_in, Api(game.url).start(), a))
+        in_b = await asyncio.wait_for(asyncio.to_thread(create_in, host, b), 5)  # B does not wait
+        assert in_b["id"]
+        await asyncio.sleep(1.0)
+        assert not in_a.done(), "room A's write waits for room A's counter"
+        holder.commit()
+    assert (await asyncio.wait_for(in_a, 10))["id"]
+    assert [host.get(f"/api/rooms/{code}/viruses/").json()["seq"] for code in (a, b)] == [1, 1]
