@@ -206,10 +206,10 @@ async def run_step(swarm: Swarm, actions, rate: float, seconds: float) -> dict:
     return (await run_actions(swarm, actions, rate, seconds)).summary()
 
 
-async def run_actions(swarm: Swarm, actions, rate: float, seconds: float) -> Step:
+async def run_actions(swarm: Swarm, actions, rate: float, seconds: float, offset: float = 0.0) -> Step:
     """`rate` actions per second for `seconds`: each odd slot kills the oldest virus this step
     created and got answered for (a create when there is none yet), so the total rate is fixed
-    and nothing waits for an answer before going out."""
+    and nothing waits for an answer before going out. `offset`: s to shift the schedule by."""
     players = len(swarm.open_players)
     swarm.reset_arrivals()
     step = Step(rate=rate, players=players)
@@ -217,7 +217,7 @@ async def run_actions(swarm: Swarm, actions, rate: float, seconds: float) -> Ste
     tasks = []
     count = max(2, round(rate * seconds))
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    start = time.perf_counter() + 0.05
+    start = time.perf_counter() + 0.05 + offset
 
     async def perform(action: Action, virus_id: str | None) -> None:
         action.sent = time.perf_counter()

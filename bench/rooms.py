@@ -43,9 +43,17 @@ async def create_rooms(base_url: str, count: int) -> list[str]:
 
 
 async def step_in(swarms: list[Swarm], rate: float, seconds: float) -> dict:
-    """`rate` actions/s in total, shared evenly by `swarms`' rooms at once: one merged summary."""
+    """`rate` actions/s in total, shared evenly by `swarms`' rooms at once: one merged summary.
+
+    The rooms' schedules interleave (room i starts i / rate s later): one even stream, not
+    every room acting at the same instant.
+    """
+    each = rate / len(swarms)
     steps = await asyncio.gather(
-        *(gameload.run_actions(s, gameload.SocketActions(s), rate / len(swarms), seconds) for s in swarms)
+        *(
+            gameload.run_actions(s, gameload.SocketActions(s), each, seconds, offset=i / rate)
+            for i, s in enumerate(swarms)
+        )
     )
     merged = gameload.Step(rate=rate, players=sum(s.players for s in steps))
     for step in steps:
