@@ -270,3 +270,16 @@ async def test_on_postgresql_a_write_in_one_room_never_waits_for_another_rooms_l
         holder.commit()
     assert (await asyncio.wait_for(in_a, 10))["id"]
     assert [host.get(f"/api/rooms/{code}/viruses/").json()["seq"] for code in (a, b)] == [1, 1]
+
+
+async def test_a_full_room_stays_full_past_its_places_lifetime_while_its_players_stay(start_game):
+    # Places expire after 3 heartbeats unless the heartbeat renews them (admission.py).
+    game = start_game(VIRUS_ROOM_MAX_PLAYERS="2", VIRUS_PRESENCE_HEARTBEAT="1")
+    code = create_room(Api(game.url).start(), "Two")["code"]
+    path = f"/ws/rooms/{code}/"
+    async with player(game, path=path), player(game, path=path):
+        await asyncio.sleep(5)  # past the 3 s lifetime: only renewal keeps the two places
+        async with websockets.connect(door(game, code).ws_url, origin=game.url) as ws:
+            assert await harness.close_code(ws) == 4409
+    async with player(game, path=path) as again:  # both left: their places were given back
+        assert again.messages[0]["room"]["code"] == code
