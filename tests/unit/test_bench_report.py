@@ -43,3 +43,21 @@ def test_a_figure_past_its_ratio_misses_even_when_its_absolute_target_holds():
     assert met["burst: converged after (s)"] is False
     assert met["memory per 1000 idle clients (MB)"] is False
     assert met["fan-out p99, N=1000 (ms)"] is True
+
+
+def rooms_results(capacity: int) -> dict:
+    held = {"p99_ms": 120.0}
+    rooms = {"rooms": 50, "size": 20, "players": 1000, "capacity": capacity, "at_capacity": held}
+    rooms.update(deliveries_per_s=capacity * 20, next_step="p99 300.0 ms", other_cpu_cores=0.1)
+    one_room = {"capacity": 25, "deliveries_per_s": 25_000, "at_capacity": held, "next_step": "p99 400.0 ms"}
+    gameload = {"levels": {"100": {"players": 100}, "1000": {"players": 1000, "socket": one_room}}}
+    return {"servers": {"project": {"rooms": rooms, "gameload": gameload}}}
+
+
+def test_the_many_rooms_table_sets_the_rooms_beside_one_room_of_as_many_players_and_checks_the_target():
+    table = report.rooms_table(rooms_results(200))
+    rows = {line.split("  ")[0]: line.split() for line in table.splitlines()}
+    assert rows["50 rooms of 20"][-7:-4] == ["1000", "200", "4,000"]
+    assert rows["one room (the game load)"][-7:-4] == ["1000", "25", "25,000"]
+    assert "target >= 200 actions/s in total: MET" in table
+    assert "MISSED" in report.rooms_table(rooms_results(100))
