@@ -5,12 +5,14 @@ import functools
 import json
 import logging
 
+import segno
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from viruses.guards import idempotency, ratelimit
@@ -77,7 +79,24 @@ def index(request, code: str | None = None):
     except DatabaseError as exc:  # the page still loads; the socket retries until the database is back
         logger.error(kv("http.error", method=request.method, path=request.path, error="database", detail=exc))
         player = None
-    return render(request, "viruses/index.html", {"player": player, "room": room})
+    context = {"player": player, "room": room}
+    if room is not None:
+        context |= _room_header(request, room, player)
+    return render(request, "viruses/index.html", context)
+
+
+def _room_header(request, room, player) -> dict:
+    """The room page's header: its absolute link (the scheme and host this player used, so it
+    works from every phone the page is shown to), the QR code of that link, and whether the
+    player is the host (who sees the lock toggle)."""
+    link = request.build_absolute_uri(room.url)
+    # Inline SVG: no extra request, and sharp at any size on a projector. segno writes only
+    # numbers into it, never the link's text, so it is safe as markup.
+    qr = segno.make(link, error="m").svg_inline(
+        border=4, dark="#24203a", light="#fff", omitsize=True, svgclass="qr-code"
+    )
+    is_host = player is not None and room.host_id == player.pk
+    return {"room_link": link, "room_qr": mark_safe(qr), "is_host": is_host}
 
 
 def _world(code: str | None):

@@ -5,31 +5,23 @@ Screenshots land in test-artifacts/ (not committed): look at them.
 
 import json
 import threading
-from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect as websocket_connect
 
-from tests.support import harness
+from tests.support import browser, harness
+from tests.support.browser import LIVE, virus_ids, wait_ids, wait_open
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 ARTIFACTS = harness.ROOT / "test-artifacts"
-LIVE = 10_000  # ms a live change may take to show
 
 
 @pytest.fixture(scope="module")
 def chromium():
-    """One browser for this module; closed before other modules' async tests run, since
-    Playwright's sync API keeps an event loop running in this thread while it is open."""
-    chromium = harness.CHROMIUM
-    harness.require(Path(chromium).exists(), f"no Chromium at {chromium} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=harness.CHROMIUM, args=harness.CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    """One browser for this module (closed before other modules' async tests run)."""
+    with browser.chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture
@@ -48,30 +40,6 @@ def open_page(chromium, game):
     yield open_one
     for context in contexts:
         context.close()
-
-
-def wait_open(page, timeout=LIVE):
-    page.wait_for_selector('#connection-status[data-state="open"]', timeout=timeout)
-
-
-def virus_ids(page) -> set[str]:
-    return set(
-        page.eval_on_selector_all(
-            "#playground button[data-virus-id]", "els => els.map(e => e.dataset.virusId)"
-        )
-    )
-
-
-def wait_ids(page, expected: set[str], timeout=LIVE) -> None:
-    page.wait_for_function(
-        """expected => {
-            const ids = [...document.querySelectorAll('#playground button[data-virus-id]')]
-                .map(e => e.dataset.virusId).sort();
-            return JSON.stringify(ids) === JSON.stringify(expected);
-        }""",
-        arg=sorted(expected),
-        timeout=timeout,
-    )
 
 
 def position(page, virus_id: str) -> tuple[float, float]:

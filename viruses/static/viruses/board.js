@@ -1,9 +1,9 @@
 // The player and the leaderboard: your name, rank and score, the inline rename, the top 10.
 //
 // Everything shown comes from the server (snapshot, `leaderboard` pushes, `by` on kills,
-// GET/PATCH /api/me/). Names are only ever set as textContent: whatever a name holds, it
-// is text, never markup; each is isolated (<bdi>, dir="auto") so right-to-left names keep
-// their place.
+// GET/PATCH /api/me/; in a room, GET /api/rooms/<code>/leaderboard/ for our place). Names
+// are only ever set as textContent: whatever a name holds, it is text, never markup; each
+// is isolated (<bdi>, dir="auto") so right-to-left names keep their place.
 
 import { bdi } from "./names.js";
 
@@ -14,8 +14,11 @@ const CELEBRATE_MS = 1800;
 const $ = (selector) => document.querySelector(selector);
 
 export class Board {
-  constructor({ csrfToken, toast, reducedMotion }) {
+  constructor({ csrfToken, toast, reducedMotion, room = "" }) {
     this.csrfToken = csrfToken;
+    // In a room, ranks and scores are the room's: its board answers with our place ("me").
+    this.meUrl = room ? `/api/rooms/${room}/leaderboard/` : ME_URL;
+    this.room = room;
     this.toast = toast;
     this.reducedMotion = reducedMotion;
     this.pill = $("#player");
@@ -74,8 +77,10 @@ export class Board {
     if (!force && now - this.lastMeRefresh < ME_REFRESH_GAP_MS) return;
     this.lastMeRefresh = now;
     try {
-      const response = await fetch(ME_URL, { credentials: "same-origin", headers: { Accept: "application/json" } });
-      if (response.ok) this.setMe(await response.json());
+      const response = await fetch(this.meUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const data = response.ok ? await response.json() : null;
+      const me = this.room ? data?.me : data;
+      if (me && typeof me.id === "string") this.setMe(me);
     } catch {
       /* offline: the next snapshot tells */
     }
@@ -165,7 +170,8 @@ export class Board {
       this.input.focus();
       return;
     }
-    this.setMe(data);
+    // The answer's score and rank are the public world's: in a room, only the name is news.
+    this.setMe(this.room ? { ...this.me, name: data.name } : data);
     this.closeRename();
     this.toast("You are now ", bdi(data.name));
   }

@@ -15,7 +15,8 @@ import { Board } from "./board.js";
 import { Events } from "./events.js";
 import { Feed, messagesOf } from "./feed.js";
 import { bdi } from "./names.js";
-import { closeNotice, nextRetry } from "./reconnect.js";
+import { closeNotice, nextRetry, roomRefusal } from "./reconnect.js";
+import { RoomCard, RoomEntry } from "./rooms.js";
 import { Sound } from "./sound.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
@@ -25,12 +26,6 @@ const ROOM = document.body.dataset.room || "";
 const API_URL = ROOM ? `/api/rooms/${ROOM}/viruses/` : "/api/viruses/";
 const WS_URL =
   (location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + (ROOM ? `/ws/rooms/${ROOM}/` : "/ws/viruses/");
-// A room's refusals: reconnecting would only be refused again, so the page says why and stops.
-const ROOM_CLOSES = {
-  4403: "This room is locked: ask its host to unlock it.",
-  4404: "This room no longer exists.",
-  4409: "This room is full.",
-};
 
 const STABLE_AFTER_MS = 10000; // a connection that lived this long resets the backoff
 const POP_MS = 420; // matches the longest "dying" animation in game.css
@@ -312,6 +307,7 @@ function applySnapshot(message, { live = true } = {}) {
   feed.snapshot(message.seq, { live });
   if (Number.isInteger(message.online)) setOnline(message.online);
   board.snapshot(message);
+  roomCard?.room(message.room);
   events.presence(message);
   updateCounters();
 }
@@ -413,11 +409,10 @@ const socket = {
     ws.addEventListener("close", (event) => {
       if (this.ws !== ws) return;
       this.detach();
-      if (ROOM_CLOSES[event.code]) {
+      const refusal = roomRefusal(event.code);
+      if (refusal) {
         this.stopped = true;
-        document.body.dataset.refused = String(event.code);
-        setStatus("closed");
-        showToast(ROOM_CLOSES[event.code]);
+        showRefusal(event.code, refusal);
         return;
       }
       this.scheduleReconnect(event.code);
@@ -610,6 +605,17 @@ document.addEventListener("keydown", (event) => {
   addButton.click();
 });
 
+// A room's final refusal, said over the dish (not in a toast that fades): full, locked, gone.
+function showRefusal(code, text) {
+  document.body.dataset.refused = String(code);
+  setStatus("closed");
+  for (const id of [...state.viruses.keys()]) removeVirus(id, { animate: false });
+  emptyState.hidden = true;
+  const notice = $("#room-refusal");
+  notice.querySelector(".room-refusal-title").textContent = text;
+  notice.hidden = false;
+}
+
 // ---------------------------------------------------------------------------
 // Toast
 // ---------------------------------------------------------------------------
@@ -634,7 +640,9 @@ function showToast(...parts) {
 // Start
 // ---------------------------------------------------------------------------
 
-const board = new Board({ csrfToken, toast: showToast, reducedMotion });
+const board = new Board({ csrfToken, toast: showToast, reducedMotion, room: ROOM });
+const roomCard = ROOM ? new RoomCard({ code: ROOM, csrfToken, toast: showToast }) : null;
+if (!ROOM) new RoomEntry({ csrfToken });
 const sound = new Sound($("#sound-toggle"));
 const events = new Events({ list: $("#event-list"), online: $("#online-names") });
 updateCounters();
