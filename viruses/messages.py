@@ -140,7 +140,7 @@ def ack(*, ref: str, status: int, virus: dict | None = None, player: dict | None
 BATCH = "batch"  # several group events sent as one (`batch_event`)
 
 # What a consumer or the fastlane relays to its client as it is: the event's `text`.
-GROUP_EVENTS = frozenset({"virus.created", "virus.killed", "presence", "leaderboard", BATCH})
+GROUP_EVENTS = frozenset({"virus.created", "virus.killed", "presence", "leaderboard", "room", BATCH})
 
 
 def created_event(*, seq: int, virus: dict, by: dict | None = None) -> dict:
@@ -154,6 +154,11 @@ def killed_event(*, seq: int, virus_id: str, by: dict | None = None) -> dict:
 def leaderboard_event(board: dict) -> dict:
     """The board (`selectors.leaderboard()`), the same for every client: built and encoded once."""
     return _event("leaderboard", {"type": "leaderboard", **board})
+
+
+def room_event(room: dict) -> dict:
+    """A room's new state (`selectors.room_json`), to its clients: its host locked or unlocked it."""
+    return _event("room", {"type": "room", "room": room})
 
 
 def presence_event(*, online: int, **names) -> dict:

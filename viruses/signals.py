@@ -3,7 +3,8 @@
 Each virus receiver numbers the change and builds its message while the row (or, for
 deletes, the instance) is still at hand, then hands it to `on_commit`: a rolled-back change
 is never pushed, and its seq number is rolled back with it. Player changes carry no seq:
-they ask for a coalesced leaderboard push on commit. Each change counts and is pushed in its
+they ask for a coalesced leaderboard push on commit, and a saved room pushes its new
+state (`room`) to its own group. Each change counts and is pushed in its
 own world: the public one (room None) or its room, on that room's counter and group.
 """
 
@@ -13,8 +14,8 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from . import broadcast, leaderboard, messages
-from .models import ChangeCounter, Player, Score, Virus
+from . import broadcast, leaderboard, messages, selectors
+from .models import ChangeCounter, Player, Room, Score, Virus
 
 
 @receiver(post_save, sender=Virus, dispatch_uid="push_virus_created")
@@ -67,3 +68,13 @@ def push_room_leaderboard(sender, instance, created=False, raw=False, using=None
     if raw or created:
         return
     transaction.on_commit(partial(leaderboard.changed, instance.room), using=using)
+
+
+@receiver(post_save, sender=Room, dispatch_uid="push_room_changed")
+def push_room_changed(sender, instance, created=False, raw=False, using=None, **kwargs):
+    # Locked or unlocked by its host: the pages in it show it at once. (Its last activity is
+    # kept with `update()`, which sends no signal: joins and changes are not news here.)
+    if raw or created:
+        return
+    event = messages.room_event(selectors.room_json(instance))
+    transaction.on_commit(partial(broadcast.push, event, instance.group), using=using)

@@ -163,18 +163,24 @@ def test_a_full_room_says_so_and_does_not_reconnect(window, start_game):
     late.wait_for_selector("#room-refusal:not([hidden])", timeout=LIVE)
     assert late.text_content("#room-refusal .room-refusal-title") == "This room is full"
     assert late.get_attribute("#connection-status", "data-state") == "closed"
+    assert late.is_disabled("#add-virus")
     with pytest.raises(PlaywrightTimeout):
         late.wait_for_event("websocket", timeout=NO_RECONNECT_MS)
     screenshot(late, "room-full")
 
 
-def test_the_host_locks_the_room_a_stranger_is_told_and_a_removed_room_says_it_is_gone(window, game):
+def test_the_host_locks_the_room_its_players_see_it_a_stranger_is_told_and_a_removed_room_is_gone(
+    window, game
+):
     host = window(game)
     code = create_room(host, "Locked")
+    member = window(game, f"/r/{code}/")
+    assert not member.is_visible("#room-locked") and not member.is_visible("#room-lock")
     host.click("#room-lock")
     host.wait_for_selector('#room-lock[aria-pressed="true"]', timeout=LIVE)
     assert game.api().get(f"/api/rooms/{code}/").json()["locked"] is True
     assert host.is_visible("#room-locked")
+    member.wait_for_selector("#room-locked", state="visible", timeout=LIVE)  # pushed live
 
     stranger = window(game, f"/r/{code}/", live=False)
     stranger.wait_for_selector("#room-refusal:not([hidden])", timeout=LIVE)

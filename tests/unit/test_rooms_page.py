@@ -4,8 +4,10 @@ import re
 from html import unescape
 
 import pytest
+from channels.db import database_sync_to_async
 
 from tests.support.inprocess import browser
+from viruses import services
 
 pytestmark = pytest.mark.django_db
 
@@ -68,3 +70,20 @@ def test_the_public_page_offers_to_create_a_room_and_to_join_one_by_code():
     assert 'id="room-entry"' in page and 'id="room-card"' not in page
     assert re.search(r'<button type="submit" id="create-room">Create a room</button>', page)
     assert 'id="join-room-code"' in page
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_locking_and_unlocking_push_the_room_to_its_group_alone(pushes, listen):
+    host = await database_sync_to_async(services.player_create)()
+    room = await database_sync_to_async(services.room_create)(host=host)
+    in_room = await listen(room.group)
+    for locked in (True, False):
+        await database_sync_to_async(services.room_set_locked)(room=room, by=host, locked=locked)
+        pushed = await in_room.receive()
+        assert (pushed["type"], pushed["room"]["code"], pushed["room"]["locked"]) == (
+            "room",
+            room.code,
+            locked,
+        )
+    fence = await database_sync_to_async(services.virus_create)()
+    assert (await pushes.receive())["virus"]["id"] == str(fence.id)  # the public world heard no room

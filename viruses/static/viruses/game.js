@@ -353,6 +353,9 @@ function handleMessage(message) {
     case "leaderboard":
       board.leaderboard(message);
       break;
+    case "room":
+      roomCard?.room(message.room);
+      break;
     case "ack":
       actions.answer(message);
       break;
@@ -609,6 +612,7 @@ document.addEventListener("keydown", (event) => {
 function showRefusal(code, text) {
   document.body.dataset.refused = String(code);
   setStatus("closed");
+  addButton.disabled = true; // nothing to play here: the dish is not this page's
   for (const id of [...state.viruses.keys()]) removeVirus(id, { animate: false });
   emptyState.hidden = true;
   const notice = $("#room-refusal");
