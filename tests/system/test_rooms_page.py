@@ -125,6 +125,14 @@ def test_the_qr_code_the_room_page_shows_scans_to_the_rooms_absolute_link(window
         page = window(game, f"/r/{code.lower()}/", viewport=viewport)
         assert decode_qr(page.locator("#room-card .room-qr").screenshot()) == [f"{game.url}/r/{code}/"], name
         screenshot(page, f"room-{name}")
+    # On the phone (the host's, with the lock too), the code, the QR, the dish and + fit the first screen.
+    host.set_viewport_size({"width": 390, "height": 844})
+    boxes = {
+        part: host.locator(part).bounding_box()
+        for part in ("#room-code", ".room-qr", "#playground", "#add-virus")
+    }
+    assert all(box["y"] >= 0 and box["y"] + box["height"] <= 844 for box in boxes.values()), boxes
+    assert boxes["#playground"]["height"] >= 240 and host.is_visible("#room-lock")
 
 
 def test_copy_link_puts_the_absolute_link_in_the_clipboard_with_or_without_the_clipboard_api(window, game):
