@@ -14,7 +14,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from . import broadcast, leaderboard, messages
-from .models import ChangeCounter, Player, Score, Virus
+from .models import ChangeCounter, Player, RoundScore, Score, Virus
 
 
 @receiver(post_save, sender=Virus, dispatch_uid="push_virus_created")
@@ -67,3 +67,10 @@ def push_room_leaderboard(sender, instance, created=False, raw=False, using=None
     if raw or created:
         return
     transaction.on_commit(partial(leaderboard.changed, instance.room), using=using)
+
+
+@receiver(post_save, sender=RoundScore, dispatch_uid="push_round_leaderboard")
+def push_round_leaderboard(sender, instance, raw=False, using=None, **kwargs):
+    # A kill counted in a round: a refused one too (past the limit, its player leaves the board).
+    if not raw:
+        transaction.on_commit(partial(leaderboard.changed, instance.round.room), using=using)
