@@ -16,6 +16,7 @@ import { Events } from "./events.js";
 import { Feed, messagesOf } from "./feed.js";
 import { bdi } from "./names.js";
 import { closeNotice, nextRetry } from "./reconnect.js";
+import { Rounds } from "./rounds.js";
 import { Sound } from "./sound.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
@@ -312,6 +313,7 @@ function applySnapshot(message, { live = true } = {}) {
   feed.snapshot(message.seq, { live });
   if (Number.isInteger(message.online)) setOnline(message.online);
   board.snapshot(message);
+  rounds?.snapshot(message);
   events.presence(message);
   updateCounters();
 }
@@ -356,6 +358,9 @@ function handleMessage(message) {
       break;
     case "leaderboard":
       board.leaderboard(message);
+      break;
+    case "round":
+      rounds?.message(message);
       break;
     case "ack":
       actions.answer(message);
@@ -637,6 +642,7 @@ function showToast(...parts) {
 const board = new Board({ csrfToken, toast: showToast, reducedMotion });
 const sound = new Sound($("#sound-toggle"));
 const events = new Events({ list: $("#event-list"), online: $("#online-names") });
+const rounds = ROOM ? new Rounds({ room: ROOM, csrfToken, toast: showToast, me: () => board.me.id }) : null;
 updateCounters();
 socket.connect();
 
