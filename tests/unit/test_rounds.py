@@ -194,3 +194,16 @@ async def test_a_page_reconnecting_mid_round_gets_the_round_in_its_snapshot():
     assert snapshot["leaderboard"]["scope"] == "round"
     assert len(snapshot["viruses"]) == rounds.OPENING
     await sock.disconnect()
+
+
+async def test_a_round_ends_at_its_end_by_the_servers_clock_with_nobody_acting():
+    room, host = await room_with_host()
+    round_ = await database_sync_to_async(rounds.start)(room=room, by=host, seconds=15)
+    stranger = await database_sync_to_async(services.player_create)()
+    sock = await inprocess.socket(f"/ws/rooms/{room.code}/", stranger)  # the host has left
+    await inprocess.next_of(sock, "snapshot", skip=("presence", "leaderboard"))
+    await database_sync_to_async(expire)(round_)
+    skip = ("presence", "leaderboard", "virus.created", "virus.killed")
+    over = await inprocess.next_of(sock, "round", skip=skip)
+    assert over["round"]["state"] == "over" and over["round"]["number"] == 1
+    await sock.disconnect()
