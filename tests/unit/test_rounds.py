@@ -2,7 +2,6 @@
 the round and all time, and each round ends exactly once."""
 
 import json
-import threading
 from datetime import timedelta
 
 import pytest
@@ -13,18 +12,7 @@ from tests.support import inprocess
 from viruses import errors, rounds, selectors, services
 from viruses.models import Round, RoundScore, Score, Virus
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def board_pushes_done():
-    """A round's start and end ask for a board push, read 0.5 s later in a timer thread
-    (leaderboard.py): let it finish before the test's database goes."""
-    before = set(threading.enumerate())
-    yield
-    for thread in set(threading.enumerate()) - before:
-        if isinstance(thread, threading.Timer):
-            thread.join(5)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("board_pushes_done")]
 
 
 def host_and_room():
