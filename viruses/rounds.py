@@ -15,7 +15,7 @@ from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -157,12 +157,18 @@ def _refill(room: Room) -> None:
 
 def _announce(round_: Round) -> None:
     """Tell the room a round started or ended, with its board (the whole of it when over: the podium
-    and everyone's place); the room's board push follows (the round's, or the all-time one again)."""
+    and everyone's place); the room's board push follows (the round's, or the all-time one again).
+
+    Runs on commit, so it never raises: pages that miss it get the round in their next snapshot.
+    """
     size = settings.VIRUS_ROOM_MAX_PLAYERS if round_.state == Round.OVER else selectors.BOARD_SIZE
+    try:
+        board = selectors.round_board(round_, size)
+    except DatabaseError as exc:
+        logger.error(kv("round.announce_failed", room=round_.room.code, round=round_.number, error=exc))
+        return
     event = messages.round_event(
-        round=messages.round_json(round_),
-        board=selectors.round_board(round_, size),
-        now=timezone.now().isoformat(),
+        round=messages.round_json(round_), board=board, now=timezone.now().isoformat()
     )
     broadcast.push(event, round_.room.group)
     leaderboard.changed(round_.room)

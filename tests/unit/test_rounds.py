@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import OperationalError
 from django.utils import timezone
 
 from tests.support import inprocess
@@ -207,3 +208,16 @@ async def test_a_round_ends_at_its_end_by_the_servers_clock_with_nobody_acting()
     over = await inprocess.next_of(sock, "round", skip=skip)
     assert over["round"]["state"] == "over" and over["round"]["number"] == 1
     await sock.disconnect()
+
+
+def test_a_board_that_cannot_be_read_after_the_commit_still_lets_the_round_end(monkeypatch, caplog):
+    host, room = host_and_room()
+    assert post_round(host, room, {"seconds": 30})[0] == 201
+
+    def down(*args, **kwargs):
+        raise OperationalError("database went away")
+
+    monkeypatch.setattr(selectors, "round_board", down)
+    assert delete_round(host, room) == 204
+    assert selectors.last_round(room).state == "over"
+    assert "event=round.announce_failed" in caplog.text
