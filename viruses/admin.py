@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 
 from . import errors, services
 from .logs import kv
-from .models import Connection, Player, Room, Virus
+from .models import Connection, Player, Room, Round, RoundScore, Virus
 from .selectors import online_counts, stale_before
 
 logger = logging.getLogger(__name__)
@@ -177,6 +177,35 @@ class RoomAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # rooms are made by players (POST /api/rooms/)
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request)
+
+
+class RoundScoreInline(admin.TabularInline):
+    model = RoundScore
+    fields = readonly_fields = ["player", "kills", "refused", "scored_at"]
+    ordering = ["-kills", "scored_at", "id"]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Round)
+class RoundAdmin(admin.ModelAdmin):
+    """Rounds are played from the room's page (viruses/rounds.py); here they are only shown."""
+
+    list_display = ["room", "number", "state", "seconds", "started_at", "ends_at", "ended_at"]
+    list_filter = ["state"]
+    search_fields = ["=room__code"]
+    list_select_related = ["room"]
+    fields = readonly_fields = ["room", "number", "state", "seconds", "started_at", "ends_at", "ended_at"]
+    inlines = [RoundScoreInline]
+
+    def has_add_permission(self, request):
+        return False
 
     def has_change_permission(self, request, obj=None):
         return obj is None and super().has_change_permission(request)

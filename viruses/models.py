@@ -282,3 +282,49 @@ class Score(models.Model):
 
     def __str__(self):
         return f"{self.player_id} in {self.room_id}: {self.kills}"
+
+
+class Round(models.Model):
+    """A timed round of a room (viruses/rounds.py): numbered from 1 per room, at most one running."""
+
+    RUNNING, OVER = "running", "over"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    state = models.CharField(max_length=8, choices=[(RUNNING, "running"), (OVER, "over")], default=RUNNING)
+    seconds = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    ends_at = models.DateTimeField(db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # When the server next adds a virus to the dish; whoever moves it on spawns (rounds.tick).
+    next_spawn_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "number"], name="round_room_number"),
+            # The database, not a check-then-insert, keeps two hosts' tabs from starting two rounds.
+            models.UniqueConstraint(
+                fields=["room"], condition=models.Q(state="running"), name="one_running_round_per_room"
+            ),
+        ]
+
+    def __str__(self):
+        return f"round {self.number} of {self.room_id} ({self.state})"
+
+
+class RoundScore(models.Model):
+    """A player's kills in one round, and their kills that scored nothing (the fair-play rules)."""
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="scores")
+    player = models.ForeignKey(Player, on_delete=models.CASCADE, related_name="round_scores")
+    kills = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)
+    scored_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-kills", "scored_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["round", "player"], name="round_score_player")]
+
+    def __str__(self):
+        return f"{self.player_id} in {self.round_id}: {self.kills}"

@@ -16,7 +16,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections,
 from django.db.models import Q
 from django.utils import timezone
 
-from . import names, players
+from . import names, players, rounds
 from .errors import (
     AliveCapReached,
     BadName,
@@ -121,6 +121,7 @@ def virus_kill(*, virus_id: uuid.UUID | str, by: Actor = None, room: Room | None
         virus.delete()
         if player is not None:
             _credit(player, room)
+            rounds.record_kill(room=room, player=player, scored=True)
 
 
 def _credit(player: Player, room: Room | None) -> None:
@@ -242,15 +243,20 @@ def room_create(*, host: Actor, name=None) -> Room:
 
 def room_set_locked(*, room: Room, by: Actor, locked: bool) -> Room:
     """Lock or unlock `room` (no new players while locked); only its host may."""
+    require_host(room, by)
+    room.locked = locked
+    room.save(update_fields=["locked"])
+    return room
+
+
+def require_host(room: Room, by: Actor) -> None:
+    """Raise `NotHost` (403) unless `by` is the host of `room`."""
     if (
         by is None
         or room.host_id is None
         or str(room.host_id) != str(by.pk if isinstance(by, Player) else by)
     ):
         raise NotHost("only the room's host may do that")
-    room.locked = locked
-    room.save(update_fields=["locked"])
-    return room
 
 
 def rooms_prune(*, idle_hours: int) -> list[str]:

@@ -15,7 +15,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from . import broadcast, leaderboard, messages, selectors
-from .models import ChangeCounter, Player, Room, Score, Virus
+from .models import ChangeCounter, Player, Room, RoundScore, Score, Virus
 
 
 @receiver(post_save, sender=Virus, dispatch_uid="push_virus_created")
@@ -78,3 +78,10 @@ def push_room_changed(sender, instance, created=False, raw=False, using=None, **
         return
     event = messages.room_event(selectors.room_json(instance))
     transaction.on_commit(partial(broadcast.push, event, instance.group), using=using)
+
+
+@receiver(post_save, sender=RoundScore, dispatch_uid="push_round_leaderboard")
+def push_round_leaderboard(sender, instance, raw=False, using=None, **kwargs):
+    # A kill counted in a round: a refused one too (past the limit, its player leaves the board).
+    if not raw:
+        transaction.on_commit(partial(leaderboard.changed, instance.round.room), using=using)

@@ -190,6 +190,20 @@ def room_detail(request, code: str):
     return JsonResponse(selectors.room_json(room))
 
 
+@allow("POST", "DELETE")
+@json_errors
+def room_round(request, code: str):
+    """The host starts a round (POST `{"seconds": S}`: 201 Round) or stops the running one (DELETE: 204)."""
+    room = selectors.room(code)
+    address, player = client_address(request), players.from_request(request)
+    if request.method == "DELETE":
+        actions.play_round(room=room, by=player, address=address, stop=True)
+        return HttpResponse(status=204)
+    seconds = _json_body(request).get("seconds")
+    round_ = actions.play_round(room=room, by=player, address=address, seconds=seconds)
+    return JsonResponse(messages.round_json(round_), status=201)
+
+
 def _json_body(request) -> dict:
     try:
         body = json.loads(request.body or b"null")

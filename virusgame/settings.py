@@ -304,6 +304,9 @@ VIRUS_ROOM_CREATE_RATE = env_int("VIRUS_ROOM_CREATE_RATE", 5)
 VIRUS_ROOM_CREATE_BURST = env_int("VIRUS_ROOM_CREATE_BURST", 10)
 VIRUS_ROOM_ADDRESS_RATE = env_int("VIRUS_ROOM_ADDRESS_RATE", 20)
 VIRUS_ROOM_ADDRESS_BURST = env_int("VIRUS_ROOM_ADDRESS_BURST", 30)
+# A player with more refused kills than this in a round (viruses/selectors.py) is left off its
+# board and podium.
+VIRUS_ROUND_REFUSED_LIMIT = env_int("VIRUS_ROUND_REFUSED_LIMIT", 5)
 # Open sockets per room (all nodes together); more are closed with 4409 "room full".
 VIRUS_ROOM_MAX_PLAYERS = env_int("VIRUS_ROOM_MAX_PLAYERS", 100)
 # A room with no socket and no change for this long is removed by `manage.py prune_rooms`.

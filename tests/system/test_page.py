@@ -5,6 +5,7 @@ Screenshots land in test-artifacts/ (not committed): look at them.
 
 import json
 import threading
+import time
 
 import pytest
 from websockets.sync.client import connect as websocket_connect
@@ -553,3 +554,95 @@ def test_a_page_refused_for_its_networks_connections_says_so_and_gets_in_once_th
         context.close()
     finally:
         server.stop()
+
+
+# The guest's device clock runs 7 minutes fast: a countdown by the device's clock would be off.
+FAST_CLOCK = "(() => { const now = Date.now.bind(Date); Date.now = () => now() + 7 * 60 * 1000; })()"
+
+
+def start_round_from_page(page, code: str, seconds: int) -> int:
+    """Start a round with the page's own cookie and CSRF token (the buttons offer 30 s and up)."""
+    return page.evaluate(
+        """([code, seconds]) => fetch(`/api/rooms/${code}/round/`, {
+            method: "POST",
+            headers: {"Content-Type": "application/json",
+                      "X-CSRFToken": document.querySelector('meta[name="csrf-token"]').content},
+            body: JSON.stringify({seconds}),
+        }).then(r => r.status)""",
+        [code, seconds],
+    )
+
+
+def assert_same_second(a, b, samples: int = 4) -> None:
+    """Both pages show the same second left, sampled where no second boundary falls in between."""
+    agreed = 0
+    for _ in range(5 * samples):
+        before = a.get_attribute("#round-countdown", "data-seconds")
+        other = b.get_attribute("#round-countdown", "data-seconds")
+        after = a.get_attribute("#round-countdown", "data-seconds")
+        if before == after:
+            assert other == before and int(before) > 0
+            agreed += 1
+            if agreed == samples:
+                return
+        time.sleep(0.27)
+    pytest.fail(f"only {agreed} clean samples of the two countdowns")
+
+
+def podium_shows(page, number: int, timeout: float = LIVE) -> None:
+    page.get_by_role("dialog", name=f"Round {number} is over").wait_for(timeout=timeout)
+
+
+def test_a_round_counts_down_alike_on_two_pages_and_ends_on_a_podium_for_both(chromium, game):
+    contexts = [chromium.new_context(viewport={"width": 1280, "height": 800}) for _ in range(2)]
+    contexts[1].add_init_script(FAST_CLOCK)
+    host, guest = (context.new_page() for context in contexts)
+    host.goto(game.url + "/")
+    code = host.evaluate(
+        """() => fetch("/api/rooms/", {method: "POST", body: JSON.stringify({name: "Class 4B"}),
+            headers: {"Content-Type": "application/json",
+                      "X-CSRFToken": document.querySelector('meta[name="csrf-token"]').content},
+        }).then(r => r.json()).then(room => room.code)"""
+    )
+    for page in (host, guest):
+        page.goto(f"{game.url}/r/{code}/")
+        wait_open(page)
+    start = host.get_by_role("button", name="Start a 30 second round")
+    start.wait_for(timeout=LIVE)
+    assert guest.get_by_role("button", name="Start a 30 second round").count() == 0  # the host's alone
+    start.click()
+    for page in (host, guest):
+        page.wait_for_function(
+            "() => Number(document.querySelector('#round-countdown').dataset.seconds) > 20"
+        )
+        page.wait_for_selector("#playground button[data-virus-id]")
+    assert_same_second(host, guest)
+    assert guest.get_by_role("button", name="Stop round").count() == 0
+    for page, kills in ((host, 2), (guest, 1)):
+        for _ in range(kills):
+            victim = uncovered_virus(page)
+            page.click(f'[data-virus-id="{victim}"]')
+            page.wait_for_selector(f'[data-virus-id="{victim}"]', state="detached", timeout=LIVE)
+    host.get_by_text("Round 1", exact=True).first.wait_for(timeout=LIVE)
+    host.wait_for_function("() => document.querySelectorAll('#leaderboard-list li').length === 2")
+    screenshot(host, "round-running")
+    host.get_by_role("button", name="Stop round").click()
+    for page in (host, guest):
+        podium_shows(page, 1)
+        assert page.locator("#podium-places li").count() == 2
+    assert host.locator("#podium-me").text_content() == "You placed #1 with 2 squashed."
+    assert guest.locator("#podium-me").text_content() == "You placed #2 with 1 squashed."
+    for page in (host, guest):  # the room's all-time board is back
+        page.get_by_role("heading", name="Top squashers").wait_for(timeout=LIVE)
+    guest.wait_for_timeout(600)  # for the picture: the confetti mid-fall
+    screenshot(guest, "round-podium")
+    # The next round ends by the server's clock, the host's page doing nothing.
+    assert start_round_from_page(host, code, 15) == 201
+    for page in (host, guest):
+        page.get_by_role("dialog").wait_for(state="hidden", timeout=LIVE)
+    assert_same_second(guest, host, samples=2)
+    for page in (host, guest):
+        podium_shows(page, 2, timeout=15_000 + LIVE)
+        assert page.locator("#podium-me").text_content() == "You did not score this round."
+    for context in contexts:
+        context.close()

@@ -57,6 +57,8 @@ export class Board {
 
   leaderboard(board) {
     if (!Array.isArray(board.top)) return;
+    // A room's board while a round runs is the round's (rounds.js shows the rest of it).
+    $("#leaderboard-title").textContent = board.scope === "round" ? `Round ${board.round}` : "Top squashers";
     this.top = board.top.filter((e) => e && typeof e.id === "string");
     this.renderList();
     const mine = this.top.find((e) => e.id === this.me.id);

@@ -17,6 +17,7 @@ import { Feed, messagesOf } from "./feed.js";
 import { bdi } from "./names.js";
 import { closeNotice, nextRetry, roomRefusal } from "./reconnect.js";
 import { RoomCard, RoomEntry } from "./rooms.js";
+import { Rounds } from "./rounds.js";
 import { Sound } from "./sound.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
@@ -308,6 +309,7 @@ function applySnapshot(message, { live = true } = {}) {
   if (Number.isInteger(message.online)) setOnline(message.online);
   board.snapshot(message);
   roomCard?.room(message.room);
+  rounds?.snapshot(message);
   events.presence(message);
   updateCounters();
 }
@@ -355,6 +357,9 @@ function handleMessage(message) {
       break;
     case "room":
       roomCard?.room(message.room);
+      break;
+    case "round":
+      rounds?.message(message);
       break;
     case "ack":
       actions.answer(message);
@@ -649,6 +654,7 @@ const roomCard = ROOM ? new RoomCard({ code: ROOM, csrfToken, toast: showToast }
 if (!ROOM) new RoomEntry({ csrfToken });
 const sound = new Sound($("#sound-toggle"));
 const events = new Events({ list: $("#event-list"), online: $("#online-names") });
+const rounds = ROOM ? new Rounds({ room: ROOM, csrfToken, toast: showToast, me: () => board.me.id }) : null;
 updateCounters();
 socket.connect();
 
