@@ -153,3 +153,33 @@ async def test_neither_a_farming_bot_nor_an_instant_killer_makes_the_top_three(s
     assert sniped[2] > 0 and sniped[2] > sniped[0], sniped  # mostly refused as too fast
     for person in humans:
         assert stats[person.id][0] > 0 and stats[person.id][1:] == [0, 0], stats[person.id]
+
+
+async def test_over_http_an_own_and_a_too_fast_kill_answer_204_kill_for_everyone_and_score_nothing(
+    start_game,
+):
+    game = start_game(VIRUS_MIN_REACTION_MS="150")
+    async with (
+        Api(game.url, asynchronous=True) as alice,
+        Api(game.url, asynchronous=True) as bob,
+        harness.player(game) as observer,
+    ):
+        killed = {}
+
+        async def kill(api: Api, virus_id: str) -> None:
+            assert (await api.kill(virus_id)).status_code == 204
+            message = await observer.until(lambda m: m["type"] == "virus.killed" and m["id"] == virus_id)
+            killed[virus_id] = message["scored"]
+
+        own = (await alice.create()).json()["id"]
+        await asyncio.sleep(0.3)  # slow enough: only the creator rule refuses it
+        await kill(alice, own)
+        fast = (await bob.create()).json()["id"]
+        await kill(alice, fast)  # at once: faster than anyone sees it
+        fair = (await bob.create()).json()["id"]
+        await asyncio.sleep(0.3)
+        await kill(alice, fair)
+
+        assert killed == {own: False, fast: False, fair: True}
+        assert (await alice.list())["viruses"] == []  # all three are gone, for everyone
+        assert (await alice.get("/api/me/")).json()["kills"] == 1
