@@ -118,6 +118,8 @@ async def test_over_the_socket_a_self_kill_is_acked_pushed_unscored_and_a_fair_o
     assert (await next_of(socket, "ack", skip=("presence", "virus.created", "virus.killed")))["status"] == 204
     killed = await next_of(socket, "virus.killed", skip=("presence", "virus.created"))
     assert (killed["id"], killed["scored"]) == (str(spawned.id), True)
+    board = await next_of(socket, "leaderboard", skip=("presence", "virus.created", "virus.killed"))
+    assert [(e["id"], e["kills"]) for e in board["top"]] == [(str(alice.pk), 1)]  # the fair kill alone
     await socket.disconnect()
 
     @database_sync_to_async
