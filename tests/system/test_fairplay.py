@@ -13,12 +13,14 @@ import signal
 import time
 
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import harness
 from tests.support.harness import Api
 from tools.gameclient import decode
 
 GAME_SECONDS = 20
+METRICS_TOKEN = "fair-play-metrics-token-0123456789"
 HUMANS = 3
 
 
@@ -158,7 +160,7 @@ async def test_neither_a_farming_bot_nor_an_instant_killer_makes_the_top_three(s
 async def test_over_http_an_own_and_a_too_fast_kill_answer_204_kill_for_everyone_and_score_nothing(
     start_game,
 ):
-    game = start_game(VIRUS_MIN_REACTION_MS="150")
+    game = start_game(VIRUS_MIN_REACTION_MS="150", METRICS_TOKEN=METRICS_TOKEN)
     async with (
         Api(game.url, asynchronous=True) as alice,
         Api(game.url, asynchronous=True) as bob,
@@ -183,3 +185,11 @@ async def test_over_http_an_own_and_a_too_fast_kill_answer_204_kill_for_everyone
         assert killed == {own: False, fast: False, fair: True}
         assert (await alice.list())["viruses"] == []  # all three are gone, for everyone
         assert (await alice.get("/api/me/")).json()["kills"] == 1
+        metrics = await alice.client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        refused = {
+            sample.labels["reason"]: sample.value
+            for family in text_string_to_metric_families(metrics.text)
+            for sample in family.samples
+            if sample.name == "virusgame_kills_refused_total"
+        }
+        assert refused == {"own": 1, "too_fast": 1}
