@@ -4,7 +4,8 @@
 
 A fresh SQLite file (or DATABASE_URL's database, emptied of viruses and players first), the
 push replaced by a no-op, two players; times N `virus_create(by=maker)` then N `virus_kill`
-by the other player (a fair kill: one's own would score nothing) with `time.process_time()`. The firm figure behind docs/performance.md#lever-plain-sql.
+by the other player (a fair kill: one's own would score nothing) with `time.process_time()`.
+The firm figure behind docs/performance.md#lever-plain-sql.
 """
 
 import argparse
