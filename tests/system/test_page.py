@@ -395,6 +395,7 @@ def test_the_today_switch_shows_the_board_of_the_day_and_back(open_page, game):
     assert today.get_attribute("aria-pressed") == "true"
     assert alice.text_content("#leaderboard-title") == "Top squashers today"
     wait_board(alice, [name], [1])
+    screenshot(alice, "board-today")
     squash_one(alice)  # the live pushes keep the board of the day current
     wait_board(alice, [name], [2])
     today.click()

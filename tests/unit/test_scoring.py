@@ -184,6 +184,8 @@ def test_the_admin_lists_the_fair_play_columns_sorts_marks_suspects_and_bans_the
     ):
         assert heading in html
     assert html.index(farmer.name) < html.index(fair.name)
+    detail = admin_client.get(f"/admin/viruses/player/{farmer.pk}/change/")
+    assert detail.status_code == 200 and "Kills refused own" in detail.content.decode()
     suspects = admin_client.get("/admin/viruses/player/", {"suspect": "yes"}).content.decode()
     assert farmer.name in suspects and fair.name not in suspects
 
