@@ -159,8 +159,10 @@ def created_event(*, seq: int, virus: dict, by: dict | None = None) -> dict:
     return _event("virus.created", {"type": "virus.created", "seq": seq, "virus": virus, "by": by})
 
 
-def killed_event(*, seq: int, virus_id: str, by: dict | None = None) -> dict:
-    return _event("virus.killed", {"type": "virus.killed", "seq": seq, "id": virus_id, "by": by})
+def killed_event(*, seq: int, virus_id: str, by: dict | None = None, scored: bool = False) -> dict:
+    """`scored`: whether the kill counted for `by` (viruses/scoring.py); false for the game's own."""
+    message = {"type": "virus.killed", "seq": seq, "id": virus_id, "by": by, "scored": scored}
+    return _event("virus.killed", message)
 
 
 def leaderboard_event(board: dict) -> dict:

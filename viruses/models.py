@@ -50,12 +50,26 @@ class Virus(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # None: the public world at `/`.
     room = models.ForeignKey("Room", null=True, blank=True, on_delete=models.CASCADE, related_name="viruses")
+    # The player who released it, so that they cannot score by killing it (viruses/scoring.py);
+    # None for the spawner, the admin and the shell. No constraint: a removed player's id
+    # may stay (it matches no killer), and SET_NULL would need a bulk update of viruses.
+    creator = models.ForeignKey(
+        "Player",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
 
     objects = VirusQuerySet.as_manager()
 
     # Not stored: the player creating or killing this instance, set by the services for the
     # signal receivers' pushes ("by"); None for the spawner, the admin and the shell.
     by = None
+    # Not stored: the kill's `scoring.Verdict`, set by services.virus_kill for the push's "scored".
+    verdict = None
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -208,10 +222,35 @@ class Player(models.Model):
     scored_at = models.DateTimeField(null=True, blank=True)
     banned = models.BooleanField(default=False, help_text="Banned players cannot act and leave the board.")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The public world's board of the day (UTC): its kills on `today_on`; an older date counts none.
+    today_kills = models.PositiveIntegerField(default=0)
+    today_on = models.DateField(null=True, blank=True)
+    # Fair play, every world (viruses/scoring.py): what an operator judges a player by.
+    kills_scored = models.PositiveIntegerField(default=0, help_text="Kills that scored, in every world.")
+    kills_refused_own = models.PositiveIntegerField(default=0, help_text="Kills of viruses they created.")
+    kills_refused_too_fast = models.PositiveIntegerField(
+        default=0, help_text="Kills faster than VIRUS_MIN_REACTION_MS after the virus appeared."
+    )
+    reaction_histogram = models.JSONField(default=list, blank=True, editable=False)
+    reaction_median_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    # Saved alone, these change no board: no leaderboard push (signals.push_leaderboard).
+    STATS_FIELDS = frozenset(
+        {
+            "kills_scored",
+            "kills_refused_own",
+            "kills_refused_too_fast",
+            "reaction_histogram",
+            "reaction_median_ms",
+        }
+    )
 
     class Meta:
         ordering = ["-kills", "scored_at", "id"]
-        indexes = [models.Index(fields=["-kills", "scored_at", "id"], name="player_board")]
+        indexes = [
+            models.Index(fields=["-kills", "scored_at", "id"], name="player_board"),
+            models.Index(fields=["today_on", "-today_kills", "scored_at", "id"], name="player_board_today"),
+        ]
 
     def __str__(self):
         return self.name

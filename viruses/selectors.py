@@ -1,6 +1,6 @@
 """Reads of the game state; `room` None is the public world, a `Room` its own."""
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.db.models import Count, Max, Min, Q
@@ -107,7 +107,7 @@ def snapshot(room: Room | None = None) -> tuple[int, list[dict], int, dict]:
     """
     seq, viruses = virus_state(room)
     online = online_count(room)
-    extra = {"leaderboard": leaderboard(room), **online_players(room=room)}
+    extra = {"leaderboard": live_board(room), **online_players(room=room)}
     if room is not None:
         extra["room"] = room_json(room, online=online, alive=len(viruses))
         last = last_round(room)
@@ -178,16 +178,40 @@ def online_players(limit: int = ONLINE_NAMES, *, room: Room | None = None) -> di
     }
 
 
-def leaderboard(room: Room | None = None) -> dict:
+SCOPES = ("all", "today")  # the public world's boards: all-time, and kills scored since 00:00 UTC
+
+
+def live_board(room: Room | None = None) -> dict:
+    """The board a world's clients are sent (snapshot, `leaderboard` push): the public world's
+    carries today's too, as `"today"`, so the page switches between them without asking."""
+    board = leaderboard(room)
+    if room is None:
+        board["today"] = leaderboard(scope="today")
+    return board
+
+
+def leaderboard(room: Room | None = None, scope: str = "all") -> dict:
     """The world's board: the top BOARD_SIZE players by kills (ties: who got there first) and how many rank.
 
-    On the public board a player ranks after a minimum of play (`_ranked`); a room's board
-    counts its own kills, from the first (its host decides who plays), or while a round runs
-    that round's (`round_board`). Banned players never rank.
+    On the public board a player ranks after a minimum of play (`_ranked`); scope "today"
+    counts the kills scored since 00:00 UTC. A room's board counts its own kills, from the
+    first (its host decides who plays), or while a round runs that round's (`round_board`).
+    Banned players never rank.
     """
     if room is not None and (running := running_round(room)) is not None:
         return round_board(running)
-    if room is None:
+    if room is None and scope == "today":
+        today = (
+            _ranked()
+            .filter(today_on=timezone.now().astimezone(UTC).date())
+            .order_by("-today_kills", "scored_at", "id")
+        )
+        top = [
+            {**row, "kills": row["today_kills"]}
+            for row in today.values("id", "name", "today_kills")[:BOARD_SIZE]
+        ]
+        ranked = today.count()
+    elif room is None:
         top = _ranked().values("id", "name", "kills")[:BOARD_SIZE]
         ranked = _ranked().count()
     else:

@@ -36,7 +36,8 @@ def push_virus_killed(sender, instance, using=None, **kwargs):
     seq = ChangeCounter.advance(instance.room_id)
     if seq is None:  # the room is being removed with its counter: nobody is left to tell
         return
-    event = messages.killed_event(seq=seq, virus_id=str(instance.id), by=messages.player_json(instance.by))
+    by, scored = messages.player_json(instance.by), instance.verdict is not None and instance.verdict.scored
+    event = messages.killed_event(seq=seq, virus_id=str(instance.id), by=by, scored=scored)
     _push_on_commit(instance, event, using)
 
 
@@ -52,10 +53,10 @@ def _push_on_commit(virus: Virus, event: dict, using) -> None:
 def push_leaderboard(sender, instance, created=False, raw=False, using=None, **kwargs):
     # A score, a name or a ban changed, or a player left; a new player (no kill yet) is not
     # on the board. The board is read from the database and pushed coalesced (leaderboard.py).
-    if raw or created:
-        return
-    transaction.on_commit(leaderboard.changed, using=using)
     update_fields = kwargs.get("update_fields")
+    if raw or created or (update_fields is not None and update_fields <= Player.STATS_FIELDS):
+        return  # new, or only fair-play stats: on no board
+    transaction.on_commit(leaderboard.changed, using=using)
     if update_fields is None or {"name", "banned"} & set(update_fields):
         # Shown on the boards of the rooms they played in too (a public kill is not).
         for room in Score.objects.filter(player=instance).select_related("room"):

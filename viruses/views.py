@@ -157,10 +157,14 @@ def me(request):
 @allow("GET")
 @json_errors
 def leaderboard(request, code: str | None = None):
-    """The world's board, plus where this browser's player stands (`"me"`, null without a player)."""
+    """The world's board, plus where this browser's player stands on the all-time board (`"me"`,
+    null without a player); `?scope=today` (the public world): kills scored since 00:00 UTC."""
     room = _world(code)
+    scope, scopes = request.GET.get("scope", "all"), selectors.SCOPES if room is None else ("all",)
+    if scope not in scopes:
+        raise errors.BadRequest(f"unknown scope {messages.clip(scope)}: use one of {', '.join(scopes)}")
     me = selectors.me(players.from_request(request), room)
-    return JsonResponse({**selectors.leaderboard(room), "me": me})
+    return JsonResponse({**selectors.leaderboard(room, scope), "scope": scope, "me": me})
 
 
 @allow("POST")

@@ -298,6 +298,11 @@ VIRUS_NEW_PLAYER_BURST = env_int("VIRUS_NEW_PLAYER_BURST", 60)
 # first visit: players minted in bulk cannot fill the board at once (viruses/selectors.py).
 VIRUS_RANK_MIN_KILLS = env_int("VIRUS_RANK_MIN_KILLS", 10)
 VIRUS_RANK_MIN_SECONDS = env_int("VIRUS_RANK_MIN_SECONDS", 300)
+# Fair play (viruses/scoring.py): a kill sooner than this after the virus appeared scores
+# nothing (no human sees, aims and clicks that fast once the push's travel is counted).
+VIRUS_MIN_REACTION_MS = env_int("VIRUS_MIN_REACTION_MS", 150)
+# The admin marks a player as suspect from this many refused kills (own or too fast).
+VIRUS_SUSPECT_REFUSED = env_int("VIRUS_SUSPECT_REFUSED", 20)
 # New rooms per player, and per client address (a school's teachers share one): per minute
 # sustained, and at once. The defaults let a teacher open a room for each of several classes.
 VIRUS_ROOM_CREATE_RATE = env_int("VIRUS_ROOM_CREATE_RATE", 5)

@@ -238,8 +238,10 @@ def test_add_and_kill_go_over_the_socket_not_http(chromium, game):
         player.click(f'[data-virus-id="{virus_id}"]')
         wait_ids(player, set())
         assert database_ids(game) == set()
-        # The ack counted: the score is kept from the answers.
-        player.wait_for_function("() => document.querySelector('#score-value').textContent === '1'")
+        # Its own virus: killed for everyone, scored for nobody, and nothing on the page says it went wrong.
+        assert player.text_content("#score-value") == "0"
+        cleared = f"Dish cleared by {player.text_content('#player-name')}!"
+        assert player.text_content("#toast") in ("", cleared)
         assert traffic.actions() == [("create", None), ("kill", virus_id)]
         assert traffic.writes() == []  # no POST, no DELETE
     finally:
@@ -334,6 +336,41 @@ def test_two_players_see_each_others_names_and_the_same_board_live(open_page, ga
         timeout=LIVE,
     )
     screenshot(alice, "players-desktop")
+
+
+SEED_YESTERDAY = """
+from datetime import timedelta
+from django.utils import timezone
+from viruses import services
+from viruses.models import Player
+veteran = services.player_create()
+yesterday = timezone.now() - timedelta(days=1)
+seeded = {"kills": 5, "today_kills": 5, "today_on": yesterday.date(), "scored_at": yesterday}
+Player.objects.filter(pk=veteran.pk).update(**seeded)
+print(veteran.name)
+"""
+
+
+def test_the_today_switch_shows_the_board_of_the_day_and_back(open_page, game):
+    veteran = game.manage("shell", "-c", SEED_YESTERDAY).stdout.splitlines()[-1]  # 5 kills, all yesterday
+    game.manage("spawn_virus", "--count", "2")
+    alice = open_page()
+    name = alice.text_content("#player-name")
+    wait_ids(alice, database_ids(game))
+    squash_one(alice)
+    wait_board(alice, [veteran, name], [5, 1])
+    today = alice.get_by_role("button", name="Today's board")
+    today.click()
+    assert today.get_attribute("aria-pressed") == "true"
+    assert alice.text_content("#leaderboard-title") == "Top squashers today"
+    wait_board(alice, [name], [1])
+    screenshot(alice, "board-today")
+    squash_one(alice)  # the live pushes keep the board of the day current
+    wait_board(alice, [name], [2])
+    today.click()
+    assert alice.text_content("#leaderboard-title") == "Top squashers"
+    wait_board(alice, [veteran, name], [5, 2])
+    assert alice.text_content("#score-value") == "2"  # your own score stays the all-time one
 
 
 RTL_NAME = "\u05e9\u05dc\u05d5\u05dd 7"  # Hebrew, then a number: without isolation it drags what follows

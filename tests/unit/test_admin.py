@@ -45,7 +45,7 @@ async def test_delete_from_the_change_page_pushes_the_kill(admin_client, pushes)
     )
     assert (response.status_code, response.url) == (302, "/admin/viruses/virus/")  # back to the list
     killed = (await pushes.receive()) | {"seq": 0}
-    assert killed == {"type": "virus.killed", "seq": 0, "id": str(virus.id), "by": None}  # no player's kill
+    assert killed == {"type": "virus.killed", "seq": 0, "id": str(virus.id), "by": None, "scored": False}
 
 
 async def test_spawn_button_on_an_empty_playground_creates_and_pushes_five(admin_client, pushes):

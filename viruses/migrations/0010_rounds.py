@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('viruses', '0008_counter_per_world'),
+        ('viruses', '0009_fair_play'),
     ]
 
     operations = [

@@ -1,4 +1,5 @@
-// The player and the leaderboard: your name, rank and score, the inline rename, the top 10.
+// The player and the leaderboard: your name, rank and score, the inline rename, the top 10
+// (the public world's page switches between all time and today: both come in every push).
 //
 // Everything shown comes from the server (snapshot, `leaderboard` pushes, `by` on kills,
 // GET/PATCH /api/me/; in a room, GET /api/rooms/<code>/leaderboard/ for our place). Names
@@ -34,10 +35,19 @@ export class Board {
     this.openButton = $("#rename-open");
     this.me = { id: this.pill.dataset.playerId || null, name: this.nameEl.textContent, kills: 0, rank: null };
     this.top = [];
+    this.today = []; // today's top 10 (the public world); your name, rank and score stay all-time
+    this.scopeButton = $("#board-today");
+    this.title = $("#leaderboard-title");
     this.lastMeRefresh = -Infinity;
     this.known = false; // no celebration for a rank we already had when the page loaded
 
     this.openButton.addEventListener("click", () => this.openRename());
+    this.scopeButton?.addEventListener("click", () => {
+      const today = this.scopeButton.getAttribute("aria-pressed") !== "true";
+      this.scopeButton.setAttribute("aria-pressed", String(today));
+      this.title.textContent = today ? "Top squashers today" : "Top squashers";
+      this.setMe(this.me);
+    });
     $("#rename-cancel").addEventListener("click", () => this.closeRename());
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -60,6 +70,7 @@ export class Board {
     // A room's board while a round runs is the round's (rounds.js shows the rest of it).
     $("#leaderboard-title").textContent = board.scope === "round" ? `Round ${board.round}` : "Top squashers";
     this.top = board.top.filter((e) => e && typeof e.id === "string");
+    if (Array.isArray(board.today?.top)) this.today = board.today.top.filter((e) => e && typeof e.id === "string");
     this.renderList();
     const mine = this.top.find((e) => e.id === this.me.id);
     if (mine) {
@@ -69,9 +80,11 @@ export class Board {
     }
   }
 
-  // A kill pushed in seq order: ours adds to our score at once.
+  // A kill pushed in seq order: ours adds to our score at once, if it scored (viruses/scoring.py).
   killed(message) {
-    if (message.by && message.by.id === this.me.id) this.setMe({ ...this.me, kills: this.me.kills + 1 });
+    if (message.by && message.by.id === this.me.id && message.scored !== false) {
+      this.setMe({ ...this.me, kills: this.me.kills + 1 });
+    }
   }
 
   async refreshMe({ force = false } = {}) {
@@ -97,14 +110,19 @@ export class Board {
     this.nameEl.textContent = this.me.name;
     this.scoreEl.textContent = String(this.me.kills);
     this.rankEl.textContent = this.me.rank ? `#${this.me.rank}` : "";
-    this.meLine.textContent = this.me.rank && this.me.rank > this.top.length ? `You: #${this.me.rank}, ${this.me.kills} squashed` : "";
+    const offTop = this.me.rank && this.me.rank > this.top.length && !this.showingToday();
+    this.meLine.textContent = offTop ? `You: #${this.me.rank}, ${this.me.kills} squashed` : "";
     if (this.known && this.me.rank && this.me.rank <= 3 && (before === null || before > 3)) this.celebrate();
     this.known = true;
     this.renderList();
   }
 
+  showingToday() {
+    return this.scopeButton?.getAttribute("aria-pressed") === "true";
+  }
+
   renderList() {
-    const items = this.top.map((entry) => {
+    const items = (this.showingToday() ? this.today : this.top).map((entry) => {
       const li = document.createElement("li");
       li.dataset.playerId = entry.id;
       if (entry.id === this.me.id) li.setAttribute("aria-current", "true");
