@@ -2,7 +2,8 @@
 
 The farmer creates viruses and kills them; the sniper kills every virus the moment its push
 arrives; three humans kill spawner and other players' viruses 200-600 ms after each push.
-The rate limit is on, as in production, so nobody can take every virus by speed alone.
+The rate limit is on, as in production, so nobody can take every virus by speed alone. They
+play in the public world (its board) and in a room's timed round (its podium).
 """
 
 import asyncio
@@ -12,6 +13,7 @@ import random
 import signal
 import time
 
+import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,6 +22,7 @@ from tests.support.harness import Api
 from tools.gameclient import decode
 
 GAME_SECONDS = 20
+ROUND_SECONDS = 15  # the shortest round; it starts once every socket is open
 METRICS_TOKEN = "fair-play-metrics-token-0123456789"
 HUMANS = 3
 
@@ -34,11 +37,17 @@ class Player:
         self.refs = 0
         self.answers: dict[str, asyncio.Future] = {}
         self.statuses: list[int] = []
+        self.over = None  # the room's "round" message that ended the round
 
-    async def play(self, on_push, seconds: float) -> None:
+    async def play(self, on_push, seconds: float, room: str | None = None) -> None:
         headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.api.client.cookies.items())}
+        url = (
+            self.game.ws_url
+            if room is None
+            else "ws" + self.game.url.removeprefix("http") + f"/ws/rooms/{room}/"
+        )
         async with websockets.connect(
-            self.game.ws_url, origin=self.game.url, max_size=None, additional_headers=headers
+            url, origin=self.game.url, max_size=None, additional_headers=headers
         ) as self.ws:
             assert decode(await self.ws.recv())[0]["type"] == "snapshot"
             self.ready.set()
@@ -67,15 +76,23 @@ class Player:
                     self.answers[message["ref"]].set_result(message)
                 elif message["type"] == "virus.created":
                     on_push(message)
+                elif message["type"] == "round" and message["round"]["state"] == "over":
+                    self.over = message
 
 
-async def test_neither_a_farming_bot_nor_an_instant_killer_makes_the_top_three(start_game):
+@pytest.mark.parametrize("world", ["public", "round"])
+async def test_neither_a_farming_bot_nor_an_instant_killer_makes_the_top_three(start_game, world):
     game = start_game(VIRUS_MIN_REACTION_MS="150", VIRUS_RATE_LIMIT="180", VIRUS_RATE_BURST="20")
     apis = [await Api(game.url, asynchronous=True).start() for _ in range(2 + HUMANS)]
     everyone = [Player(game, api) for api in apis]
     for player in everyone:
         player.id = (await player.api.get("/api/me/")).json()["id"]
     farmer, sniper, *humans = everyone
+    host = humans[0]
+    room = None
+    if world == "round":
+        answer = await host.api.client.post("/api/rooms/", json={"name": "Bots"}, headers=host.api.headers())
+        room = answer.json()["code"]
     rng = random.Random(25)
     tasks = set()
 
@@ -114,8 +131,14 @@ async def test_neither_a_farming_bot_nor_an_instant_killer_makes_the_top_three(s
 
         return on_push
 
+    async def start_round() -> None:
+        for player in everyone:
+            await player.ready.wait()
+        assert (await host.act({"type": "round.start", "seconds": ROUND_SECONDS}))["status"] == 201
+
+    spawn = ("--count", "6", "--spread", "1", "--every", "1") + (("--room", room) if room else ())
     spawner = await asyncio.create_subprocess_exec(
-        *(harness.PYTHON, "manage.py", "spawn_virus", "--count", "6", "--spread", "1", "--every", "1"),
+        *(harness.PYTHON, "manage.py", "spawn_virus", *spawn),
         cwd=harness.ROOT,
         env=game.env,
         stdout=asyncio.subprocess.DEVNULL,
@@ -123,10 +146,11 @@ async def test_neither_a_farming_bot_nor_an_instant_killer_makes_the_top_three(s
     )
     try:
         await asyncio.gather(
-            farmer.play(lambda push: None, GAME_SECONDS),
-            sniper.play(snipe, GAME_SECONDS),
-            *(person.play(human(person), GAME_SECONDS) for person in humans),
+            farmer.play(lambda push: None, GAME_SECONDS, room),
+            sniper.play(snipe, GAME_SECONDS, room),
+            *(person.play(human(person), GAME_SECONDS, room) for person in humans),
             farm(),
+            *([start_round()] if room else []),
         )
     finally:
         spawner.send_signal(signal.SIGINT)
@@ -138,6 +162,9 @@ async def test_neither_a_farming_bot_nor_an_instant_killer_makes_the_top_three(s
             await api.close()
 
     assert b"Traceback" not in errors, errors.decode()
+    if room:  # the podium: the first three of the round's final board, as every page got it
+        assert all(player.over == host.over for player in everyone) and host.over is not None
+        board = host.over["board"]
     top = [entry["id"] for entry in board["top"][:3]]
     assert len(top) == 3 and set(top) <= {person.id for person in humans}, top
     assert farmer.statuses.count(204) >= 3 and sniper.statuses.count(204) >= 20  # both really played
