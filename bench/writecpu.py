@@ -3,8 +3,9 @@
     python -m bench.writecpu [--n 300] [--profile FILE]
 
 A fresh SQLite file (or DATABASE_URL's database, emptied of viruses and players first), the
-push replaced by a no-op, one player; times N `virus_create(by=player)` then N `virus_kill`
-with `time.process_time()`. The firm figure behind docs/performance.md#lever-plain-sql.
+push replaced by a no-op, two players; times N `virus_create(by=maker)` then N `virus_kill`
+by the other player (a fair kill: one's own would score nothing) with `time.process_time()`.
+The firm figure behind docs/performance.md#lever-plain-sql.
 """
 
 import argparse
@@ -28,6 +29,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SECRET_KEY", "x" * 50)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "virusgame.settings")
     os.environ.setdefault("VIRUS_MAX_ALIVE", str(args.n))
+    os.environ.setdefault("VIRUS_MIN_REACTION_MS", "0")  # killed at once, yet credited: the full path
     import django
 
     django.setup()
@@ -42,7 +44,7 @@ def main() -> None:
     leaderboard.changed = lambda: board_asks.append(1)  # one ask per credited kill, not timed
     Virus.objects.all().delete()
     Player.objects.all().delete()
-    player = services.player_create()
+    player, maker = services.player_create(), services.player_create()
     board_asks.clear()  # the players deleted above asked too
 
     profiler = cProfile.Profile() if args.profile else None
@@ -51,7 +53,7 @@ def main() -> None:
         profiler.enable()
     start = time.process_time()
     for _ in range(args.n):
-        ids.append(services.virus_create(by=player.pk).id)
+        ids.append(services.virus_create(by=maker.pk).id)
     created = time.process_time()
     for virus_id in ids:
         services.virus_kill(virus_id=virus_id, by=player.pk)

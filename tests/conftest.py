@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import threading
 
 import pytest
 from channels.layers import channel_layers, get_channel_layer
@@ -101,6 +102,17 @@ class GroupListener:
         except TimeoutError:
             return True
         return False
+
+
+@pytest.fixture
+def board_pushes_done():
+    """A board push asked for in a test reads the database 0.5 s later, in a timer thread
+    (leaderboard.py): let it finish before the test's database goes."""
+    before = set(threading.enumerate())
+    yield
+    for thread in set(threading.enumerate()) - before:
+        if isinstance(thread, threading.Timer):
+            thread.join(5)
 
 
 @pytest.fixture(autouse=True)

@@ -59,6 +59,8 @@ def base_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, st
         # Every kill ranks at once (the board's tests); tests of the minimum of play set their own.
         VIRUS_RANK_MIN_KILLS="1",
         VIRUS_RANK_MIN_SECONDS="0",
+        # Scripted kills follow their push within ms; the fair-play tests set the rule's own.
+        VIRUS_MIN_REACTION_MS="0",
         # Every test client comes from 127.0.0.1: a flood test must not lock the next test's
         # clients out. Tests of the penalty box turn it on (tests/system/test_abuse.py).
         VIRUS_ABUSE_PENALTY="0",

@@ -17,9 +17,9 @@ from channels.db import database_sync_to_async
 
 from viruses.guards import ratelimit
 
-from . import errors, selectors, services
+from . import errors, rounds, selectors, services
 from .errors import RateLimited
-from .models import Room, Virus
+from .models import Room, Round, Virus
 
 
 def take_token(bucket: str, address: str, player: str | None = None) -> None:
@@ -67,6 +67,25 @@ async def akill(
     virus_id = parse_id(virus_id)
     await atake_token("action", address, who(by))
     await database_sync_to_async(services.virus_kill)(virus_id=virus_id, by=by, room=room)
+
+
+def play_round(*, room: Room, by: services.Actor, address: str, seconds=None, stop: bool = False) -> Round:
+    """Start a round of `seconds` in `room` (or `stop` the running one) for its host `by`: the
+    rules of `rounds.start` and `rounds.stop`, and `RateLimited` (429), since each clears a dish."""
+    take_token("action", address, who(by))
+    return _play_round(room, by, seconds, stop)
+
+
+async def aplay_round(
+    *, room: Room | None, by: services.Actor, address: str, seconds=None, stop: bool = False
+) -> Round:
+    """`play_round` for consumers."""
+    await atake_token("action", address, who(by))
+    return await database_sync_to_async(_play_round)(room, by, seconds, stop)
+
+
+def _play_round(room, by, seconds, stop: bool) -> Round:
+    return rounds.stop(room=room, by=by) if stop else rounds.start(room=room, by=by, seconds=seconds)
 
 
 def create_room(*, host, name, address: str) -> Room:

@@ -1,10 +1,12 @@
 import contextlib
 import logging
+from datetime import UTC
 
 from axes.signals import user_locked_out
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Case, Count, F, Q, When
 from django.dispatch import receiver
 from django.shortcuts import redirect
 from django.urls import path
@@ -15,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from . import errors, services
 from .logs import kv
-from .models import Connection, Player, Room, Virus
+from .models import Connection, Player, Room, Round, RoundScore, Virus
 from .selectors import online_counts, stale_before
 
 logger = logging.getLogger(__name__)
@@ -124,14 +126,44 @@ class ConnectionAdmin(admin.ModelAdmin):
         return False
 
 
+class SuspectFilter(admin.SimpleListFilter):
+    title = "suspect"
+    parameter_name = "suspect"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        suspect = Q(refused__gte=settings.VIRUS_SUSPECT_REFUSED)
+        return {"yes": queryset.filter(suspect), "no": queryset.exclude(suspect)}.get(self.value(), queryset)
+
+
 @admin.register(Player)
 class PlayerAdmin(admin.ModelAdmin):
-    list_display = ["name", "kills", "scored_at", "banned", "created_at"]
-    list_filter = ["banned"]
+    # Fair play (viruses/scoring.py): kills scored and refused by each rule, and the median
+    # reaction, so an operator can judge and ban from the list.
+    STATS = ["kills_scored", "kills_refused_own", "kills_refused_too_fast", "reaction_median_ms"]
+    list_display = ["name", "kills", "today", *STATS, "suspect", "scored_at", "banned", "created_at"]
+    list_filter = ["banned", SuspectFilter]
     search_fields = ["name"]
     ordering = ["-kills", "scored_at"]
-    fields = readonly_fields = ["id", "name", "kills", "scored_at", "banned", "created_at"]
+    fields = readonly_fields = ["id", "name", "kills", "scored_at", "today", *STATS, "banned", "created_at"]
     actions = ["ban", "unban"]
+
+    def get_queryset(self, request):
+        refused = F("kills_refused_own") + F("kills_refused_too_fast")
+        today = Case(When(today_on=timezone.now().astimezone(UTC).date(), then="today_kills"), default=0)
+        return super().get_queryset(request).annotate(refused=refused, today_count=today)
+
+    @admin.display(description="today", ordering="today_count")
+    def today(self, player):
+        """Kills on the public board since 00:00 UTC."""
+        return player.today_count
+
+    @admin.display(boolean=True, description="suspect", ordering="refused")
+    def suspect(self, player):
+        """Refused kills (own or too fast) at VIRUS_SUSPECT_REFUSED or past it."""
+        return player.refused >= settings.VIRUS_SUSPECT_REFUSED
 
     def has_add_permission(self, request):
         return False  # players come from the game's first visit
@@ -177,6 +209,35 @@ class RoomAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # rooms are made by players (POST /api/rooms/)
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request)
+
+
+class RoundScoreInline(admin.TabularInline):
+    model = RoundScore
+    fields = readonly_fields = ["player", "kills", "refused", "scored_at"]
+    ordering = ["-kills", "scored_at", "id"]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Round)
+class RoundAdmin(admin.ModelAdmin):
+    """Rounds are played from the room's page (viruses/rounds.py); here they are only shown."""
+
+    list_display = ["room", "number", "state", "seconds", "started_at", "ends_at", "ended_at"]
+    list_filter = ["state"]
+    search_fields = ["=room__code"]
+    list_select_related = ["room"]
+    fields = readonly_fields = ["room", "number", "state", "seconds", "started_at", "ends_at", "ended_at"]
+    inlines = [RoundScoreInline]
+
+    def has_add_permission(self, request):
+        return False
 
     def has_change_permission(self, request, obj=None):
         return obj is None and super().has_change_permission(request)

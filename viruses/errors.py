@@ -58,6 +58,18 @@ class NameTaken(GameError):
     status = 409
 
 
+class RoundRunning(GameError):
+    """A round is already running in the room."""
+
+    status = 409
+
+
+class NoRound(GameError):
+    """No round is running in the room to stop."""
+
+    status = 409
+
+
 class InProgress(GameError):
     """The same idempotency key's first action has not finished yet."""
 

@@ -58,7 +58,7 @@ def push_now(room=None) -> bool:
     _state(_due_here, group, threading.Event).clear()
     _release(group)
     try:
-        board = selectors.leaderboard(room)
+        board = selectors.live_board(room)
     except DatabaseError as exc:  # clients still get the board in their next snapshot
         logger.error(kv("leaderboard.error", error=f"{type(exc).__name__}: {exc}"))
         return False

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 ECHO_CHARS = 64  # at most this much of what a client sent comes back in an error
 REF_CHARS = 64  # the longest `ref` a client may give an action (echoed in the answer)
-ACTIONS = ("create", "kill", "rename")  # a tuple: a client's "type" may be unhashable (a list)
+# A tuple: a client's "type" may be unhashable (a list).
+ACTIONS = ("create", "kill", "rename", "round.start", "round.stop")
 
 
 class BadMessage(ValueError):
@@ -42,6 +43,7 @@ class Action:
     virus_id: uuid.UUID | None = None  # the kill's target
     name: object = None  # the rename's new name, as sent (services.player_rename validates it)
     key: str | None = None  # create and kill: the idempotency key of a retried action (idempotency.py)
+    seconds: object = None  # round.start: the round's length, as sent (rounds.start validates it)
 
 
 def decode(data: str | bytes) -> dict:
@@ -62,6 +64,8 @@ def action(message: dict) -> Action:
         raise BadAction(f'an action needs a "ref": a string of at most {REF_CHARS} characters')
     if message["type"] == "rename":
         return Action("rename", ref, name=message.get("name"))
+    if message["type"].startswith("round."):
+        return Action(message["type"], ref, seconds=message.get("seconds"))
     key = message.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or len(key) > REF_CHARS):
         raise BadAction(f'"idempotency_key" must be a string of at most {REF_CHARS} characters', ref)
@@ -95,6 +99,17 @@ def virus_json(virus) -> dict:
     }
 
 
+def round_json(round_) -> dict:
+    """The contract's Round: `{"number", "state", "started_at", "ends_at", "seconds"}`."""
+    return {
+        "number": round_.number,
+        "state": round_.state,
+        "started_at": round_.started_at.isoformat(),
+        "ends_at": round_.ends_at.isoformat(),
+        "seconds": round_.seconds,
+    }
+
+
 def player_json(player) -> dict | None:
     """Who did something, as `"by"` shows it: `{"id", "name"}`, or None for the game itself."""
     return None if player is None else {"id": str(player.pk), "name": player.name}
@@ -124,14 +139,11 @@ def error(message: str, *, ref: str | None = None, status: int | None = None) ->
     return encode(answer)
 
 
-def ack(*, ref: str, status: int, virus: dict | None = None, player: dict | None = None) -> str:
-    """A done action, to its sender alone: 201 with the virus created, 204 (killed), or 200
-    with the renamed player (`selectors.me`)."""
+def ack(*, ref: str, status: int, **done: dict | None) -> str:
+    """A done action, to its sender alone: 201 with the `virus` created or the `round` started,
+    204 (killed, stopped), or 200 with the renamed `player` (`selectors.me`)."""
     answer = {"type": "ack", "ref": ref, "status": status}
-    if virus is not None:
-        answer["virus"] = virus
-    if player is not None:
-        answer["player"] = player
+    answer.update((name, value) for name, value in done.items() if value is not None)
     return encode(answer)
 
 
@@ -140,20 +152,33 @@ def ack(*, ref: str, status: int, virus: dict | None = None, player: dict | None
 BATCH = "batch"  # several group events sent as one (`batch_event`)
 
 # What a consumer or the fastlane relays to its client as it is: the event's `text`.
-GROUP_EVENTS = frozenset({"virus.created", "virus.killed", "presence", "leaderboard", BATCH})
+GROUP_EVENTS = frozenset({"virus.created", "virus.killed", "presence", "leaderboard", "room", "round", BATCH})
 
 
 def created_event(*, seq: int, virus: dict, by: dict | None = None) -> dict:
     return _event("virus.created", {"type": "virus.created", "seq": seq, "virus": virus, "by": by})
 
 
-def killed_event(*, seq: int, virus_id: str, by: dict | None = None) -> dict:
-    return _event("virus.killed", {"type": "virus.killed", "seq": seq, "id": virus_id, "by": by})
+def killed_event(*, seq: int, virus_id: str, by: dict | None = None, scored: bool = False) -> dict:
+    """`scored`: whether the kill counted for `by` (viruses/scoring.py); false for the game's own."""
+    message = {"type": "virus.killed", "seq": seq, "id": virus_id, "by": by, "scored": scored}
+    return _event("virus.killed", message)
 
 
 def leaderboard_event(board: dict) -> dict:
     """The board (`selectors.leaderboard()`), the same for every client: built and encoded once."""
     return _event("leaderboard", {"type": "leaderboard", **board})
+
+
+def room_event(room: dict) -> dict:
+    """A room's new state (`selectors.room_json`), to its clients: its host locked or unlocked it."""
+    return _event("room", {"type": "room", "room": room})
+
+
+def round_event(*, round: dict, board: dict, now: str) -> dict:
+    """A round started or ended (`round["state"]`), with its board; `now`: the server's clock,
+    from which every page counts down alike."""
+    return _event("round", {"type": "round", "round": round, "board": board, "now": now})
 
 
 def presence_event(*, online: int, **names) -> dict:

@@ -22,7 +22,7 @@ from django.http import HttpResponse
 from django.utils.decorators import sync_and_async_middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
-from . import access, broadcast, logs
+from . import access, broadcast, logs, scoring
 from .http import allow, error
 from .logs import kv
 
@@ -58,6 +58,13 @@ BACKEND_ERRORS = Counter(
     "virusgame_backend_errors", "Failed database or Redis calls, by the event logged", ["backend", "event"]
 )
 EVENTS = Counter("virusgame_log_events", "Every key=value log event, by name and reason", ["event", "reason"])
+KILLS_REFUSED = Counter(
+    "virusgame_kills_refused",
+    "Kills that killed but scored nothing, by fair-play rule (own, too_fast: viruses/scoring.py)",
+    ["reason"],
+)
+for _reason in scoring.REASONS:  # both shown from the start, at 0
+    KILLS_REFUSED.labels(_reason)
 HEARTBEAT_AGE = Gauge(
     "virusgame_presence_heartbeat_age_seconds",
     "Seconds since this process last refreshed its Connection rows (0 while it has no socket)",
@@ -114,6 +121,8 @@ def observe(event: str, fields: dict) -> None:
             PUSH_SECONDS.observe(fields["ms"] / 1000)
     elif event == "push.error":
         PUSHES.labels(fields.get("type", ""), "error").inc(_events(fields))
+    elif event == "kill.unscored":
+        KILLS_REFUSED.labels(reason or "other").inc()
     elif event == "layer.drop" and isinstance(fields.get("dropped"), int):
         LAYER_DROPS.inc(fields["dropped"])
     if event in BACKEND_OF_EVENT:

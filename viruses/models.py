@@ -50,12 +50,26 @@ class Virus(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # None: the public world at `/`.
     room = models.ForeignKey("Room", null=True, blank=True, on_delete=models.CASCADE, related_name="viruses")
+    # The player who released it, so that they cannot score by killing it (viruses/scoring.py);
+    # None for the spawner, the admin and the shell. No constraint: a removed player's id
+    # may stay (it matches no killer), and SET_NULL would need a bulk update of viruses.
+    creator = models.ForeignKey(
+        "Player",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
 
     objects = VirusQuerySet.as_manager()
 
     # Not stored: the player creating or killing this instance, set by the services for the
     # signal receivers' pushes ("by"); None for the spawner, the admin and the shell.
     by = None
+    # Not stored: the kill's `scoring.Verdict`, set by services.virus_kill for the push's "scored".
+    verdict = None
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -208,10 +222,35 @@ class Player(models.Model):
     scored_at = models.DateTimeField(null=True, blank=True)
     banned = models.BooleanField(default=False, help_text="Banned players cannot act and leave the board.")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The public world's board of the day (UTC): its kills on `today_on`; an older date counts none.
+    today_kills = models.PositiveIntegerField(default=0)
+    today_on = models.DateField(null=True, blank=True)
+    # Fair play, every world (viruses/scoring.py): what an operator judges a player by.
+    kills_scored = models.PositiveIntegerField(default=0, help_text="Kills that scored, in every world.")
+    kills_refused_own = models.PositiveIntegerField(default=0, help_text="Kills of viruses they created.")
+    kills_refused_too_fast = models.PositiveIntegerField(
+        default=0, help_text="Kills faster than VIRUS_MIN_REACTION_MS after the virus appeared."
+    )
+    reaction_histogram = models.JSONField(default=list, blank=True, editable=False)
+    reaction_median_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    # Saved alone, these change no board: no leaderboard push (signals.push_leaderboard).
+    STATS_FIELDS = frozenset(
+        {
+            "kills_scored",
+            "kills_refused_own",
+            "kills_refused_too_fast",
+            "reaction_histogram",
+            "reaction_median_ms",
+        }
+    )
 
     class Meta:
         ordering = ["-kills", "scored_at", "id"]
-        indexes = [models.Index(fields=["-kills", "scored_at", "id"], name="player_board")]
+        indexes = [
+            models.Index(fields=["-kills", "scored_at", "id"], name="player_board"),
+            models.Index(fields=["today_on", "-today_kills", "scored_at", "id"], name="player_board_today"),
+        ]
 
     def __str__(self):
         return self.name
@@ -282,3 +321,49 @@ class Score(models.Model):
 
     def __str__(self):
         return f"{self.player_id} in {self.room_id}: {self.kills}"
+
+
+class Round(models.Model):
+    """A timed round of a room (viruses/rounds.py): numbered from 1 per room, at most one running."""
+
+    RUNNING, OVER = "running", "over"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    state = models.CharField(max_length=8, choices=[(RUNNING, "running"), (OVER, "over")], default=RUNNING)
+    seconds = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    ends_at = models.DateTimeField(db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # When the server next adds a virus to the dish; whoever moves it on spawns (rounds.tick).
+    next_spawn_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "number"], name="round_room_number"),
+            # The database, not a check-then-insert, keeps two hosts' tabs from starting two rounds.
+            models.UniqueConstraint(
+                fields=["room"], condition=models.Q(state="running"), name="one_running_round_per_room"
+            ),
+        ]
+
+    def __str__(self):
+        return f"round {self.number} of {self.room_id} ({self.state})"
+
+
+class RoundScore(models.Model):
+    """A player's kills in one round, and their kills that scored nothing (the fair-play rules)."""
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="scores")
+    player = models.ForeignKey(Player, on_delete=models.CASCADE, related_name="round_scores")
+    kills = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)
+    scored_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-kills", "scored_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["round", "player"], name="round_score_player")]
+
+    def __str__(self):
+        return f"{self.player_id} in {self.round_id}: {self.kills}"

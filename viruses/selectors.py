@@ -1,6 +1,6 @@
 """Reads of the game state; `room` None is the public world, a `Room` its own."""
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.db.models import Count, Max, Min, Q
@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from . import messages
 from .errors import RoomNotFound
-from .models import ChangeCounter, Connection, Player, Room, Score, Virus
+from .models import ChangeCounter, Connection, Player, Room, Round, RoundScore, Score, Virus
 
 BOARD_SIZE = 10  # players on the leaderboard
 ONLINE_NAMES = 12  # names online listed; the rest are "and N more"
@@ -107,9 +107,12 @@ def snapshot(room: Room | None = None) -> tuple[int, list[dict], int, dict]:
     """
     seq, viruses = virus_state(room)
     online = online_count(room)
-    extra = {"leaderboard": leaderboard(room), **online_players(room=room)}
+    extra = {"leaderboard": live_board(room), **online_players(room=room)}
     if room is not None:
         extra["room"] = room_json(room, online=online, alive=len(viruses))
+        last = last_round(room)
+        extra["round"] = None if last is None else messages.round_json(last)
+        extra["now"] = timezone.now().isoformat()  # pages count rounds down by the server's clock
     return seq, viruses, online, extra
 
 
@@ -176,13 +179,40 @@ def online_players(limit: int = ONLINE_NAMES, *, room: Room | None = None) -> di
     }
 
 
-def leaderboard(room: Room | None = None) -> dict:
+SCOPES = ("all", "today")  # the public world's boards: all-time, and kills scored since 00:00 UTC
+
+
+def live_board(room: Room | None = None) -> dict:
+    """The board a world's clients are sent (snapshot, `leaderboard` push): the public world's
+    carries today's too, as `"today"`, so the page switches between them without asking."""
+    board = leaderboard(room)
+    if room is None:
+        board["today"] = leaderboard(scope="today")
+    return board
+
+
+def leaderboard(room: Room | None = None, scope: str = "all") -> dict:
     """The world's board: the top BOARD_SIZE players by kills (ties: who got there first) and how many rank.
 
-    On the public board a player ranks after a minimum of play (`_ranked`); a room's board
-    counts its own kills, from the first (its host decides who plays). Banned players never rank.
+    On the public board a player ranks after a minimum of play (`_ranked`); scope "today"
+    counts the kills scored since 00:00 UTC. A room's board counts its own kills, from the
+    first (its host decides who plays), or while a round runs that round's (`round_board`).
+    Banned players never rank.
     """
-    if room is None:
+    if room is not None and (running := running_round(room)) is not None:
+        return round_board(running)
+    if room is None and scope == "today":
+        today = (
+            _ranked()
+            .filter(today_on=timezone.now().astimezone(UTC).date())
+            .order_by("-today_kills", "scored_at", "id")
+        )
+        top = [
+            {**row, "kills": row["today_kills"]}
+            for row in today.values("id", "name", "today_kills")[:BOARD_SIZE]
+        ]
+        ranked = today.count()
+    elif room is None:
         top = _ranked().values("id", "name", "kills")[:BOARD_SIZE]
         ranked = _ranked().count()
     else:
@@ -198,6 +228,33 @@ def leaderboard(room: Room | None = None) -> dict:
             for rank, row in enumerate(top, 1)
         ],
         "players": ranked,
+    }
+
+
+def last_round(room: Room) -> Round | None:
+    """The room's running round, else its last one."""
+    return Round.objects.filter(room=room).order_by("-number").first()
+
+
+def running_round(room: Room) -> Round | None:
+    return Round.objects.filter(room=room, state=Round.RUNNING).first()
+
+
+def round_board(round_: Round, size: int = BOARD_SIZE) -> dict:
+    """The round's board, `"scope": "round"`: its top `size` players by kills (ties: who got there
+    first). Players with more than VIRUS_ROUND_REFUSED_LIMIT refused kills in it never rank."""
+    scores = RoundScore.objects.filter(
+        round=round_, kills__gt=0, refused__lte=settings.VIRUS_ROUND_REFUSED_LIMIT, player__banned=False
+    ).order_by("-kills", "scored_at", "id")
+    top = scores.values("player_id", "player__name", "kills")[:size]
+    return {
+        "top": [
+            {"rank": rank, "id": str(row["player_id"]), "name": row["player__name"], "kills": row["kills"]}
+            for rank, row in enumerate(top, 1)
+        ],
+        "players": scores.count(),
+        "scope": "round",
+        "round": round_.number,
     }
 
 

@@ -5,18 +5,19 @@ Every virus writer takes a world: `room=None` is the public world, a `Room` its 
 """
 
 import contextlib
+import logging
 import math
 import random
 import uuid
 from collections import defaultdict
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import names, players
+from . import names, players, rounds, scoring
 from .errors import (
     AliveCapReached,
     BadName,
@@ -27,8 +28,11 @@ from .errors import (
     RoomNotFound,
     VirusNotFound,
 )
+from .logs import kv
 from .models import ChangeCounter, Connection, Player, Room, RoomGone, Score, Virus
 from .selectors import stale_before
+
+logger = logging.getLogger(__name__)
 
 MARGIN = 6  # percent kept free at the playground's edges, so no virus is cut off
 # A new virus keeps at least this far (percent of the dish) from every living one when it
@@ -67,7 +71,7 @@ def virus_create(
         if alive is not None:
             x, y = place(alive)
         x, y = _coordinate() if x is None else x, _coordinate() if y is None else y
-        virus = Virus(kind=kind, x=x, y=y, room=room)
+        virus = Virus(kind=kind, x=x, y=y, room=room, creator=player)
         virus.by = player  # read by the post_save receiver for the push's "by"
         virus.save(force_insert=True)
     return virus
@@ -107,7 +111,7 @@ def virus_kill(*, virus_id: uuid.UUID | str, by: Actor = None, room: Room | None
     the same virus, or a virus of another world, raises `VirusNotFound`.
 
     The delete and the credit commit together, so of two players racing for one virus
-    exactly one scores.
+    exactly one scores; a kill the fair-play rules refuse (scoring.py) still kills.
     """
     # Under the counter lock a racing kill waits, then finds nothing: exactly one
     # post_delete, so exactly one `virus.killed` push and one credit.
@@ -118,16 +122,29 @@ def virus_kill(*, virus_id: uuid.UUID | str, by: Actor = None, room: Room | None
             raise VirusNotFound("no such virus (already killed?)")
         virus.room = room  # the instance at hand: the receiver needs the room's group, not a query
         virus.by = player  # read by the post_delete receiver for the push's "by"
+        now = timezone.now()
+        verdict = virus.verdict = scoring.judge(virus, player, now)  # the push's "scored"
         virus.delete()
         if player is not None:
-            _credit(player, room)
+            _credit(player, room, verdict, now)
+            rounds.record_kill(room=room, player=player, scored=verdict.scored)
+    if verdict.reason is not None:
+        logger.info(kv("kill.unscored", reason=verdict.reason, player=player.pk, ms=verdict.reaction_ms))
 
 
-def _credit(player: Player, room: Room | None) -> None:
-    score = player if room is None else Score.objects.get_or_create(room=room, player=player)[0]
-    score.kills += 1
-    score.scored_at = timezone.now()
-    score.save(update_fields=["kills", "scored_at"])
+def _credit(player: Player, room: Room | None, verdict: scoring.Verdict, now) -> None:
+    """Credit one kill on the world's board as `verdict` says, and count it in the player's stats."""
+    fields = scoring.record(player, verdict)
+    if verdict.scored and room is not None:
+        score = Score.objects.get_or_create(room=room, player=player)[0]
+        score.kills, score.scored_at = score.kills + 1, now
+        score.save(update_fields=["kills", "scored_at"])
+    elif verdict.scored:
+        today = now.astimezone(UTC).date()
+        player.today_kills = player.today_kills + 1 if player.today_on == today else 1
+        player.kills, player.scored_at, player.today_on = player.kills + 1, now, today
+        fields += ["kills", "scored_at", "today_kills", "today_on"]
+    player.save(update_fields=fields)
 
 
 @contextlib.contextmanager
@@ -242,15 +259,20 @@ def room_create(*, host: Actor, name=None) -> Room:
 
 def room_set_locked(*, room: Room, by: Actor, locked: bool) -> Room:
     """Lock or unlock `room` (no new players while locked); only its host may."""
+    require_host(room, by)
+    room.locked = locked
+    room.save(update_fields=["locked"])
+    return room
+
+
+def require_host(room: Room, by: Actor) -> None:
+    """Raise `NotHost` (403) unless `by` is the host of `room`."""
     if (
         by is None
         or room.host_id is None
         or str(room.host_id) != str(by.pk if isinstance(by, Player) else by)
     ):
         raise NotHost("only the room's host may do that")
-    room.locked = locked
-    room.save(update_fields=["locked"])
-    return room
 
 
 def rooms_prune(*, idle_hours: int) -> list[str]:

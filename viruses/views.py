@@ -5,12 +5,14 @@ import functools
 import json
 import logging
 
+import segno
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from viruses.guards import idempotency, ratelimit
@@ -77,7 +79,24 @@ def index(request, code: str | None = None):
     except DatabaseError as exc:  # the page still loads; the socket retries until the database is back
         logger.error(kv("http.error", method=request.method, path=request.path, error="database", detail=exc))
         player = None
-    return render(request, "viruses/index.html", {"player": player, "room": room})
+    context = {"player": player, "room": room}
+    if room is not None:
+        context |= _room_header(request, room, player)
+    return render(request, "viruses/index.html", context)
+
+
+def _room_header(request, room, player) -> dict:
+    """The room page's header: its absolute link (the scheme and host this player used, so it
+    works from every phone the page is shown to), the QR code of that link, and whether the
+    player is the host (who sees the lock toggle)."""
+    link = request.build_absolute_uri(room.url)
+    # Inline SVG: no extra request, and sharp at any size on a projector. segno writes only
+    # numbers into it, never the link's text, so it is safe as markup.
+    qr = segno.make(link, error="m").svg_inline(
+        border=4, dark="#24203a", light="#fff", omitsize=True, svgclass="qr-code"
+    )
+    is_host = player is not None and room.host_id == player.pk
+    return {"room_link": link, "room_qr": mark_safe(qr), "is_host": is_host}
 
 
 def _world(code: str | None):
@@ -138,10 +157,14 @@ def me(request):
 @allow("GET")
 @json_errors
 def leaderboard(request, code: str | None = None):
-    """The world's board, plus where this browser's player stands (`"me"`, null without a player)."""
+    """The world's board, plus where this browser's player stands on the all-time board (`"me"`,
+    null without a player); `?scope=today` (the public world): kills scored since 00:00 UTC."""
     room = _world(code)
+    scope, scopes = request.GET.get("scope", "all"), selectors.SCOPES if room is None else ("all",)
+    if scope not in scopes:
+        raise errors.BadRequest(f"unknown scope {messages.clip(scope)}: use one of {', '.join(scopes)}")
     me = selectors.me(players.from_request(request), room)
-    return JsonResponse({**selectors.leaderboard(room), "me": me})
+    return JsonResponse({**selectors.leaderboard(room, scope), "scope": scope, "me": me})
 
 
 @allow("POST")
@@ -169,6 +192,20 @@ def room_detail(request, code: str):
             raise errors.BadRequest('the body must be {"locked": true} or {"locked": false}')
         room = services.room_set_locked(room=room, by=players.from_request(request), locked=locked)
     return JsonResponse(selectors.room_json(room))
+
+
+@allow("POST", "DELETE")
+@json_errors
+def room_round(request, code: str):
+    """The host starts a round (POST `{"seconds": S}`: 201 Round) or stops the running one (DELETE: 204)."""
+    room = selectors.room(code)
+    address, player = client_address(request), players.from_request(request)
+    if request.method == "DELETE":
+        actions.play_round(room=room, by=player, address=address, stop=True)
+        return HttpResponse(status=204)
+    seconds = _json_body(request).get("seconds")
+    round_ = actions.play_round(room=room, by=player, address=address, seconds=seconds)
+    return JsonResponse(messages.round_json(round_), status=201)
 
 
 def _json_body(request) -> dict:

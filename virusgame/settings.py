@@ -298,12 +298,20 @@ VIRUS_NEW_PLAYER_BURST = env_int("VIRUS_NEW_PLAYER_BURST", 60)
 # first visit: players minted in bulk cannot fill the board at once (viruses/selectors.py).
 VIRUS_RANK_MIN_KILLS = env_int("VIRUS_RANK_MIN_KILLS", 10)
 VIRUS_RANK_MIN_SECONDS = env_int("VIRUS_RANK_MIN_SECONDS", 300)
+# Fair play (viruses/scoring.py): a kill sooner than this after the virus appeared scores
+# nothing (no human sees, aims and clicks that fast once the push's travel is counted).
+VIRUS_MIN_REACTION_MS = env_int("VIRUS_MIN_REACTION_MS", 150)
+# The admin marks a player as suspect from this many refused kills (own or too fast).
+VIRUS_SUSPECT_REFUSED = env_int("VIRUS_SUSPECT_REFUSED", 20)
 # New rooms per player, and per client address (a school's teachers share one): per minute
 # sustained, and at once. The defaults let a teacher open a room for each of several classes.
 VIRUS_ROOM_CREATE_RATE = env_int("VIRUS_ROOM_CREATE_RATE", 5)
 VIRUS_ROOM_CREATE_BURST = env_int("VIRUS_ROOM_CREATE_BURST", 10)
 VIRUS_ROOM_ADDRESS_RATE = env_int("VIRUS_ROOM_ADDRESS_RATE", 20)
 VIRUS_ROOM_ADDRESS_BURST = env_int("VIRUS_ROOM_ADDRESS_BURST", 30)
+# A player with more refused kills than this in a round (viruses/selectors.py) is left off its
+# board and podium.
+VIRUS_ROUND_REFUSED_LIMIT = env_int("VIRUS_ROUND_REFUSED_LIMIT", 5)
 # Open sockets per room (all nodes together); more are closed with 4409 "room full".
 VIRUS_ROOM_MAX_PLAYERS = env_int("VIRUS_ROOM_MAX_PLAYERS", 100)
 # A room with no socket and no change for this long is removed by `manage.py prune_rooms`.

@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/rooms/<str:code>/viruses/", views.virus_collection, name="room-virus-collection"),
     path("api/rooms/<str:code>/viruses/<str:virus_id>/", views.virus_detail, name="room-virus-detail"),
     path("api/rooms/<str:code>/leaderboard/", views.leaderboard, name="room-leaderboard"),
+    path("api/rooms/<str:code>/round/", views.room_round, name="room-round"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics.view, name="metrics"),
     path("admin/", admin.site.urls),

@@ -5,7 +5,7 @@ import { test } from "node:test";
 
 // Imported from its text, as feed.test.mjs explains.
 const source = readFileSync(new URL("../../viruses/static/viruses/reconnect.js", import.meta.url));
-const { nextRetry, closeNotice, REFUSED_MESSAGE } = await import(
+const { nextRetry, closeNotice, roomRefusal, REFUSED_MESSAGE } = await import(
   `data:text/javascript;base64,${source.toString("base64")}`
 );
 
@@ -35,4 +35,11 @@ test("a refusal waits longer than a dropped connection, and a restart reconnects
   assert.deepEqual(nextRetry(1012, 5, worst).attempt, 0);
   assert.ok(nextRetry(1012, 5, worst).delayMs < 1000);
   assert.ok(nextRetry(1006, 20, worst).delayMs < 15000);
+});
+
+test("a room's refusals are final and said plainly; other closes reconnect", () => {
+  assert.equal(roomRefusal(4409), "This room is full");
+  assert.equal(roomRefusal(4403), "This room is locked");
+  assert.equal(roomRefusal(4404), "This room no longer exists");
+  for (const code of [1000, 1006, 1008, 1011, 1012, 4000]) assert.equal(roomRefusal(code), "", String(code));
 });

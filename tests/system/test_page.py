@@ -5,31 +5,24 @@ Screenshots land in test-artifacts/ (not committed): look at them.
 
 import json
 import threading
-from pathlib import Path
+import time
 
 import pytest
 from websockets.sync.client import connect as websocket_connect
 
-from tests.support import harness
+from tests.support import browser, harness
+from tests.support.browser import LIVE, virus_ids, wait_ids, wait_open
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 ARTIFACTS = harness.ROOT / "test-artifacts"
-LIVE = 10_000  # ms a live change may take to show
 
 
 @pytest.fixture(scope="module")
 def chromium():
-    """One browser for this module; closed before other modules' async tests run, since
-    Playwright's sync API keeps an event loop running in this thread while it is open."""
-    chromium = harness.CHROMIUM
-    harness.require(Path(chromium).exists(), f"no Chromium at {chromium} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=harness.CHROMIUM, args=harness.CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    """One browser for this module (closed before other modules' async tests run)."""
+    with browser.chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture
@@ -48,30 +41,6 @@ def open_page(chromium, game):
     yield open_one
     for context in contexts:
         context.close()
-
-
-def wait_open(page, timeout=LIVE):
-    page.wait_for_selector('#connection-status[data-state="open"]', timeout=timeout)
-
-
-def virus_ids(page) -> set[str]:
-    return set(
-        page.eval_on_selector_all(
-            "#playground button[data-virus-id]", "els => els.map(e => e.dataset.virusId)"
-        )
-    )
-
-
-def wait_ids(page, expected: set[str], timeout=LIVE) -> None:
-    page.wait_for_function(
-        """expected => {
-            const ids = [...document.querySelectorAll('#playground button[data-virus-id]')]
-                .map(e => e.dataset.virusId).sort();
-            return JSON.stringify(ids) === JSON.stringify(expected);
-        }""",
-        arg=sorted(expected),
-        timeout=timeout,
-    )
 
 
 def position(page, virus_id: str) -> tuple[float, float]:
@@ -269,8 +238,10 @@ def test_add_and_kill_go_over_the_socket_not_http(chromium, game):
         player.click(f'[data-virus-id="{virus_id}"]')
         wait_ids(player, set())
         assert database_ids(game) == set()
-        # The ack counted: the score is kept from the answers.
-        player.wait_for_function("() => document.querySelector('#score-value').textContent === '1'")
+        # Its own virus: killed for everyone, scored for nobody, and nothing on the page says it went wrong.
+        assert player.text_content("#score-value") == "0"
+        cleared = f"Dish cleared by {player.text_content('#player-name')}!"
+        assert player.text_content("#toast") in ("", cleared)
         assert traffic.actions() == [("create", None), ("kill", virus_id)]
         assert traffic.writes() == []  # no POST, no DELETE
     finally:
@@ -365,6 +336,41 @@ def test_two_players_see_each_others_names_and_the_same_board_live(open_page, ga
         timeout=LIVE,
     )
     screenshot(alice, "players-desktop")
+
+
+SEED_YESTERDAY = """
+from datetime import timedelta
+from django.utils import timezone
+from viruses import services
+from viruses.models import Player
+veteran = services.player_create()
+yesterday = timezone.now() - timedelta(days=1)
+seeded = {"kills": 5, "today_kills": 5, "today_on": yesterday.date(), "scored_at": yesterday}
+Player.objects.filter(pk=veteran.pk).update(**seeded)
+print(veteran.name)
+"""
+
+
+def test_the_today_switch_shows_the_board_of_the_day_and_back(open_page, game):
+    veteran = game.manage("shell", "-c", SEED_YESTERDAY).stdout.splitlines()[-1]  # 5 kills, all yesterday
+    game.manage("spawn_virus", "--count", "2")
+    alice = open_page()
+    name = alice.text_content("#player-name")
+    wait_ids(alice, database_ids(game))
+    squash_one(alice)
+    wait_board(alice, [veteran, name], [5, 1])
+    today = alice.get_by_role("button", name="Today's board")
+    today.click()
+    assert today.get_attribute("aria-pressed") == "true"
+    assert alice.text_content("#leaderboard-title") == "Top squashers today"
+    wait_board(alice, [name], [1])
+    screenshot(alice, "board-today")
+    squash_one(alice)  # the live pushes keep the board of the day current
+    wait_board(alice, [name], [2])
+    today.click()
+    assert alice.text_content("#leaderboard-title") == "Top squashers"
+    wait_board(alice, [veteran, name], [5, 2])
+    assert alice.text_content("#score-value") == "2"  # your own score stays the all-time one
 
 
 RTL_NAME = "\u05e9\u05dc\u05d5\u05dd 7"  # Hebrew, then a number: without isolation it drags what follows
@@ -585,3 +591,95 @@ def test_a_page_refused_for_its_networks_connections_says_so_and_gets_in_once_th
         context.close()
     finally:
         server.stop()
+
+
+# The guest's device clock runs 7 minutes fast: a countdown by the device's clock would be off.
+FAST_CLOCK = "(() => { const now = Date.now.bind(Date); Date.now = () => now() + 7 * 60 * 1000; })()"
+
+
+def start_round_from_page(page, code: str, seconds: int) -> int:
+    """Start a round with the page's own cookie and CSRF token (the buttons offer 30 s and up)."""
+    return page.evaluate(
+        """([code, seconds]) => fetch(`/api/rooms/${code}/round/`, {
+            method: "POST",
+            headers: {"Content-Type": "application/json",
+                      "X-CSRFToken": document.querySelector('meta[name="csrf-token"]').content},
+            body: JSON.stringify({seconds}),
+        }).then(r => r.status)""",
+        [code, seconds],
+    )
+
+
+def assert_same_second(a, b, samples: int = 4) -> None:
+    """Both pages show the same second left, sampled where no second boundary falls in between."""
+    agreed = 0
+    for _ in range(5 * samples):
+        before = a.get_attribute("#round-countdown", "data-seconds")
+        other = b.get_attribute("#round-countdown", "data-seconds")
+        after = a.get_attribute("#round-countdown", "data-seconds")
+        if before == after:
+            assert other == before and int(before) > 0
+            agreed += 1
+            if agreed == samples:
+                return
+        time.sleep(0.27)
+    pytest.fail(f"only {agreed} clean samples of the two countdowns")
+
+
+def podium_shows(page, number: int, timeout: float = LIVE) -> None:
+    page.get_by_role("dialog", name=f"Round {number} is over").wait_for(timeout=timeout)
+
+
+def test_a_round_counts_down_alike_on_two_pages_and_ends_on_a_podium_for_both(chromium, game):
+    contexts = [chromium.new_context(viewport={"width": 1280, "height": 800}) for _ in range(2)]
+    contexts[1].add_init_script(FAST_CLOCK)
+    host, guest = (context.new_page() for context in contexts)
+    host.goto(game.url + "/")
+    code = host.evaluate(
+        """() => fetch("/api/rooms/", {method: "POST", body: JSON.stringify({name: "Class 4B"}),
+            headers: {"Content-Type": "application/json",
+                      "X-CSRFToken": document.querySelector('meta[name="csrf-token"]').content},
+        }).then(r => r.json()).then(room => room.code)"""
+    )
+    for page in (host, guest):
+        page.goto(f"{game.url}/r/{code}/")
+        wait_open(page)
+    start = host.get_by_role("button", name="Start a 30 second round")
+    start.wait_for(timeout=LIVE)
+    assert guest.get_by_role("button", name="Start a 30 second round").count() == 0  # the host's alone
+    start.click()
+    for page in (host, guest):
+        page.wait_for_function(
+            "() => Number(document.querySelector('#round-countdown').dataset.seconds) > 20"
+        )
+        page.wait_for_selector("#playground button[data-virus-id]")
+    assert_same_second(host, guest)
+    assert guest.get_by_role("button", name="Stop round").count() == 0
+    for page, kills in ((host, 2), (guest, 1)):
+        for _ in range(kills):
+            victim = uncovered_virus(page)
+            page.click(f'[data-virus-id="{victim}"]')
+            page.wait_for_selector(f'[data-virus-id="{victim}"]', state="detached", timeout=LIVE)
+    host.get_by_text("Round 1", exact=True).first.wait_for(timeout=LIVE)
+    host.wait_for_function("() => document.querySelectorAll('#leaderboard-list li').length === 2")
+    screenshot(host, "round-running")
+    host.get_by_role("button", name="Stop round").click()
+    for page in (host, guest):
+        podium_shows(page, 1)
+        assert page.locator("#podium-places li").count() == 2
+    assert host.locator("#podium-me").text_content() == "You placed #1 with 2 squashed."
+    assert guest.locator("#podium-me").text_content() == "You placed #2 with 1 squashed."
+    for page in (host, guest):  # the room's all-time board is back
+        page.get_by_role("heading", name="Top squashers").wait_for(timeout=LIVE)
+    guest.wait_for_timeout(600)  # for the picture: the confetti mid-fall
+    screenshot(guest, "round-podium")
+    # The next round ends by the server's clock, the host's page doing nothing.
+    assert start_round_from_page(host, code, 15) == 201
+    for page in (host, guest):
+        page.get_by_role("dialog").wait_for(state="hidden", timeout=LIVE)
+    assert_same_second(guest, host, samples=2)
+    for page in (host, guest):
+        podium_shows(page, 2, timeout=15_000 + LIVE)
+        assert page.locator("#podium-me").text_content() == "You did not score this round."
+    for context in contexts:
+        context.close()

@@ -94,7 +94,7 @@ def test_a_rooms_viruses_and_board_are_its_own_and_a_kill_from_elsewhere_is_a_40
     room, other = new_room(browser), new_room(browser)
     base, elsewhere = f"/api/rooms/{room['code']}", f"/api/rooms/{other['code']}"
     public = services.virus_create()
-    virus = send(browser, "post", f"{base}/viruses/").json()
+    virus = send(inprocess.browser(), "post", f"{base}/viruses/").json()  # another player's: it scores
     assert browser.get(f"{base}/viruses/").json() == {"seq": 1, "viruses": [virus]}
     assert browser.get("/api/viruses/").json()["viruses"] == [services_json(public)]
     assert browser.get(f"{elsewhere}/viruses/").json() == {"seq": 0, "viruses": []}

@@ -36,9 +36,10 @@ async def test_racing_kills_credit_exactly_one_player_and_push_one_kill_naming_t
     async with (
         Api(game.url, asynchronous=True) as alice,
         Api(game.url, asynchronous=True) as bob,
+        Api(game.url, asynchronous=True) as lab,  # the viruses' creator: a kill of one's own scores nothing
         watcher(game) as observer,
     ):
-        ids = [(await alice.create()).json()["id"] for _ in range(20)]
+        ids = [(await lab.create()).json()["id"] for _ in range(20)]
         answers = await asyncio.gather(*(kill(v) for v in ids for kill in (alice.kill, bob.kill)))
         players = {"alice": await me(alice), "bob": await me(bob)}
         winners = {}
@@ -51,8 +52,8 @@ async def test_racing_kills_credit_exactly_one_player_and_push_one_kill_naming_t
             assert players[who]["kills"] == sum(w["id"] == players[who]["id"] for w in winners.values())
 
         created = [await observer.until(lambda m: m["type"] == "virus.created") for _ in ids]
-        assert {m["by"]["id"] for m in created} == {players["alice"]["id"]}
-        assert created[0]["by"]["name"] == players["alice"]["name"]
+        assert {m["by"]["id"] for m in created} == {(await me(lab))["id"]}
+        assert created[0]["by"]["name"] == (await me(lab))["name"]
         killed = [await observer.until(lambda m: m["type"] == "virus.killed") for _ in ids]
         assert {m["id"]: m["by"] for m in killed} == {
             v: {"id": w["id"], "name": w["name"]} for v, w in winners.items()
@@ -76,6 +77,7 @@ async def test_board_after_300_kills_over_both_paths_equals_a_fresh_query_pushed
     rng = random.Random(11)
     # Two connections each: 20 requests in flight at most, within a shared PostgreSQL's client limit.
     apis = [await Api(server.url, asynchronous=True, connections=2).start() for server in servers]
+    lab = await Api(game.url, asynchronous=True, connections=2).start()  # creates: nobody kills their own
     wins = collections.Counter()
     paths = collections.Counter()
     try:
@@ -85,11 +87,11 @@ async def test_board_after_300_kills_over_both_paths_equals_a_fresh_query_pushed
                 await stack.enter_async_context(watcher(s, api)) for s, api in zip(servers, apis, strict=True)
             ]
             first = viewer.messages[0]
-            assert first["leaderboard"] == {"top": [], "players": 0}
+            assert first["leaderboard"] == {"top": [], "players": 0, "today": {"top": [], "players": 0}}
             assert first["me"]["name"] == (await me(apis[0]))["name"]
             started = time.monotonic()
             for _ in range(3):
-                ids = [(await apis[0].create()).json()["id"] for _ in range(100)]
+                ids = [(await lab.create()).json()["id"] for _ in range(100)]
                 hunts = [
                     (v, h, rng.choice(("http", "socket"))) for v in ids for h in rng.sample(range(10), 2)
                 ]
@@ -132,7 +134,7 @@ async def test_board_after_300_kills_over_both_paths_equals_a_fresh_query_pushed
             assert 1 <= len(boards) <= burst / leaderboard.DELAY + 2, (len(boards), burst)
             assert await no_more_boards(viewer)  # nothing changed since: nothing more is pushed
     finally:
-        for api in apis:
+        for api in [*apis, lab]:
             await api.close()
     cluster.assert_clean()
 
@@ -157,8 +159,12 @@ async def no_more_boards(viewer) -> bool:
 
 
 async def test_rename_is_pushed_live_and_a_reconnect_keeps_name_and_score(game):
-    async with Api(game.url, asynchronous=True) as alice, watcher(game) as observer:
-        virus = (await alice.create()).json()["id"]
+    async with (
+        Api(game.url, asynchronous=True) as alice,
+        Api(game.url, asynchronous=True) as lab,
+        watcher(game) as observer,
+    ):
+        virus = (await lab.create()).json()["id"]
         assert (await alice.kill(virus)).status_code == 204
         await observer.until(lambda m: m["type"] == "leaderboard" and m["top"])
         headers = {**alice.headers(), "Content-Type": "application/json"}
@@ -178,7 +184,7 @@ async def test_rename_is_pushed_live_and_a_reconnect_keeps_name_and_score(game):
 
 async def test_rename_over_the_socket_answers_like_patch_me_and_is_pushed(game):
     async with Api(game.url, asynchronous=True) as alice, Api(game.url, asynchronous=True) as bob:
-        virus = (await alice.create()).json()["id"]
+        virus = (await bob.create()).json()["id"]
         assert (await alice.kill(virus)).status_code == 204
         taken = (await me(bob))["name"]
         async with watcher(game, alice) as socket, watcher(game) as anonymous:

@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from viruses import services
+from viruses import rounds, services
 from viruses.models import Connection, Room, Virus
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,7 +45,7 @@ async def test_delete_from_the_change_page_pushes_the_kill(admin_client, pushes)
     )
     assert (response.status_code, response.url) == (302, "/admin/viruses/virus/")  # back to the list
     killed = (await pushes.receive()) | {"seq": 0}
-    assert killed == {"type": "virus.killed", "seq": 0, "id": str(virus.id), "by": None}  # no player's kill
+    assert killed == {"type": "virus.killed", "seq": 0, "id": str(virus.id), "by": None, "scored": False}
 
 
 async def test_spawn_button_on_an_empty_playground_creates_and_pushes_five(admin_client, pushes):
@@ -208,3 +208,17 @@ def test_rooms_are_listed_found_by_code_in_any_case_and_their_viruses_deleted_in
     response = admin_client.post(f"/admin/viruses/room/{room.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not Room.objects.exists()
+
+
+@pytest.mark.usefixtures("board_pushes_done")
+def test_rounds_are_listed_with_each_players_kills_and_refused_kills_read_only(admin_client):
+    room = services.room_create(host=services.player_create(), name="Class 4B")
+    round_ = rounds.start(room=room, by=room.host_id, seconds=60)
+    rounds.record_kill(room=room, player=room.host, scored=True)
+    rounds.record_kill(room=room, player=room.host, scored=False)
+    listing = admin_client.get("/admin/viruses/round/", {"q": room.code.lower()}).content.decode()
+    assert room.code in listing and "running" in listing
+    assert admin_client.get("/admin/viruses/round/add/").status_code == 403
+    page = admin_client.get(f"/admin/viruses/round/{round_.pk}/change/").content.decode()
+    assert room.host.name in page and "Refused" in page
+    assert "Save" not in page

@@ -2,23 +2,14 @@
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 
 from tests.support import inprocess
-from viruses import players, services
-from virusgame.asgi import application
+from viruses import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def socket(path: str, player=None) -> WebsocketCommunicator:
-    headers = [(b"host", b"localhost"), (b"origin", b"http://localhost")]
-    if player is not None:
-        headers.append((b"cookie", f"{players.COOKIE}={players.cookie_value(player.pk)}".encode()))
-    communicator = WebsocketCommunicator(application, path, headers=headers)
-    accepted, _ = await communicator.connect()
-    assert accepted
-    return communicator
+socket = inprocess.socket
 
 
 async def next_of(communicator, kind: str) -> dict:

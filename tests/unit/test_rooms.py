@@ -35,7 +35,7 @@ def test_a_rooms_viruses_seq_and_kills_stay_in_the_room():
     room, other = make_room(), make_room()
     player = services.player_create()
     public = services.virus_create()
-    mine = [services.virus_create(room=room, by=player) for _ in range(3)]
+    mine = [services.virus_create(room=room, by=room.host) for _ in range(3)]
     assert selectors.virus_state(room)[0] == 3
     assert {v["id"] for v in selectors.virus_state(room)[1]} == {str(v.id) for v in mine}
     assert selectors.virus_state(other) == (0, [])

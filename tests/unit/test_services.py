@@ -139,7 +139,7 @@ def test_a_players_create_and_kill_take_one_statement_per_step(django_assert_num
 
 def test_a_kill_credits_the_player_as_they_are_now_and_a_player_who_is_gone_acts_as_nobody():
     player = services.player_create()
-    services.virus_kill(virus_id=str(services.virus_create(by=str(player.pk)).id), by=player)
+    services.virus_kill(virus_id=str(services.virus_create().id), by=str(player.pk))
     player.refresh_from_db()
     assert player.kills == 1 and player.scored_at is not None
     gone = uuid.uuid4()

@@ -140,10 +140,8 @@ async def test_a_players_kill_is_pushed_naming_them_then_the_board_and_a_rolled_
 
     await database_sync_to_async(services.virus_kill)(virus_id=virus.id, by=player)
     killed = await pushes.receive()
-    assert (killed["type"], killed["by"]) == ("virus.killed", {"id": str(player.pk), "name": player.name})
+    by = {"id": str(player.pk), "name": player.name}
+    assert (killed["type"], killed["by"], killed["scored"]) == ("virus.killed", by, True)
     board = await pushes.receive()
-    assert board == {
-        "type": "leaderboard",
-        "top": [{"rank": 1, "id": str(player.pk), "name": player.name, "kills": 1}],
-        "players": 1,
-    }
+    top = [{"rank": 1, "id": str(player.pk), "name": player.name, "kills": 1}]
+    assert board == {"type": "leaderboard", "top": top, "players": 1, "today": {"top": top, "players": 1}}

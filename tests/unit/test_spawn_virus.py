@@ -6,9 +6,11 @@ import time
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
+from viruses import rounds, services
 from viruses.management.commands.spawn_virus import moments
-from viruses.models import Virus
+from viruses.models import Round, Virus
 
 pytestmark = pytest.mark.django_db
 
@@ -109,3 +111,12 @@ def test_all_rooms_spawns_in_the_public_room_and_each_room_with_someone_online()
     assert Virus.objects.filter(room=None).count() == 2
     assert Virus.objects.filter(room=used).count() == 2
     assert not Virus.objects.filter(room=empty).exists()
+
+
+def test_all_rooms_ends_the_rounds_due_while_it_waits_between_spawns():
+    room = services.room_create(host=services.player_create(), name=None)
+    round_ = rounds.start(room=room, by=room.host_id, seconds=15)
+    Round.objects.filter(pk=round_.pk).update(ends_at=timezone.now())
+    spawn("--all-rooms", "--spread", "0.3")
+    round_.refresh_from_db()
+    assert round_.state == "over"

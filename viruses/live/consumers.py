@@ -22,6 +22,7 @@ from .drain import RESTART_CODE, RESTART_REASON, drain
 from .fanout import fanout
 from .gc_tuning import closed_sockets
 from .presence import SERVER, server_presence
+from .round_clock import round_clock
 
 MAX_MESSAGE_BYTES = 64 * 1024
 FLOOD_MESSAGES = 20  # client messages allowed per FLOOD_WINDOW seconds, besides actions
@@ -211,7 +212,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
         await self.send_snapshot()
 
     async def act(self, action: messages.Action) -> None:
-        """Do a player's create, kill or rename and answer the sender alone, echoing its `ref`."""
+        """Do a player's action (create, kill, rename, round) and answer the sender alone, with its `ref`."""
         try:
             if action.type in ("create", "kill"):
                 status, virus = await idempotency.aonce(
@@ -223,9 +224,18 @@ class VirusConsumer(AsyncWebsocketConsumer):
                     act=partial(self.do, action),
                 )
                 answer = messages.ack(ref=action.ref, status=status, virus=virus)
-            else:
+            elif action.type == "rename":
                 me = await actions.arename(player=self.player_id, name=action.name, address=self.address)
                 status, answer = 200, messages.ack(ref=action.ref, status=200, player=me)
+            else:
+                stop = action.type == "round.stop"
+                round_ = await actions.aplay_round(
+                    room=self.room, by=self.player_id, address=self.address, seconds=action.seconds, stop=stop
+                )
+                status = 204 if stop else 201
+                answer = messages.ack(
+                    ref=action.ref, status=status, round=None if stop else messages.round_json(round_)
+                )
         except errors.GameError as exc:
             if isinstance(exc, errors.RateLimited):
                 logger.info(kv("ws.rate_limited", client=self.address, retry_after=exc.retry_after))
@@ -292,6 +302,11 @@ class RoomConsumer(VirusConsumer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.seated = False  # holds one of the room's places (admission.py)
+
+    async def connect(self):
+        await super().connect()
+        if self.joined:
+            round_clock.start()
 
     async def enter_world(self) -> bool:
         code = self.scope["url_route"]["kwargs"]["code"]

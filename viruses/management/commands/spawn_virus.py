@@ -5,7 +5,7 @@ from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from viruses import errors, selectors, services
+from viruses import errors, rounds, selectors, services
 
 
 class Command(BaseCommand):
@@ -13,7 +13,8 @@ class Command(BaseCommand):
         "Spawn viruses, for cron. With no options: one virus now. --spread S spreads the "
         "--count creations over S seconds, one at a random moment of each equal slice; "
         "--every S repeats forever. --room CODE spawns in that room; --all-rooms in the public room "
-        "and every room with someone online, each on its own random schedule."
+        "and every room with someone online, each on its own random schedule, and keeps the rooms' "
+        "rounds on time (their end and refill) meanwhile."
     )
 
     def add_arguments(self, parser):
@@ -70,7 +71,7 @@ class Command(BaseCommand):
                 self.stderr.write(f"Round skipped: {exc}")
             if not every:
                 return
-            time.sleep(max(0.0, every - (time.monotonic() - started)))
+            self.pause(every - (time.monotonic() - started))
 
     def run_round(self, count: int, spread: float, once_per: int) -> None:
         if not self.take_turn(once_per):
@@ -79,6 +80,18 @@ class Command(BaseCommand):
             self.spawn_round(count, spread)
         except DatabaseError as exc:
             raise CommandError(f"database unavailable: {exc}") from exc
+
+    def pause(self, seconds: float) -> None:
+        """Sleep `seconds`; with --all-rooms, keep the rooms' rounds on time meanwhile (`rounds.tick`)."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            if self.all_rooms:
+                try:
+                    left = min(left, rounds.tick())
+                except DatabaseError as exc:  # the servers' round clocks keep them on time meanwhile
+                    self.stderr.write(f"Rounds not ticked: {exc}")
+                    left = min(left, rounds.IDLE)
+            time.sleep(left)
 
     def take_turn(self, once_per: int) -> bool:
         if not once_per:
@@ -119,7 +132,7 @@ class Command(BaseCommand):
         for moment, index, world in schedule:
             if index in full:
                 continue
-            time.sleep(max(0.0, moment - (time.monotonic() - started)))
+            self.pause(moment - (time.monotonic() - started))
             where = "" if world is None else f" in room {world.code}"
             try:
                 virus = services.virus_create(room=world)

@@ -1,9 +1,10 @@
-// The player and the leaderboard: your name, rank and score, the inline rename, the top 10.
+// The player and the leaderboard: your name, rank and score, the inline rename, the top 10
+// (the public world's page switches between all time and today: both come in every push).
 //
 // Everything shown comes from the server (snapshot, `leaderboard` pushes, `by` on kills,
-// GET/PATCH /api/me/). Names are only ever set as textContent: whatever a name holds, it
-// is text, never markup; each is isolated (<bdi>, dir="auto") so right-to-left names keep
-// their place.
+// GET/PATCH /api/me/; in a room, GET /api/rooms/<code>/leaderboard/ for our place). Names
+// are only ever set as textContent: whatever a name holds, it is text, never markup; each
+// is isolated (<bdi>, dir="auto") so right-to-left names keep their place.
 
 import { bdi } from "./names.js";
 
@@ -14,8 +15,11 @@ const CELEBRATE_MS = 1800;
 const $ = (selector) => document.querySelector(selector);
 
 export class Board {
-  constructor({ csrfToken, toast, reducedMotion }) {
+  constructor({ csrfToken, toast, reducedMotion, room = "" }) {
     this.csrfToken = csrfToken;
+    // In a room, ranks and scores are the room's: its board answers with our place ("me").
+    this.meUrl = room ? `/api/rooms/${room}/leaderboard/` : ME_URL;
+    this.room = room;
     this.toast = toast;
     this.reducedMotion = reducedMotion;
     this.pill = $("#player");
@@ -31,10 +35,19 @@ export class Board {
     this.openButton = $("#rename-open");
     this.me = { id: this.pill.dataset.playerId || null, name: this.nameEl.textContent, kills: 0, rank: null };
     this.top = [];
+    this.today = []; // today's top 10 (the public world); your name, rank and score stay all-time
+    this.scopeButton = $("#board-today");
+    this.title = $("#leaderboard-title");
     this.lastMeRefresh = -Infinity;
     this.known = false; // no celebration for a rank we already had when the page loaded
 
     this.openButton.addEventListener("click", () => this.openRename());
+    this.scopeButton?.addEventListener("click", () => {
+      const today = this.scopeButton.getAttribute("aria-pressed") !== "true";
+      this.scopeButton.setAttribute("aria-pressed", String(today));
+      this.title.textContent = today ? "Top squashers today" : "Top squashers";
+      this.setMe(this.me);
+    });
     $("#rename-cancel").addEventListener("click", () => this.closeRename());
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -54,7 +67,10 @@ export class Board {
 
   leaderboard(board) {
     if (!Array.isArray(board.top)) return;
+    // A room's board while a round runs is the round's (rounds.js shows the rest of it).
+    $("#leaderboard-title").textContent = board.scope === "round" ? `Round ${board.round}` : "Top squashers";
     this.top = board.top.filter((e) => e && typeof e.id === "string");
+    if (Array.isArray(board.today?.top)) this.today = board.today.top.filter((e) => e && typeof e.id === "string");
     this.renderList();
     const mine = this.top.find((e) => e.id === this.me.id);
     if (mine) {
@@ -64,9 +80,11 @@ export class Board {
     }
   }
 
-  // A kill pushed in seq order: ours adds to our score at once.
+  // A kill pushed in seq order: ours adds to our score at once, if it scored (viruses/scoring.py).
   killed(message) {
-    if (message.by && message.by.id === this.me.id) this.setMe({ ...this.me, kills: this.me.kills + 1 });
+    if (message.by && message.by.id === this.me.id && message.scored !== false) {
+      this.setMe({ ...this.me, kills: this.me.kills + 1 });
+    }
   }
 
   async refreshMe({ force = false } = {}) {
@@ -74,8 +92,10 @@ export class Board {
     if (!force && now - this.lastMeRefresh < ME_REFRESH_GAP_MS) return;
     this.lastMeRefresh = now;
     try {
-      const response = await fetch(ME_URL, { credentials: "same-origin", headers: { Accept: "application/json" } });
-      if (response.ok) this.setMe(await response.json());
+      const response = await fetch(this.meUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const data = response.ok ? await response.json() : null;
+      const me = this.room ? data?.me : data;
+      if (me && typeof me.id === "string") this.setMe(me);
     } catch {
       /* offline: the next snapshot tells */
     }
@@ -90,14 +110,19 @@ export class Board {
     this.nameEl.textContent = this.me.name;
     this.scoreEl.textContent = String(this.me.kills);
     this.rankEl.textContent = this.me.rank ? `#${this.me.rank}` : "";
-    this.meLine.textContent = this.me.rank && this.me.rank > this.top.length ? `You: #${this.me.rank}, ${this.me.kills} squashed` : "";
+    const offTop = this.me.rank && this.me.rank > this.top.length && !this.showingToday();
+    this.meLine.textContent = offTop ? `You: #${this.me.rank}, ${this.me.kills} squashed` : "";
     if (this.known && this.me.rank && this.me.rank <= 3 && (before === null || before > 3)) this.celebrate();
     this.known = true;
     this.renderList();
   }
 
+  showingToday() {
+    return this.scopeButton?.getAttribute("aria-pressed") === "true";
+  }
+
   renderList() {
-    const items = this.top.map((entry) => {
+    const items = (this.showingToday() ? this.today : this.top).map((entry) => {
       const li = document.createElement("li");
       li.dataset.playerId = entry.id;
       if (entry.id === this.me.id) li.setAttribute("aria-current", "true");
@@ -165,7 +190,8 @@ export class Board {
       this.input.focus();
       return;
     }
-    this.setMe(data);
+    // The answer's score and rank are the public world's: in a room, only the name is news.
+    this.setMe(this.room ? { ...this.me, name: data.name } : data);
     this.closeRename();
     this.toast("You are now ", bdi(data.name));
   }

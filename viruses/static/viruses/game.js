@@ -15,7 +15,9 @@ import { Board } from "./board.js";
 import { Events } from "./events.js";
 import { Feed, messagesOf } from "./feed.js";
 import { bdi } from "./names.js";
-import { closeNotice, nextRetry } from "./reconnect.js";
+import { closeNotice, nextRetry, roomRefusal } from "./reconnect.js";
+import { RoomCard, RoomEntry } from "./rooms.js";
+import { Rounds } from "./rounds.js";
 import { Sound } from "./sound.js";
 
 const KIND_NAMES = ["green", "pink", "yellow", "purple", "blue", "orange"];
@@ -25,12 +27,6 @@ const ROOM = document.body.dataset.room || "";
 const API_URL = ROOM ? `/api/rooms/${ROOM}/viruses/` : "/api/viruses/";
 const WS_URL =
   (location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + (ROOM ? `/ws/rooms/${ROOM}/` : "/ws/viruses/");
-// A room's refusals: reconnecting would only be refused again, so the page says why and stops.
-const ROOM_CLOSES = {
-  4403: "This room is locked: ask its host to unlock it.",
-  4404: "This room no longer exists.",
-  4409: "This room is full.",
-};
 
 const STABLE_AFTER_MS = 10000; // a connection that lived this long resets the backoff
 const POP_MS = 420; // matches the longest "dying" animation in game.css
@@ -312,6 +308,8 @@ function applySnapshot(message, { live = true } = {}) {
   feed.snapshot(message.seq, { live });
   if (Number.isInteger(message.online)) setOnline(message.online);
   board.snapshot(message);
+  roomCard?.room(message.room);
+  rounds?.snapshot(message);
   events.presence(message);
   updateCounters();
 }
@@ -356,6 +354,12 @@ function handleMessage(message) {
       break;
     case "leaderboard":
       board.leaderboard(message);
+      break;
+    case "room":
+      roomCard?.room(message.room);
+      break;
+    case "round":
+      rounds?.message(message);
       break;
     case "ack":
       actions.answer(message);
@@ -413,11 +417,10 @@ const socket = {
     ws.addEventListener("close", (event) => {
       if (this.ws !== ws) return;
       this.detach();
-      if (ROOM_CLOSES[event.code]) {
+      const refusal = roomRefusal(event.code);
+      if (refusal) {
         this.stopped = true;
-        document.body.dataset.refused = String(event.code);
-        setStatus("closed");
-        showToast(ROOM_CLOSES[event.code]);
+        showRefusal(event.code, refusal);
         return;
       }
       this.scheduleReconnect(event.code);
@@ -610,6 +613,18 @@ document.addEventListener("keydown", (event) => {
   addButton.click();
 });
 
+// A room's final refusal, said over the dish (not in a toast that fades): full, locked, gone.
+function showRefusal(code, text) {
+  document.body.dataset.refused = String(code);
+  setStatus("closed");
+  addButton.disabled = true; // nothing to play here: the dish is not this page's
+  for (const id of [...state.viruses.keys()]) removeVirus(id, { animate: false });
+  emptyState.hidden = true;
+  const notice = $("#room-refusal");
+  notice.querySelector(".room-refusal-title").textContent = text;
+  notice.hidden = false;
+}
+
 // ---------------------------------------------------------------------------
 // Toast
 // ---------------------------------------------------------------------------
@@ -634,9 +649,12 @@ function showToast(...parts) {
 // Start
 // ---------------------------------------------------------------------------
 
-const board = new Board({ csrfToken, toast: showToast, reducedMotion });
+const board = new Board({ csrfToken, toast: showToast, reducedMotion, room: ROOM });
+const roomCard = ROOM ? new RoomCard({ code: ROOM, csrfToken, toast: showToast }) : null;
+if (!ROOM) new RoomEntry({ csrfToken });
 const sound = new Sound($("#sound-toggle"));
 const events = new Events({ list: $("#event-list"), online: $("#online-names") });
+const rounds = ROOM ? new Rounds({ room: ROOM, csrfToken, toast: showToast, me: () => board.me.id }) : null;
 updateCounters();
 socket.connect();
 

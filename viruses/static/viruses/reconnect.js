@@ -7,10 +7,17 @@
 // network, too many snapshots, or a flood): waiting grows from REFUSED_BASE_MS to
 // REFUSED_CAP_MS, never less than REFUSED_MIN_MS, so a class of refused pages behind one
 // address backs off together instead of making it worse.
+// A room's refusals (4403 locked, 4404 gone, 4409 full) are final: reconnecting would only
+// be refused again, so the page says why and stops.
 
 export const POLICY_VIOLATION = 1008;
 export const SERVICE_RESTART = 1012;
 export const REFUSED_MESSAGE = "Too many connections from your network";
+const ROOM_REFUSALS = {
+  4403: "This room is locked",
+  4404: "This room no longer exists",
+  4409: "This room is full",
+};
 
 const BASE_MS = 500;
 const CAP_MS = 15000;
@@ -34,4 +41,9 @@ export function nextRetry(code, attempt, random = Math.random) {
 // What the connection status says while waiting, or "" for the usual "Reconnecting…".
 export function closeNotice(code) {
   return code === POLICY_VIOLATION ? REFUSED_MESSAGE : "";
+}
+
+// Why a room refused this socket for good, or "" when the page should reconnect.
+export function roomRefusal(code) {
+  return ROOM_REFUSALS[code] ?? "";
 }
