@@ -7,7 +7,9 @@ the HTTP API, one at a time, each waited for at every socket) with `--small` soc
 then with `--clients`; the server's CPU (utime + stime of its processes) of the small run is
 taken from the large one's, so what is left is the fan-out's own cost, per delivery. Then
 the same changes at `--clients` under `strace -c -f` (slow: only its counts are used) for
-the write syscalls per delivery. Not part of `make bench`: docs/performance.md, "Peers".
+the write syscalls per delivery. Also the CPU per handshake (the large run's connects) and
+per `GET /api/viruses/` (`--requests`, one at a time, before any socket). Not part of
+`make bench`: docs/performance.md, "Peers".
 """
 
 import argparse
@@ -79,10 +81,16 @@ async def measure(server: BenchServer, args) -> dict:
     driver = await HttpDriver(server.url).start()
     swarm = Swarm("127.0.0.1", server.port)
     try:
+        before = cpu_seconds(server)
+        for _ in range(args.requests):
+            await driver.state()
+        per_request = (cpu_seconds(server) - before) / args.requests
         cpu = {}
         for n in (args.small, args.clients):
             have = len(swarm.open_players)
+            before = cpu_seconds(server)
             await swarm.connect(n - have, concurrency=100, wait=60)
+            per_connect = (cpu_seconds(server) - before) / (n - have)
             await asyncio.sleep(2)
             await changes(swarm, driver, 5)  # warm up
             before = cpu_seconds(server)
@@ -96,6 +104,8 @@ async def measure(server: BenchServer, args) -> dict:
         return {
             "cpu_us_per_delivery": round(1e6 * (cpu[args.clients] - cpu[args.small]) / deliveries, 1),
             "cpu_s": {str(k): round(v, 2) for k, v in cpu.items()},
+            "cpu_ms_per_connect": round(1e3 * per_connect, 2),
+            "cpu_ms_per_list_request": round(1e3 * per_request, 2),
             "write_syscalls_per_delivery": round(calls / (2 * args.changes * args.clients), 3),
         }
     finally:
@@ -108,6 +118,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--small", type=int, default=10)
     parser.add_argument("--changes", type=int, default=40)
+    parser.add_argument("--requests", type=int, default=300, help="GET /api/viruses/, one at a time")
     args = parser.parse_args()
     raise_open_files_limit(1 << 20)
     work = Path(tempfile.mkdtemp(prefix="peercost-"))
