@@ -3,6 +3,13 @@
 import math
 from pathlib import Path
 
+# The columns, in order: the project (daphne), its peers (the same application under the other
+# ASGI servers, tools/servers.py's PEERS), then the two baselines.
+PEERS = ("uvicorn", "granian")
+SERVERS = ("project", *PEERS, "floor", "stock")
+COLOURS = {"project": "tab:blue", "uvicorn": "tab:purple", "granian": "tab:orange"}
+COLOURS |= {"floor": "tab:green", "stock": "tab:red"}
+
 
 def _get(result: dict | None, *path):
     value = result
@@ -102,7 +109,18 @@ def rows(results: dict) -> list[dict]:
             b = row["values"].get(base)
             ok = isinstance(p, int | float) and isinstance(b, int | float) and b
             row[f"x_{base}"] = p / b if ok else None
+        row["peers_ahead"] = peers_ahead(row["values"], row["better"])
     return out
+
+
+def peers_ahead(values: dict, better: str = "lower") -> str:
+    """The peers whose figure beats the project's ("-": none; "" when there is nothing to compare)."""
+    p = values.get("project")
+    peers = {n: values.get(n) for n in PEERS if isinstance(values.get(n), int | float)}
+    if not isinstance(p, int | float) or not peers:
+        return ""
+    ahead = [n for n, v in peers.items() if (v > p if better == "higher" else v < p)]
+    return ", ".join(ahead) or "-"
 
 
 def _fmt(value) -> str:
@@ -126,8 +144,8 @@ def _ratio(value) -> str:
 
 
 def table(results: dict) -> str:
-    names = [n for n in ("project", "floor", "stock") if n in results["servers"]]
-    header = ["figure", *names, "/floor", "/stock", "target", "met"]
+    names = [n for n in SERVERS if n in results["servers"]]
+    header = ["figure", *names, "/floor", "/stock", "peers ahead", "target", "met"]
     lines = []
     for row in rows(results):
         met = "" if row["met"] is None else ("MET" if row["met"] else "MISSED")
@@ -138,6 +156,7 @@ def table(results: dict) -> str:
                 *(_fmt(row["values"].get(n)) for n in names),
                 _ratio(row["x_floor"]),
                 _ratio(row["x_stock"]),
+                row["peers_ahead"],
                 row["target"],
                 met,
             ]
@@ -155,11 +174,17 @@ def table(results: dict) -> str:
         f"{results['cpus']} CPUs, project = {results['project_settings']}{_layout(results)})"
     )
     legend = "ratios are project / baseline; ^ = higher is better, otherwise lower is better"
+    legend += "; peers ahead: the other ASGI servers whose figure beats the project's (daphne)"
+    legend += _skipped(results)
     noisy = {n: r.get("other_cpu_cores") for n, r in results["servers"].items()}
     noisy = {n: cores for n, cores in noisy.items() if (cores or 0) > 0.3}
     if noisy:
         legend += f"\nWARNING: other processes used CPU meanwhile (cores: {noisy}); figures are pessimistic"
     return "\n".join([title, rule, render(header), rule, *(render(c) for c in lines), rule, legend])
+
+
+def _skipped(results: dict) -> str:
+    return "".join(f"\n{name}: skipped: {why}" for name, why in (results.get("skipped") or {}).items())
 
 
 def _layout(results: dict) -> str:
@@ -174,7 +199,6 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    colours = {"project": "tab:blue", "floor": "tab:green", "stock": "tab:red"}
     for name, result in results["servers"].items():
         latency = result.get("latency") or {}
         ns = sorted(int(n) for n in latency)
@@ -182,7 +206,7 @@ def plot(results: dict, path: Path) -> None:
             points = [(n, latency[str(n)][stat]) for n in ns if latency[str(n)][stat] is not None]
             if points:
                 xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, style, marker="o", color=colours.get(name), label=f"{name} {stat[:3]}")
+                ax.plot(xs, ys, style, marker="o", color=COLOURS.get(name), label=f"{name} {stat[:3]}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("connected clients (N)")
@@ -271,10 +295,11 @@ def client_cores_needed(steps: list[dict], players: int, rate: float) -> float |
 
 
 def gameload_table(results: dict) -> str:
-    names = [n for n in ("project", "floor", "stock") if (results["servers"].get(n) or {}).get("gameload")]
+    names = [n for n in SERVERS if (results["servers"].get(n) or {}).get("gameload")]
     if not names:
         return ""
-    header = ["P", "path", *names, "deliv/s", "own p50/p99 ms", "target", "met", "project: next step / why"]
+    header = ["P", "path", *names, "deliv/s", "own p50/p99 ms", "peers ahead", "target", "met"]
+    header.append("project: next step / why")
     lines = []
     for row in gameload_rows(results):
         own = "/".join(_fmt(v) for v in row["own"]) if row["own"][0] is not None else "-"
@@ -287,6 +312,7 @@ def gameload_table(results: dict) -> str:
                 *(_fmt(row["values"].get(n)) for n in names),
                 _fmt(row["deliveries"]),
                 own,
+                peers_ahead(row["values"], "higher"),
                 target,
                 met,
                 str(row["next"] or "")[:90],
@@ -310,6 +336,8 @@ def gameload_table(results: dict) -> str:
     noisy = {n: results["servers"][n]["gameload"].get("other_cpu_cores") for n in names}
     noisy = {n: c for n, c in noisy.items() if (c or 0) > 0.3}
     legend = "deliv/s and own answer (HTTP response or ack) are the project's, at its capacity"
+    legend += "; peers ahead: the other ASGI servers whose capacity beats the project's (daphne)"
+    legend += _skipped(results)
     if noisy:
         legend += f"\nWARNING: other processes used CPU meanwhile (cores: {noisy}); figures are pessimistic"
     return "\n".join([title, rule, render(header), rule, *(render(c) for c in lines), rule, legend])
@@ -326,7 +354,6 @@ def gameload_plot(results: dict, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    colours = {"project": "tab:blue", "floor": "tab:green", "stock": "tab:red"}
     for name in results["servers"]:
         for action_path, style, mark in (("socket", "-", "o"), ("http", "--", "s")):
             points = [
@@ -337,7 +364,7 @@ def gameload_plot(results: dict, path: Path) -> bool:
             if points:
                 xs, ys = zip(*points, strict=True)
                 label = f"{name}, {action_path}"
-                ax.plot(xs, ys, style, marker=mark, color=colours.get(name), label=label, alpha=0.8)
+                ax.plot(xs, ys, style, marker=mark, color=COLOURS.get(name), label=label, alpha=0.8)
     targets = [(r["players"], r["target"], r["path"]) for r in rows if r["target"]]
     for action_path, marker in (("socket", "^"), ("http", "v")):
         points = [(p, t) for p, t, a in targets if a == action_path]

@@ -6,6 +6,8 @@ and fresh databases, and puts each through the same phases from one asyncio clie
   floor    raw `websockets` broadcast fed by Redis pub/sub (bench/floor.py)
   stock    the same game under stock Channels: send_json per client, default channels-redis
   project  the project as shipped: daphne + virusgame.asgi:application + virusgame.settings
+  uvicorn, granian   the project's same application and settings under the other ASGI
+           servers (tools/servers.py's PEERS); skipped, with a line saying so, if not installed
 
 Phases per server: seed 50 viruses and measure the list endpoint; a connect storm; idle
 memory; fan-out latency at the storm's N; sustained deliveries per second; a burst; then
@@ -33,7 +35,19 @@ from bench import abuse, gameload, report, rooms
 from bench.client import Swarm
 from bench.drivers import FloorDriver, HttpDriver
 from tools.local_redis import LocalRedis
-from tools.servers import DAPHNE, PYTHON, ROOT, Databases, GameServer, base_env, collectstatic, rss_mib
+from tools.servers import (
+    DAPHNE,
+    PEERS,
+    PYTHON,
+    ROOT,
+    Databases,
+    GameServer,
+    base_env,
+    collectstatic,
+    peer_argv,
+    peer_missing,
+    rss_mib,
+)
 from tools.servers import raise_open_files_limit as raise_open_files
 
 RESULTS = ROOT / "bench" / "results"
@@ -597,8 +611,8 @@ def server_specs(args, databases: Databases, redis_url: str, static_root: Path, 
         )
         server = BenchServer("stock", env, logs / "stock.log", [*DAPHNE, "bench.stock.asgi:application"])
         specs.append((server, lambda s=server: HttpDriver(s.url)))
+    extra = {"DJANGO_SETTINGS_MODULE": args.project_settings} if args.project_settings else {}
     if "project" in args.servers:
-        extra = {"DJANGO_SETTINGS_MODULE": args.project_settings} if args.project_settings else {}
         env = base_env(database_url=databases.fresh(), redis_url=redis_url, **common, **extra)
         argv = [*DAPHNE, args.project_app]
         if args.processes != 1:
@@ -606,6 +620,13 @@ def server_specs(args, databases: Databases, redis_url: str, static_root: Path, 
             argv = [PYTHON, "-m", "virusgame.serve", "--processes", str(args.processes)]
             argv += ["-b", "127.0.0.1", "-p", "{port}", args.project_app]
         server = BenchServer("project", env, logs / "project.log", argv)
+        specs.append((server, lambda s=server: HttpDriver(s.url)))
+    for name in (peer for peer in PEERS if peer in args.servers):
+        if missing := peer_missing(name):
+            say(f"{name}: skipped: {missing}")
+            continue
+        env = base_env(database_url=databases.fresh(), redis_url=redis_url, **common, **extra)
+        server = BenchServer(name, env, logs / f"{name}.log", peer_argv(name, args.project_app))
         specs.append((server, lambda s=server: HttpDriver(s.url)))
     return specs
 
@@ -615,8 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller N, fewer changes: under two minutes")
     parser.add_argument(
         "--servers",
-        default="floor,stock,project",
-        help="comma-separated subset of floor,stock,project (ratios need the baselines)",
+        default="floor,stock,project,uvicorn,granian",
+        help="comma-separated subset of floor,stock,project,uvicorn,granian (ratios need the baselines)",
     )
     parser.add_argument("--project-settings", default="", help="settings module for the project (levers)")
     parser.add_argument(
@@ -659,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         "phases": args.phases,
         "project_processes": args.processes or os.cpu_count(),
         "servers": {},
+        "skipped": {name: why for name in PEERS if name in args.servers and (why := peer_missing(name))},
     }
     try:
         static_root = work / "static"

@@ -5,6 +5,7 @@ processes, sharing a database and a Redis with the caller only through their URL
 No pytest here: tests/harness.py adds the test-only parts and re-exports these.
 """
 
+import importlib.util
 import os
 import resource
 import shutil
@@ -23,8 +24,38 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DAPHNE = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}"]
+# The other ASGI servers the project also runs under (the benchmark's peers, tests/system/
+# test_peers.py), launched as their users deploy them, in one process like DAPHNE: uvicorn
+# as `uvicorn[standard]` runs it (httptools, uvloop) with its `websockets` implementation,
+# without the access log daphne does not write either; granian with its own defaults (one
+# worker process under its supervisor; its Rust HTTP and WebSocket stack).
+PEERS = {
+    "uvicorn": [
+        *(PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}"),
+        *("--http", "httptools", "--loop", "uvloop", "--ws", "websockets", "--no-access-log"),
+    ],
+    "granian": [
+        *(PYTHON, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}"),
+        *("--workers", "1"),
+    ],
+}
+# What each peer's launch imports, beyond the server itself.
+PEER_MODULES = {"uvicorn": ("uvicorn", "httptools", "uvloop", "websockets"), "granian": ("granian",)}
 # Settings a server process must take from base_env, never from the caller's environment.
 OWN_PREFIXES = ("DJANGO_", "VIRUS_", "REDIS_", "DATABASE_", "METRICS_")
+
+
+def peer_missing(name: str) -> str | None:
+    """Why the peer `name` cannot run here (a module not installed), or None."""
+    missing = [module for module in PEER_MODULES[name] if importlib.util.find_spec(module) is None]
+    if not missing:
+        return None
+    return f"{name} not installed ({', '.join(missing)}; pip install -r requirements-dev.lock)"
+
+
+def peer_argv(name: str, app: str) -> list[str]:
+    """The command line serving ASGI `app` under the peer `name`."""
+    return [*PEERS[name], app]
 
 
 def free_port() -> int:

@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP goes to Django, WebSockets to the game's consumer."""
+"""ASGI entry point: HTTP goes to Django, WebSockets to the game's consumer, the lifespan
+(uvicorn's and granian's start and shutdown) to the game's server part."""
 
 import os
 
@@ -15,7 +16,13 @@ from viruses.broadcast import PushFromLoop  # noqa: E402
 
 # PushFromLoop: writers hand their pushes to the event loop instead of waiting for Redis.
 application = PushFromLoop(
-    ProtocolTypeRouter({"http": django_asgi_app, "websocket": live.websocket_application()})
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": live.websocket_application(),
+            "lifespan": live.lifespan_application(),
+        }
+    )
 )
 
 live.start()

@@ -61,3 +61,25 @@ def test_the_many_rooms_table_sets_the_rooms_beside_one_room_of_as_many_players_
     assert rows["one room (the game load)"][-7:-4] == ["1000", "25", "25,000"]
     assert "target >= 200 actions/s in total: MET" in table
     assert "MISSED" in report.rooms_table(rooms_results(100))
+
+
+def test_the_table_names_each_peer_that_beats_the_project_and_each_peer_skipped():
+    project = server(p50_1000=30.0, p99_3000=200.0, storm=2.0, sustained=40_000, converged=10.0, memory=30.0)
+    uvicorn = server(p50_1000=25.0, p99_3000=250.0, storm=2.0, sustained=60_000, converged=12.0, memory=40.0)
+    results = {
+        "profile": "full",
+        "database": "sqlite",
+        "cpus": 2,
+        "project_settings": "virusgame.settings",
+        "servers": {"project": project, "uvicorn": uvicorn},
+        "skipped": {"granian": "granian not installed (granian; pip install -r requirements-dev.lock)"},
+    }
+    ahead = {row["label"]: row["peers_ahead"] for row in report.rows(results)}
+    assert ahead["fan-out p50, N=1000 (ms)"] == "uvicorn"  # lower is better
+    assert ahead["sustained deliveries/s"] == "uvicorn"  # higher is better
+    assert ahead["fan-out p99, N=3000 (ms)"] == "-"
+    assert ahead["storm: 1000 connects, seconds"] == "-"  # a tie is not ahead
+    assert ahead["memory per 1000 idle clients (MB)"] == "-"
+    table = report.table(results)
+    assert "uvicorn" in table.splitlines()[2]  # its column
+    assert "granian: skipped: granian not installed" in table

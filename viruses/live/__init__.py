@@ -30,6 +30,24 @@ def websocket_application():
     )
 
 
+def lifespan_application():
+    """The ASGI lifespan protocol, for the servers that speak it (uvicorn, granian; daphne
+    does not): shutting down waits for this process's sockets to leave (drain.py)."""
+    from .drain import drain
+
+    async def lifespan(scope, receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await drain.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return lifespan
+
+
 def start() -> None:
     """Set up this process as a server: GC tuned for many sockets, RFC close codes for
     protocol errors, drain on SIGTERM."""

@@ -7,6 +7,10 @@ requests in flight finish (their connections then close, as do idle keep-alive o
 removes its sockets' presence rows and address places, announces the new online count,
 and exits; all within VIRUS_DRAIN_TIMEOUT seconds, after which daphne cancels what is left.
 A second SIGTERM stops at once.
+
+Under the servers that speak the ASGI lifespan protocol instead (uvicorn, granian: they stop
+listening and close the sockets themselves), its shutdown waits, as long, for every consumer
+to leave (group, online count, presence row, address place) and for the last pushes.
 """
 
 import asyncio
@@ -33,6 +37,8 @@ class Drain:
 
     def __init__(self):
         self.consumers: set = set()  # consumers whose socket is open (consumers.py)
+        self.all_left = asyncio.Event()  # set while `consumers` is empty
+        self.all_left.set()
         self.task: asyncio.Task | None = None
 
     def install(self) -> bool:
@@ -42,11 +48,14 @@ class Drain:
     def opened(self, consumer) -> None:
         """A socket opened: it will be told to go; at once when the process is leaving already."""
         self.consumers.add(consumer)
+        self.all_left.clear()
         if serving.draining:
             consumer.restart()
 
     def closed(self, consumer) -> None:
         self.consumers.discard(consumer)
+        if not self.consumers:
+            self.all_left.set()
 
     def signalled(self) -> None:
         if self.task is not None:
@@ -93,6 +102,23 @@ class Drain:
             listeners.close_idle()
             await asyncio.sleep(0.05)
         listeners.close_idle()
+        await self.finish()
+
+    async def shutdown(self) -> None:
+        """The ASGI lifespan's shutdown (servers other than daphne): the server has closed the
+        sockets; wait until their consumers have left, then finish as a drain does."""
+        serving.draining = True
+        timeout = settings.VIRUS_DRAIN_TIMEOUT
+        try:
+            async with asyncio.timeout(timeout):
+                await self.all_left.wait()
+                await self.finish()
+        except TimeoutError:
+            logger.warning(kv("drain.timeout", sockets=len(self.consumers), seconds=timeout))
+
+    async def finish(self) -> None:
+        from .presence import SERVER
+
         # Changes committed here reach everyone before the process goes: a lost push would
         # leave a gap that clients only fill by a resync, seconds later.
         await broadcast.flush()
