@@ -27,6 +27,10 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
     layer's: the Redis data, capacity and expiry, the buffers (`receive_buffer`, made on
     demand, dropped when drained), the client-prefix check. As in the core layer, a key is
     read only while a `receive()` waits on one of its channels (checked after each message).
+    The reader pops with one BZPOPMIN per message, without the core layer's backup queue
+    (an EVAL, a ZADD and a ZPOPMIN more per message, docs/performance.md#lever-one-pop):
+    that queue gives a cancelled receive's message to the next one, but this reader is
+    never cancelled while its process lives, and its keys die with the process.
     A Redis error is raised in every `receive()` waiting on that key, and the next
     `receive()` starts a new reader. `bypass` and `hand_over` let the process's fastlane
     (fanout.py) take a channel's group events from the reader itself.
@@ -149,7 +153,7 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
         try:
             while reader.waiting:
                 try:
-                    channels, message = await self.receive_single(key[1])
+                    channels, message = await self._pop(key[1])
                 except Exception as exc:
                     for channel in reader.waiting:
                         self._put(channel, _ReadFailed(exc))
@@ -163,6 +167,15 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
         finally:
             if self._readers.get(key) is reader:
                 del self._readers[key]
+
+    async def _pop(self, channel: str) -> tuple[str | list[str], dict]:
+        """The next message of a process-local key, and the channel(s) it is for."""
+        connection = self.connection(self.consistent_hash(channel))
+        popped = None
+        while popped is None:
+            popped = await connection.bzpopmin(self.prefix + channel, timeout=self.brpop_timeout)
+        message = self.deserialize(popped[1])
+        return message.pop("__asgi_channel__", channel), message
 
     def _bypass(self, channels: list[str], message: dict) -> list[str]:
         try:
