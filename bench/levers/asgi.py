@@ -7,6 +7,8 @@
   (viruses/broadcast.py, `Pusher`).
 - `corepop`: the layer's reader pops with the core layer's `receive_single` (an EVAL, a
   BZPOPMIN, a ZADD and a ZPOPMIN per message) instead of one BZPOPMIN (viruses/live/layers.py).
+- `queuebuffer`: the core layer's `BoundedQueue` (an asyncio.Queue) as each channel's receive
+  buffer instead of the layer's `_Buffer`.
 """
 
 import os
@@ -17,10 +19,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.levers.settings")
 django.setup(set_prefix=False)  # before the patches import models
 
 from channels.consumer import AsyncConsumer  # noqa: E402
+from channels_redis.core import BoundedQueue  # noqa: E402
 
 from bench.levers import enabled  # noqa: E402
 from viruses import broadcast  # noqa: E402
 from viruses.live.consumers import VirusConsumer  # noqa: E402
+from viruses.live import layers  # noqa: E402
 from viruses.live.layers import LocalFanoutRedisChannelLayer  # noqa: E402
 
 if enabled("dbhop"):
@@ -29,5 +33,7 @@ if enabled("nobatch"):
     broadcast.BATCH_MAX = 1
 if enabled("corepop"):
     LocalFanoutRedisChannelLayer._pop = LocalFanoutRedisChannelLayer.receive_single
+if enabled("queuebuffer"):
+    layers._Buffer = BoundedQueue  # the layer is made later, at its first use
 
 from virusgame.asgi import application  # noqa: E402, F401

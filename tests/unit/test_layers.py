@@ -174,3 +174,17 @@ async def test_the_reader_takes_each_message_with_one_redis_command_and_leaves_n
     assert sorted(message["n"] for message in got) == [0, 1, 2, 3, 4]
     assert set(sent) == {"BZPOPMIN"} and len(sent) <= 6  # the 5 messages, perhaps one more wait
     assert not await raw_redis.keys(f"{layer.prefix}*$inflight")
+
+
+async def test_a_receive_cancelled_once_woken_leaves_its_message_for_the_next_receive(layer):
+    channel = await layer.new_channel()
+    buffer = layer.receive_buffer[channel]
+    first = asyncio.create_task(buffer.get())
+    second = asyncio.create_task(buffer.get())
+    await asyncio.sleep(0)
+
+    buffer.put_nowait("hello")  # wakes `first`, which is cancelled before it runs
+    first.cancel()
+
+    assert await asyncio.wait_for(second, 1) == "hello"
+    assert buffer.empty()
