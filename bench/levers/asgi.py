@@ -23,8 +23,8 @@ from channels_redis.core import BoundedQueue  # noqa: E402
 
 from bench.levers import enabled  # noqa: E402
 from viruses import broadcast  # noqa: E402
-from viruses.live.consumers import VirusConsumer  # noqa: E402
 from viruses.live import layers  # noqa: E402
+from viruses.live.consumers import VirusConsumer  # noqa: E402
 from viruses.live.layers import LocalFanoutRedisChannelLayer  # noqa: E402
 
 if enabled("dbhop"):
