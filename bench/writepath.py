@@ -1,7 +1,7 @@
 """The write path from the acting player's side: how long its own create and kill take to answer.
 
     python -m bench.writepath [--players 100] [--actions 60] [--in-flight 1] [--env KEY=VALUE ...]
-                              [--profile FILE]
+                              [--keys] [--spy DIR] [--levers V ...] [--rounds 3] [--profile FILE]
 
 Starts one daphne on a fresh database (PostgreSQL when DATABASE_URL points at one, else
 SQLite) and Redis (REDIS_URL's, else a private one), connects P WebSocket players that read
@@ -11,6 +11,9 @@ player (`--in-flight N`: N pairs at once, K in all). Prints the p50/p99 of each 
 waits for it, daphne's CPU time per action (the socket phase's until every player has every
 change), and checks that every player received every change.
 `--profile FILE` runs daphne under cProfile, every thread included (bench/profiled.py).
+`--keys` gives every socket action an idempotency key, `--spy DIR` samples each phase with
+py-spy (fold them with `python -m bench.spyreport`), `--levers V --levers W` runs each
+BENCH_LEVERS variant (bench/levers/; `''` as shipped) in turn, `--rounds` times, in one run.
 Figures are in docs/benchmarks/2026-11-29-write-path.md and docs/performance.md#levers.
 """
 
