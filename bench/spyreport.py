@@ -25,7 +25,10 @@ PARTS = [
     ("Django: request, middleware, view, answer", ("BaseHandler.get_response", "ASGIHandler")),
     ("consumer: decode, ack, metrics, log", ("VirusConsumer.receive",)),
     ("thread hops (asgiref, executor)", ("asgiref/sync.py", "futures/thread.py")),
-    ("daphne / Twisted / autobahn: socket reads and writes, HTTP parsing", ("_readOrWrite", "daphne/http_protocol", "daphne/ws_protocol")),
+    (
+        "daphne / Twisted / autobahn: socket reads and writes, HTTP parsing",
+        ("_readOrWrite", "daphne/http_protocol", "daphne/ws_protocol"),
+    ),
 ]
 IDLE = ("EpollSelector.select", "SimpleQueue", "_worker (concurrent", "Condition.wait", "lock.acquire")
 
