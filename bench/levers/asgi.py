@@ -1,46 +1,39 @@
-"""The project's ASGI application with the consumer varied by BENCH_LEVERS.
+"""The project's ASGI application (virusgame.asgi, as shipped) with code paths varied by BENCH_LEVERS.
 
 - `dbhop`: group events go through Channels' own `dispatch`, which runs
   `aclose_old_connections()` (a sync_to_async thread hop) before every handler, as the
   project did before it relayed group events directly (viruses/live/consumers.py).
 - `nobatch`: one `group_send` per push, never a batch of the pushes queued meanwhile
   (viruses/broadcast.py, `Pusher`).
+- `corepop`: the layer's reader pops with the core layer's `receive_single` (an EVAL, a
+  BZPOPMIN, a ZADD and a ZPOPMIN per message) instead of one BZPOPMIN (viruses/live/layers.py).
+- `queuebuffer`: the core layer's `BoundedQueue` (an asyncio.Queue) as each channel's receive
+  buffer instead of the layer's `_Buffer`.
 """
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.levers.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # before the patches import models
 
 from channels.consumer import AsyncConsumer  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.urls import path  # noqa: E402
+from channels_redis.core import BoundedQueue  # noqa: E402
 
 from bench.levers import enabled  # noqa: E402
 from viruses import broadcast  # noqa: E402
+from viruses.live import layers  # noqa: E402
 from viruses.live.consumers import VirusConsumer  # noqa: E402
-from viruses.live.daphne.transport import DaphneProtocolMiddleware  # noqa: E402
-from viruses.live.origin import SameOriginValidator  # noqa: E402
+from viruses.live.layers import LocalFanoutRedisChannelLayer  # noqa: E402
 
+if enabled("dbhop"):
+    VirusConsumer.dispatch = AsyncConsumer.dispatch
 if enabled("nobatch"):
     broadcast.BATCH_MAX = 1
+if enabled("corepop"):
+    LocalFanoutRedisChannelLayer._pop = LocalFanoutRedisChannelLayer.receive_single
+if enabled("queuebuffer"):
+    layers._Buffer = BoundedQueue  # the layer is made later, at its first use
 
-
-class LeverConsumer(VirusConsumer):
-    if enabled("dbhop"):
-        dispatch = AsyncConsumer.dispatch
-
-
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": DaphneProtocolMiddleware(
-            SameOriginValidator(
-                URLRouter([path("ws/viruses/", LeverConsumer.as_asgi())]), settings.WS_ALLOWED_ORIGINS
-            )
-        ),
-    }
-)
+from virusgame.asgi import application  # noqa: E402, F401

@@ -152,3 +152,39 @@ async def test_a_burst_of_calls_shares_a_bounded_pool_and_every_call_succeeds(re
     clients = [c for c in await raw_redis.client_list() if c["name"] == name]
     assert 1 <= len(clients) <= 8
     await layer.flush()
+
+
+async def test_the_reader_takes_each_message_with_one_redis_command_and_leaves_no_backup_key(
+    layer, raw_redis, monkeypatch
+):
+    channels = await channels_in_group(layer, "a", "a")
+    sent = []
+    execute = redis.asyncio.Redis.execute_command
+
+    async def counted(client, *args, **options):
+        sent.append(str(args[0]).upper())
+        return await execute(client, *args, **options)
+
+    for n in range(5):
+        await layer.send(channels[n % 2], {"type": "hello", "n": n})
+    monkeypatch.setattr(redis.asyncio.Redis, "execute_command", counted)
+    tasks = await waiting(layer, channels)
+    got = [await task for task in tasks] + [await layer.receive(channel) for channel in (channels * 2)[:3]]
+
+    assert sorted(message["n"] for message in got) == [0, 1, 2, 3, 4]
+    assert set(sent) == {"BZPOPMIN"} and len(sent) <= 6  # the 5 messages, perhaps one more wait
+    assert not await raw_redis.keys(f"{layer.prefix}*$inflight")
+
+
+async def test_a_receive_cancelled_once_woken_leaves_its_message_for_the_next_receive(layer):
+    channel = await layer.new_channel()
+    buffer = layer.receive_buffer[channel]
+    first = asyncio.create_task(buffer.get())
+    second = asyncio.create_task(buffer.get())
+    await asyncio.sleep(0)
+
+    buffer.put_nowait("hello")  # wakes `first`, which is cancelled before it runs
+    first.cancel()
+
+    assert await asyncio.wait_for(second, 1) == "hello"
+    assert buffer.empty()

@@ -1,6 +1,8 @@
 """The channel layer: channels-redis's core layer, with one Redis reader per process and prefix."""
 
 import asyncio
+import collections
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -25,8 +27,12 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
     layer's own `receive_single` and hands each message to the buffer of every local channel
     it names; a consumer's `receive()` is a plain `queue.get()`. Everything else is the core
     layer's: the Redis data, capacity and expiry, the buffers (`receive_buffer`, made on
-    demand, dropped when drained), the client-prefix check. As in the core layer, a key is
+    demand, dropped when drained; here a `_Buffer`), the client-prefix check. As in the core layer, a key is
     read only while a `receive()` waits on one of its channels (checked after each message).
+    The reader pops with one BZPOPMIN per message, without the core layer's backup queue
+    (an EVAL, a ZADD and a ZPOPMIN more per message, docs/performance.md#lever-one-pop):
+    that queue gives a cancelled receive's message to the next one, but this reader is
+    never cancelled while its process lives, and its keys die with the process.
     A Redis error is raised in every `receive()` waiting on that key, and the next
     `receive()` starts a new reader. `bypass` and `hand_over` let the process's fastlane
     (fanout.py) take a channel's group events from the reader itself.
@@ -43,6 +49,7 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.receive_buffer = collections.defaultdict(functools.partial(_Buffer, self.capacity))
         self._readers: dict[tuple[asyncio.AbstractEventLoop, str], _Reader] = {}
         # Called by the reader with each message and the local channels it names; returns
         # the channels still to be given the message through their `receive()` (fanout.py).
@@ -149,7 +156,7 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
         try:
             while reader.waiting:
                 try:
-                    channels, message = await self.receive_single(key[1])
+                    channels, message = await self._pop(key[1])
                 except Exception as exc:
                     for channel in reader.waiting:
                         self._put(channel, _ReadFailed(exc))
@@ -163,6 +170,15 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
         finally:
             if self._readers.get(key) is reader:
                 del self._readers[key]
+
+    async def _pop(self, channel: str) -> tuple[str | list[str], dict]:
+        """The next message of a process-local key, and the channel(s) it is for."""
+        connection = self.connection(self.consistent_hash(channel))
+        popped = None
+        while popped is None:
+            popped = await connection.bzpopmin(self.prefix + channel, timeout=self.brpop_timeout)
+        message = self.deserialize(popped[1])
+        return message.pop("__asgi_channel__", channel), message
 
     def _bypass(self, channels: list[str], message: dict) -> list[str]:
         try:
@@ -204,6 +220,68 @@ for i = 1, n do
 end
 return over_capacity
 """
+
+
+class _Buffer:
+    """A channel's messages read but not yet received, and its waiting `receive()` calls.
+
+    The part of the core layer's `BoundedQueue` (an `asyncio.Queue`: four deques, about
+    3 KB) that the layer uses, in three slots: every idle socket's `receive()` waits on one
+    (docs/performance.md#lever-lean-buffer). Full, it drops the oldest message, as the core
+    layer's does. As in `asyncio.Queue`, a put wakes the first getter, which takes the item
+    itself, so a getter cancelled meanwhile loses nothing.
+    """
+
+    __slots__ = ("capacity", "getters", "items")
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.items: collections.deque | None = None  # made by the first put
+        self.getters: list[asyncio.Future] = []
+
+    def empty(self) -> bool:
+        return not self.items
+
+    def full(self) -> bool:
+        return self.qsize() >= self.capacity
+
+    def qsize(self) -> int:
+        return len(self.items) if self.items else 0
+
+    def put_nowait(self, item) -> None:
+        if self.items is None:
+            self.items = collections.deque()
+        if len(self.items) >= self.capacity:
+            self.items.popleft()
+        self.items.append(item)
+        self._wake_next()
+
+    def get_nowait(self):
+        if not self.items:
+            raise asyncio.QueueEmpty
+        return self.items.popleft()
+
+    async def get(self):
+        while not self.items:
+            getter = asyncio.get_running_loop().create_future()
+            self.getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                if getter in self.getters:
+                    self.getters.remove(getter)
+                if self.items and not getter.cancelled():
+                    self._wake_next()  # woken, then cancelled: the item is for the next getter
+                raise
+        return self.items.popleft()
+
+    def _wake_next(self) -> None:
+        while self.getters:
+            getter = self.getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
 
 
 class _Reader:

@@ -156,7 +156,8 @@ SURFACE = (
     Reach("twisted.web.http", "_GenericHTTPChannelProtocol._channel", instance=True),
     # layers.LocalFanoutRedisChannelLayer: the core layer's internals it builds on.
     Reach(LAYER, "RedisChannelLayer.create_pool", params=("self", "index")),
-    Reach(LAYER, "RedisChannelLayer.receive_single", params=("self", "channel")),
+    Reach(LAYER, "RedisChannelLayer.deserialize", params=("self", "message")),
+    Reach(LAYER, "RedisChannelLayer.brpop_timeout"),
     Reach(LAYER, "RedisChannelLayer.connection", params=("self", "index")),
     Reach(LAYER, "RedisChannelLayer.consistent_hash", params=("self", "value")),
     Reach(LAYER, "RedisChannelLayer._group_key", params=("self", "group")),
@@ -173,6 +174,8 @@ SURFACE = (
     Reach(LAYER, "RedisChannelLayer.group_expiry", instance=True),
     Reach(LAYER, "RedisChannelLayer.client_prefix", instance=True),
     Reach(LAYER, "RedisChannelLayer.receive_buffer", instance=True),
+    Reach(LAYER, "RedisChannelLayer.prefix", instance=True),
+    Reach(LAYER, "RedisChannelLayer.capacity", instance=True),
     # viruses.logs.LayerDropFilter turns this line into layer.drop (and its metric).
     Reach(LAYER, "RedisChannelLayer.group_send", says="%s of %s channels over capacity in group %s"),
     # consumers.py replaces Channels' dispatch (without its per-message connection clean-up).
