@@ -82,7 +82,10 @@ class Player:
 
 @pytest.mark.parametrize("world", ["public", "round"])
 async def test_neither_a_farming_bot_nor_an_instant_killer_makes_the_top_three(start_game, world):
-    game = start_game(VIRUS_MIN_REACTION_MS="150", VIRUS_RATE_LIMIT="180", VIRUS_RATE_BURST="20")
+    # A dish that never fills: a refused create (409) would keep the farmer from playing.
+    game = start_game(
+        VIRUS_MIN_REACTION_MS="150", VIRUS_RATE_LIMIT="180", VIRUS_RATE_BURST="20", VIRUS_MAX_ALIVE="500"
+    )
     apis = [await Api(game.url, asynchronous=True).start() for _ in range(2 + HUMANS)]
     everyone = [Player(game, api) for api in apis]
     for player in everyone:
