@@ -532,41 +532,43 @@ async def run_gameload(server: BenchServer, driver, profile: dict, redis_pid: in
     return result
 
 
-async def run_abuse(server: BenchServer, driver, profile: dict, redis_pid: int) -> dict:
-    """The abuse phase against one project process with the shipped admission limits."""
+async def on_fresh_server(server: BenchServer, profile: dict, redis_pid: int, name: str, phase) -> dict:
+    """Run `phase()` (a coroutine function) on `server`, started for it once the machine is
+    quiet; the result records the cores other processes used meanwhile."""
     monitor = CpuMonitor([os.getpid(), redis_pid])
     await wait_for_quiet(monitor, min(LATER_QUIET_WAIT, profile["quiet_wait"]))
-    say(f"{server.name}: abuse, starting")
+    say(f"{server.name}: {name}, starting")
     server.start()
     monitor.server = server
     monitor.foreign_cores()
     try:
-        result = await abuse.phase(server, driver, profile["abuse"], say=say)
+        result = await phase()
     finally:
         server.stop()
-    # The attacker process counts as "other": its CPU is part of the attack.
     result["other_cpu_cores"] = round(monitor.foreign_cores(), 2)
     return result
 
 
+async def run_abuse(server: BenchServer, driver, profile: dict, redis_pid: int) -> dict:
+    """The abuse phase against one project process with the shipped admission limits.
+
+    The attacker process counts as "other": its CPU is part of the attack."""
+    return await on_fresh_server(
+        server, profile, redis_pid, "abuse", lambda: abuse.phase(server, driver, profile["abuse"], say=say)
+    )
+
+
 async def run_rooms(server: BenchServer, profile: dict, redis_pid: int) -> dict:
     """The many-rooms phase (bench/rooms.py) on a freshly started `server`."""
-    monitor = CpuMonitor([os.getpid(), redis_pid])
-    await wait_for_quiet(monitor, min(LATER_QUIET_WAIT, profile["quiet_wait"]))
-    say(f"{server.name}: many rooms, starting")
-    server.start()
-    monitor.server = server
-    monitor.foreign_cores()
-    try:
-        result = await rooms.phase(
+    result = await on_fresh_server(
+        server, profile, redis_pid, "many rooms",
+        lambda: rooms.phase(
             server.url, server.port, profile["rooms"], ceiling=MAX_DELIVERIES, say=say,
             database_url=server.env["DATABASE_URL"],
-        )  # fmt: skip
-        result["other_cpu_cores"] = round(monitor.foreign_cores(), 2)
-        if result["other_cpu_cores"] > 0.3:
-            say(f"{server.name}: WARNING: other processes used {result['other_cpu_cores']} cores meanwhile")
-    finally:
-        server.stop()
+        ),
+    )  # fmt: skip
+    if result["other_cpu_cores"] > 0.3:
+        say(f"{server.name}: WARNING: other processes used {result['other_cpu_cores']} cores meanwhile")
     return result
 
 
