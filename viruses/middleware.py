@@ -1,9 +1,13 @@
-"""Security headers that Django 5.2 does not set by itself; JSON for every answer under /api/."""
+"""Security headers that Django 5.2 does not set by itself; JSON for every answer under /api/;
+the page-only middleware kept off the API's path."""
 
 import logging
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpResponse
 from django.utils.decorators import sync_and_async_middleware
 
@@ -86,3 +90,31 @@ def _content_length(request) -> int:
 
 def _is_json(response) -> bool:
     return response.get("Content-Type", "").startswith("application/json")
+
+
+class PagesOnly:
+    """A middleware class's hooks for every request but the JSON API's, which reads no session,
+    user or message.
+
+    The API knows its player by the signed player cookie and checks CSRF by the CSRF cookie
+    (viruses/players.py, settings.py), so Django's session, auth and message middleware only
+    cost it time (docs/performance.md#lever-api-chain). Subclasses, so the admin's checks
+    still find the classes it needs.
+    """
+
+    def __call__(self, request):
+        if request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class SessionsForPages(PagesOnly, SessionMiddleware):
+    pass
+
+
+class AuthForPages(PagesOnly, AuthenticationMiddleware):
+    pass
+
+
+class MessagesForPages(PagesOnly, MessageMiddleware):
+    pass

@@ -76,11 +76,12 @@ MIDDLEWARE = [
     "viruses.middleware.api_answers_json",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Sessions, auth and messages serve the page and the admin; /api/ skips them.
+    "viruses.middleware.SessionsForPages",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "viruses.middleware.AuthForPages",
+    "viruses.middleware.MessagesForPages",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "viruses.middleware.content_security_policy",
     # Last, as django-axes asks: it turns a lockout found during login into its 429 answer.

@@ -1,4 +1,4 @@
-"""The project's settings with the channel layer varied by BENCH_LEVERS.
+"""The project's settings with the channel layer or the middleware varied by BENCH_LEVERS.
 
 - `corelayer`: channels-redis's stock core layer (`RedisChannelLayer`) instead of the
   project's `LocalFanoutRedisChannelLayer` (viruses/live/layers.py).
@@ -6,11 +6,13 @@
 - `capacity100`: the core layer's default capacity (100) instead of the project's 1000.
 - `pool100`: the default connection pool (100) instead of the project's 2000.
 - `nofastlane`: `VIRUS_FASTLANE` off: every consumer relays its group events (fanout.py).
+- `apichain`: Django's own session, auth and message middleware for every request, /api/
+  included, instead of the project's page-only subclasses (viruses/middleware.py).
 """
 
 from bench.levers import enabled
 from virusgame.settings import *  # noqa: F403
-from virusgame.settings import CHANNEL_LAYERS
+from virusgame.settings import CHANNEL_LAYERS, MIDDLEWARE
 
 config = CHANNEL_LAYERS["default"].get("CONFIG", {})
 if enabled("corelayer"):
@@ -29,3 +31,10 @@ if enabled("nofastlane"):
 if enabled("pool100"):
     for host in config["hosts"]:
         host.pop("max_connections", None)
+if enabled("apichain"):
+    stock = {
+        "SessionsForPages": "django.contrib.sessions.middleware.SessionMiddleware",
+        "AuthForPages": "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "MessagesForPages": "django.contrib.messages.middleware.MessageMiddleware",
+    }
+    MIDDLEWARE = [stock.get(m.rpartition(".")[2], m) for m in MIDDLEWARE]

@@ -375,3 +375,17 @@ def age(client, *, seconds: int) -> None:
     """Make the client's player `seconds` older, as if they had joined that long ago."""
     joined = timezone.now() - timedelta(seconds=seconds)
     Player.objects.filter(pk=me(client)["id"]).update(created_at=joined)
+
+
+def test_the_admin_keeps_its_session_while_the_api_skips_it_and_still_checks_csrf(admin_user):
+    """/api/ runs without the session, auth and message middleware (viruses/middleware.py)."""
+    staff = Client(enforce_csrf_checks=True)
+    token = staff.get("/admin/login/").cookies["csrftoken"].value
+    login = {"username": admin_user.username, "password": "password", "csrfmiddlewaretoken": token}
+    assert staff.post("/admin/login/?next=/admin/", login).status_code == 302
+    assert "sessionid" in staff.cookies
+    assert staff.get("/admin/").status_code == 200  # the session, the user and the admin's messages
+    assert staff.post("/api/viruses/").status_code == 403  # a staff session is no CSRF token
+    created = staff.post("/api/viruses/", headers={"x-csrftoken": staff.cookies["csrftoken"].value})
+    assert created.status_code == 201
+    assert "sessionid" not in created.cookies
