@@ -6,7 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 import django
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http import FileResponse
+from django.urls import set_script_prefix
 
 
 class PooledASGIHandler(ASGIHandler):
@@ -17,8 +21,8 @@ class PooledASGIHandler(ASGIHandler):
     and gives each request a new thread (`ThreadSensitiveContext`), so no database
     connection can outlive its request. Here the middleware chain is built in sync mode,
     as under WSGI, and a request's sync code (the request_started and request_finished
-    signals, the middleware and the view) runs in three hops on one thread of a fixed pool
-    (docs/performance.md#lever-http-thread-pool). Connections then persist per
+    signals, the middleware and the view) runs on one thread of a fixed pool
+    (docs/performance.md#lever-http-thread-pool), in one hop (`handle`). Connections then persist per
     thread where CONN_MAX_AGE allows (settings.py). A request holds its thread from its
     body's arrival (daphne hands a body over whole) to its response's close; with every
     thread busy the next request waits for one.
@@ -32,8 +36,42 @@ class PooledASGIHandler(ASGIHandler):
     def load_middleware(self, is_async=False):
         super().load_middleware(is_async=False)
 
-    async def get_response_async(self, request):
-        return await sync_to_async(self.get_response)(request)
+    async def handle(self, scope, receive, send):
+        """Django's `handle` with the request's sync code in one hop instead of three.
+
+        Django hops to the thread for the request_started signal, for the middleware and the
+        view, and for closing the answer (request_finished), and runs a second task per
+        request that waits for the client's disconnect to cancel the view: a sync view's
+        thread cannot be cancelled, and daphne drops an answer to a closed connection. Here
+        one hop does all three for an answer whose body is whole (every answer but a file's),
+        closed before it is sent; a streamed one is closed after, as Django does
+        (docs/performance.md#lever-one-hop).
+        """
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        try:
+            response = await sync_to_async(self.respond)(scope, body_file)
+            await self.send_response(response, send)
+            if response.streaming:
+                await sync_to_async(response.close)()
+        finally:
+            body_file.close()
+
+    def respond(self, scope, body_file):
+        """The request's answer, closed unless streamed: its sync code, on the request's thread."""
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = self.get_response(request)
+            response._handler_class = self.__class__
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size  # the server chunks it
+        if not response.streaming:
+            response.close()
+        return response
 
     async def __call__(self, scope, receive, send):
         if self.idle is None:

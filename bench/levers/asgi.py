@@ -9,6 +9,8 @@
   BZPOPMIN, a ZADD and a ZPOPMIN per message) instead of one BZPOPMIN (viruses/live/layers.py).
 - `queuebuffer`: the core layer's `BoundedQueue` (an asyncio.Queue) as each channel's receive
   buffer instead of the layer's `_Buffer`.
+- `threehops`: Django's own `ASGIHandler.handle` (three thread hops per request and a task
+  waiting for the disconnect) instead of the handler's one hop (virusgame/handler.py).
 """
 
 import os
@@ -18,14 +20,17 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.levers.settings")
 django.setup(set_prefix=False)  # before the patches import models
 
+from asgiref.sync import sync_to_async  # noqa: E402
 from channels.consumer import AsyncConsumer  # noqa: E402
 from channels_redis.core import BoundedQueue  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from bench.levers import enabled  # noqa: E402
 from viruses import broadcast  # noqa: E402
 from viruses.live import layers  # noqa: E402
 from viruses.live.consumers import VirusConsumer  # noqa: E402
 from viruses.live.layers import LocalFanoutRedisChannelLayer  # noqa: E402
+from virusgame.handler import PooledASGIHandler  # noqa: E402
 
 if enabled("dbhop"):
     VirusConsumer.dispatch = AsyncConsumer.dispatch
@@ -35,5 +40,12 @@ if enabled("corepop"):
     LocalFanoutRedisChannelLayer._pop = LocalFanoutRedisChannelLayer.receive_single
 if enabled("queuebuffer"):
     layers._Buffer = BoundedQueue  # the layer is made later, at its first use
+if enabled("threehops"):
+
+    async def get_response_async(self, request):  # the chain is built in sync mode
+        return await sync_to_async(self.get_response)(request)
+
+    PooledASGIHandler.handle = ASGIHandler.handle
+    PooledASGIHandler.get_response_async = get_response_async
 
 from virusgame.asgi import application  # noqa: E402, F401

@@ -7,8 +7,9 @@ import time
 
 import pytest
 from channels.testing import HttpCommunicator
+from django.core import signals
 from django.db import connection, connections
-from django.http import JsonResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 from virusgame.handler import PooledASGIHandler
@@ -25,7 +26,15 @@ def connection_used(request):
     return JsonResponse({"thread": threading.current_thread().name, "connection": id(connection.connection)})
 
 
-urlpatterns = [path("where/", where), path("connection/", connection_used)]
+def streamed(request):
+    async def parts():
+        for n in range(3):
+            yield f"part {n}\n".encode()
+
+    return StreamingHttpResponse(parts())
+
+
+urlpatterns = [path("where/", where), path("connection/", connection_used), path("streamed/", streamed)]
 
 
 @pytest.fixture
@@ -61,3 +70,32 @@ async def test_a_thread_keeps_its_connection_between_requests(handler, monkeypat
     for answer in answers:
         by_thread.setdefault(answer["thread"], set()).add(answer["connection"])
     assert all(len(connections) == 1 for connections in by_thread.values()), by_thread
+
+
+async def test_each_request_is_started_answered_and_finished_once_whole_or_streamed(handler):
+    """One hop per request (`handle`): the signals that open and close its connections still fire."""
+    fired = []
+
+    def started(**kwargs):
+        fired.append(("started", threading.current_thread().name))
+
+    def finished(**kwargs):
+        fired.append(("finished", threading.current_thread().name))
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    try:
+        whole = await get(handler)
+        request = HttpCommunicator(handler, "GET", "/streamed/", headers=[(b"host", b"testserver")])
+        await request.send_input({"type": "http.request", "body": b""})
+        start, body, more = await request.receive_output(timeout=10), b"", True
+        while more:  # HttpCommunicator.get_response wants a body in the last part, which ASGI does not
+            part = await request.receive_output(timeout=10)
+            body, more = body + part.get("body", b""), part.get("more_body", False)
+        await request.wait(timeout=10)
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+    assert start["status"] == 200 and body == b"part 0\npart 1\npart 2\n"
+    assert [what for what, _ in fired] == ["started", "finished"] * 2
+    assert {thread for _, thread in fired[:2]} == {whole["thread"]}  # the view's own thread
