@@ -8,7 +8,9 @@
 - `corepop`: the layer's reader pops with the core layer's `receive_single` (an EVAL, a
   BZPOPMIN, a ZADD and a ZPOPMIN per message) instead of one BZPOPMIN (viruses/live/layers.py).
 - `queuebuffer`: the core layer's `BoundedQueue` (an asyncio.Queue) as each channel's receive
-  buffer instead of the layer's `_Buffer`.
+  buffer instead of the layer's `Buffer`.
+- `daphnequeue`: daphne's own `asyncio.Queue` as each connection's input instead of a
+  `Buffer` (viruses/live/daphne/transport.py, `lean_inputs`).
 """
 
 import os
@@ -25,6 +27,7 @@ from bench.levers import enabled  # noqa: E402
 from viruses import broadcast  # noqa: E402
 from viruses.live import layers  # noqa: E402
 from viruses.live.consumers import VirusConsumer  # noqa: E402
+from viruses.live.daphne import transport  # noqa: E402
 from viruses.live.layers import LocalFanoutRedisChannelLayer  # noqa: E402
 
 if enabled("dbhop"):
@@ -34,6 +37,8 @@ if enabled("nobatch"):
 if enabled("corepop"):
     LocalFanoutRedisChannelLayer._pop = LocalFanoutRedisChannelLayer.receive_single
 if enabled("queuebuffer"):
-    layers._Buffer = BoundedQueue  # the layer is made later, at its first use
+    layers.Buffer = BoundedQueue  # the layer is made later, at its first use
+if enabled("daphnequeue"):
+    transport.lean_inputs = lambda server, make_queue: None  # called once the reactor runs
 
 from virusgame.asgi import application  # noqa: E402, F401

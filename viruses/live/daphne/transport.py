@@ -15,6 +15,7 @@ its `gate` blocks at accept (`gate_accepts`; the game's gate is the penalty box)
 handed in, never imported: this package knows daphne, not the game's rules.
 """
 
+import asyncio
 import logging
 import struct
 import sys
@@ -53,12 +54,13 @@ PROTOCOL_FAILURES = {1002: "protocol_error", 1007: "invalid_payload", 1009: "too
 logger = logging.getLogger(__name__)
 
 
-def set_protocol_options() -> bool:
+def set_protocol_options(*, application_queue=None) -> bool:
     """Give daphne's WebSocket factory `PROTOCOL_OPTIONS` before it accepts a connection.
 
     Under daphne only (False elsewhere). The application is imported before daphne builds
     its factory (`Server.run`), so the options are set once the reactor starts, as the
-    first thing it runs, before it reads any socket.
+    first thing it runs, before it reads any socket. `application_queue`, if given, makes
+    each connection's input queue instead of daphne's `asyncio.Queue` (`lean_inputs`).
     """
     if "daphne.server" not in sys.modules:
         return False
@@ -70,9 +72,37 @@ def set_protocol_options() -> bool:
             return
         server.ws_factory.setProtocolOptions(**PROTOCOL_OPTIONS)
         answer_oversize_requests(server.http_factory)
+        if application_queue is not None:
+            lean_inputs(server, application_queue)
 
     reactor.callWhenRunning(apply)
     return True
+
+
+def lean_inputs(server, make_queue) -> None:
+    """daphne's `Server.create_application`, with `make_queue()` as each connection's input.
+
+    daphne gives every connection an `asyncio.Queue` (four deques and an Event: 3 KB) that
+    holds a message for a moment and then waits, empty, for the life of the socket: the
+    largest object an idle socket has (docs/performance.md#lever-lean-inputs). daphne only
+    calls its `put_nowait` and tests its truth (so no `__len__`), the application its `get`.
+    """
+
+    def create_application(protocol, scope):
+        # daphne 4.2.3's own, but for the queue.
+        assert "application_instance" not in server.connections[protocol]
+        inputs = make_queue()
+        scope.setdefault("asgi", {"version": "3.0"})
+        send = partial(server.handle_reply, protocol)
+        instance = server.application(scope=scope, receive=inputs.get, send=send)
+        if protocol not in server.connections:
+            return None
+        server.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            instance, loop=asyncio.get_event_loop()
+        )
+        return inputs
+
+    server.create_application = create_application
 
 
 class DaphneProtocolMiddleware:
