@@ -11,6 +11,8 @@
   buffer instead of the layer's `Buffer`.
 - `daphnequeue`: daphne's own `asyncio.Queue` as each connection's input instead of a
   `Buffer` (viruses/live/daphne/transport.py, `lean_inputs`).
+- `pformat`: autobahn formats its options for its debug line on every connection, at any
+  log level (transport.py, `skip_unlogged_pformat`).
 """
 
 import os
@@ -40,5 +42,7 @@ if enabled("queuebuffer"):
     layers.Buffer = BoundedQueue  # the layer is made later, at its first use
 if enabled("daphnequeue"):
     transport.lean_inputs = lambda server, make_queue: None  # called once the reactor runs
+if enabled("pformat"):
+    transport.skip_unlogged_pformat = lambda: None
 
 from virusgame.asgi import application  # noqa: E402, F401

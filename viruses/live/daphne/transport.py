@@ -74,6 +74,7 @@ def set_protocol_options(*, application_queue=None) -> bool:
         answer_oversize_requests(server.http_factory)
         if application_queue is not None:
             lean_inputs(server, application_queue)
+        skip_unlogged_pformat()
 
     reactor.callWhenRunning(apply)
     return True
@@ -103,6 +104,28 @@ def lean_inputs(server, make_queue) -> None:
         return inputs
 
     server.create_application = create_application
+
+
+def skip_unlogged_pformat() -> None:
+    """Make autobahn format its options for its per-connection debug line only when it logs it.
+
+    Every new WebSocket runs `pformat()` over its ~60 options for `log.debug("\n{attrs}",
+    attrs=pformat(...))`, at any log level: 5 % of daphne's CPU in a connect storm
+    (docs/performance.md#lever-unlogged-pformat).
+    """
+    import autobahn.websocket.protocol as ws
+    import txaio
+    from txaio.interfaces import log_levels
+
+    pformat = ws.pformat
+    debug = log_levels.index("debug")
+
+    def pformat_if_logged(obj) -> str:
+        if log_levels.index(txaio.get_global_log_level()) < debug:
+            return "(not formatted: autobahn logs above debug)"
+        return pformat(obj)
+
+    ws.pformat = pformat_if_logged
 
 
 class DaphneProtocolMiddleware:
