@@ -109,7 +109,7 @@ def lean_inputs(server, make_queue) -> None:
 def skip_unlogged_pformat() -> None:
     """Make autobahn format its options for its per-connection debug line only when it logs it.
 
-    Every new WebSocket runs `pformat()` over its ~60 options for `log.debug("\n{attrs}",
+    Every new WebSocket runs `pformat()` over its ~30 options for `log.debug("\n{attrs}",
     attrs=pformat(...))`, at any log level: 5 % of daphne's CPU in a connect storm
     (docs/performance.md#lever-unlogged-pformat).
     """
