@@ -1,6 +1,6 @@
 """Where an idle socket's memory goes: tracemalloc in daphne, before and after N idle sockets.
 
-    python -m bench.socketmemory [--sockets 1000] [--frames 12] [--top 25]
+    python -m bench.socketmemory [--sockets 1000] [--frames 12] [--top 25] [--levers LIST]
 
 Starts one daphne (SQLite, a private Redis) with tracemalloc on (`bench.socketmemory
 serve`: daphne's own CLI, a snapshot written on SIGUSR1), takes a snapshot, opens N sockets
@@ -8,7 +8,8 @@ that read their snapshot and then stay idle, waits 3 s, takes another, and print
 grew, per socket: by package (the innermost frame outside the standard library's
 asyncio/json/etc. that is in site-packages or the project) and by allocation site.
 RSS per socket is printed too: tracemalloc sees Python's allocations only, and its own
-bookkeeping inflates RSS; `--frames 0` measures RSS alone, tracemalloc off.
+bookkeeping inflates RSS; `--frames 0` measures RSS alone, tracemalloc off. `--levers`
+runs bench/levers' application with those levers (BENCH_LEVERS) instead of the shipped one.
 """
 
 import argparse
@@ -98,6 +99,7 @@ def main() -> None:
         "--frames", type=int, default=12, help="frames per traceback; 0: tracemalloc off, RSS only"
     )
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--levers", help="BENCH_LEVERS for bench.levers' application (e.g. daphnequeue)")
     args = parser.parse_args()
     raise_open_files_limit()
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,8 +117,12 @@ def main() -> None:
                 VIRUS_ABUSE_PENALTY="0",  # every client comes from 127.0.0.1, as in the bench
                 LOG_LEVEL="WARNING",
             )
+            app = "virusgame.asgi:application"
+            if args.levers is not None:
+                env.update(BENCH_LEVERS=args.levers, DJANGO_SETTINGS_MODULE="bench.levers.settings")
+                app = "bench.levers.asgi:application"
             argv = [PYTHON, "-m", "bench.socketmemory", "serve", str(tmp), str(args.frames)]
-            argv += ["-b", "127.0.0.1", "-p", "{port}", "virusgame.asgi:application"]
+            argv += ["-b", "127.0.0.1", "-p", "{port}", app]
             server = GameServer(env, tmp / "daphne.log", argv=argv).start(timeout=60)
             try:
                 result = measure(server, tmp, args.sockets, traced=args.frames > 0)

@@ -8,9 +8,13 @@
 - `corepop`: the layer's reader pops with the core layer's `receive_single` (an EVAL, a
   BZPOPMIN, a ZADD and a ZPOPMIN per message) instead of one BZPOPMIN (viruses/live/layers.py).
 - `queuebuffer`: the core layer's `BoundedQueue` (an asyncio.Queue) as each channel's receive
-  buffer instead of the layer's `_Buffer`.
+  buffer instead of the layer's `Buffer`.
 - `threehops`: Django's own `ASGIHandler.handle` (three thread hops per request and a task
   waiting for the disconnect) instead of the handler's one hop (virusgame/handler.py).
+- `daphnequeue`: daphne's own `asyncio.Queue` as each connection's input instead of a
+  `Buffer` (viruses/live/daphne/transport.py, `lean_inputs`).
+- `pformat`: autobahn formats its options for its debug line on every connection, at any
+  log level (transport.py, `skip_unlogged_pformat`).
 """
 
 import os
@@ -29,6 +33,7 @@ from bench.levers import enabled  # noqa: E402
 from viruses import broadcast  # noqa: E402
 from viruses.live import layers  # noqa: E402
 from viruses.live.consumers import VirusConsumer  # noqa: E402
+from viruses.live.daphne import transport  # noqa: E402
 from viruses.live.layers import LocalFanoutRedisChannelLayer  # noqa: E402
 from virusgame.handler import PooledASGIHandler  # noqa: E402
 
@@ -39,7 +44,7 @@ if enabled("nobatch"):
 if enabled("corepop"):
     LocalFanoutRedisChannelLayer._pop = LocalFanoutRedisChannelLayer.receive_single
 if enabled("queuebuffer"):
-    layers._Buffer = BoundedQueue  # the layer is made later, at its first use
+    layers.Buffer = BoundedQueue  # the layer is made later, at its first use
 if enabled("threehops"):
 
     async def get_response_async(self, request):  # the chain is built in sync mode
@@ -47,5 +52,9 @@ if enabled("threehops"):
 
     PooledASGIHandler.handle = ASGIHandler.handle
     PooledASGIHandler.get_response_async = get_response_async
+if enabled("daphnequeue"):
+    transport.lean_inputs = lambda server, make_queue: None  # called once the reactor runs
+if enabled("pformat"):
+    transport.skip_unlogged_pformat = lambda: None
 
 from virusgame.asgi import application  # noqa: E402, F401

@@ -237,3 +237,17 @@ def test_the_twisted_and_autobahn_privates_the_transport_uses_still_exist():
     assert callable(protocol._fail_connection)
     assert "failByDrop" in WebSocketServerProtocol.CONFIG_ATTRS
     WebSocketServerFactory().setProtocolOptions(**transport.PROTOCOL_OPTIONS)
+
+
+def test_autobahn_formats_its_options_for_its_debug_line_only_when_it_logs_debug(monkeypatch):
+    import autobahn.websocket.protocol as ws
+    import txaio
+
+    monkeypatch.setattr(ws, "pformat", ws.pformat)  # put back afterwards
+    transport.skip_unlogged_pformat()
+    options = [("openHandshakeTimeout", 5, "WebSocketServerFactory")]
+
+    monkeypatch.setattr(txaio, "get_global_log_level", lambda: "info")
+    assert "openHandshakeTimeout" not in ws.pformat(options)
+    monkeypatch.setattr(txaio, "get_global_log_level", lambda: "debug")
+    assert "openHandshakeTimeout" in ws.pformat(options)

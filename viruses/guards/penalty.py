@@ -195,11 +195,15 @@ class RefuseBoxed:
     def __init__(self, inner):
         self.inner = inner
 
-    async def __call__(self, scope, receive, send):
+    def __call__(self, scope, receive, send):
+        # Not async: it returns the coroutine to run, so an idle socket holds no frame of it.
         client = scope.get("client")
         if scope["type"] == "websocket" and client and box().refuses(client[0], players.from_scope(scope)):
             box().refused(client[0])
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close"})
-            return None
-        return await self.inner(scope, receive, send)
+            return self.refuse(receive, send)
+        return self.inner(scope, receive, send)
+
+    @staticmethod
+    async def refuse(receive, send) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close"})

@@ -7,7 +7,9 @@ This package imports the app; `live/daphne/` holds every reach into daphne, auto
 Twisted internals and is imported only from here.
 """
 
+import math
 import sys
+from functools import partial
 
 
 def websocket_application():
@@ -50,13 +52,15 @@ def lifespan_application():
 
 def start() -> None:
     """Set up this process as a server: GC tuned for many sockets, RFC close codes for
-    protocol errors, drain on SIGTERM."""
+    protocol errors, lean input queues, drain on SIGTERM."""
     from . import gc_tuning
     from .daphne import transport
     from .drain import drain
+    from .layers import Buffer
 
     if gc_tuning.serving(sys.argv):
         gc_tuning.tune()
-    transport.set_protocol_options()
+    # Each connection's input, unbounded as daphne's own, in the layer's lean buffer.
+    transport.set_protocol_options(application_queue=partial(Buffer, math.inf))
     # Under daphne, SIGTERM drains this process instead of dropping its sockets.
     drain.install()

@@ -27,7 +27,7 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
     layer's own `receive_single` and hands each message to the buffer of every local channel
     it names; a consumer's `receive()` is a plain `queue.get()`. Everything else is the core
     layer's: the Redis data, capacity and expiry, the buffers (`receive_buffer`, made on
-    demand, dropped when drained; here a `_Buffer`), the client-prefix check. As in the core layer, a key is
+    demand, dropped when drained; here a `Buffer`), the client-prefix check. As in the core layer, a key is
     read only while a `receive()` waits on one of its channels (checked after each message).
     The reader pops with one BZPOPMIN per message, without the core layer's backup queue
     (an EVAL, a ZADD and a ZPOPMIN more per message, docs/performance.md#lever-one-pop):
@@ -49,7 +49,7 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.receive_buffer = collections.defaultdict(functools.partial(_Buffer, self.capacity))
+        self.receive_buffer = collections.defaultdict(functools.partial(Buffer, self.capacity))
         self._readers: dict[tuple[asyncio.AbstractEventLoop, str], _Reader] = {}
         # Called by the reader with each message and the local channels it names; returns
         # the channels still to be given the message through their `receive()` (fanout.py).
@@ -222,14 +222,15 @@ return over_capacity
 """
 
 
-class _Buffer:
+class Buffer:
     """A channel's messages read but not yet received, and its waiting `receive()` calls.
 
     The part of the core layer's `BoundedQueue` (an `asyncio.Queue`: four deques, about
     3 KB) that the layer uses, in three slots: every idle socket's `receive()` waits on one
     (docs/performance.md#lever-lean-buffer). Full, it drops the oldest message, as the core
     layer's does. As in `asyncio.Queue`, a put wakes the first getter, which takes the item
-    itself, so a getter cancelled meanwhile loses nothing.
+    itself, so a getter cancelled meanwhile loses nothing. Unbounded, it is also each
+    daphne connection's input queue (`transport.lean_inputs`).
     """
 
     __slots__ = ("capacity", "getters", "items")
@@ -259,7 +260,7 @@ class _Buffer:
     def get_nowait(self):
         if not self.items:
             raise asyncio.QueueEmpty
-        return self.items.popleft()
+        return self._pop()
 
     async def get(self):
         while not self.items:
@@ -274,7 +275,13 @@ class _Buffer:
                 if self.items and not getter.cancelled():
                     self._wake_next()  # woken, then cancelled: the item is for the next getter
                 raise
-        return self.items.popleft()
+        return self._pop()
+
+    def _pop(self):
+        item = self.items.popleft()
+        if not self.items:
+            self.items = None  # an empty deque is 0.8 KB, kept for the life of a daphne connection
+        return item
 
     def _wake_next(self) -> None:
         while self.getters:

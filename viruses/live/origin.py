@@ -18,12 +18,13 @@ class SameOriginValidator(OriginValidator):
     Any port then works (`make run`, tests) without letting in a page of another port.
     """
 
-    async def __call__(self, scope, receive, send):
+    def __call__(self, scope, receive, send):
+        # Not async: it returns the coroutine to run, so an idle socket holds no frame of it.
         if self.allowed_origins:
-            return await super().__call__(scope, receive, send)
+            return super().__call__(scope, receive, send)
         if self.same_origin(scope):
-            return await self.application(scope, receive, send)
-        return await WebsocketDenier()(scope, receive, send)
+            return self.application(scope, receive, send)
+        return WebsocketDenier()(scope, receive, send)
 
     def same_origin(self, scope) -> bool:
         """Whether the handshake's Origin is the origin of the Host it was sent to."""

@@ -109,6 +109,18 @@ SURFACE = (
     # transport.DaphneProtocolMiddleware: the protocol behind daphne's own `send`.
     Reach("daphne.server", "Server.handle_reply", params=("self", "protocol", "message")),
     Reach(DAPHNE_WS, "WebSocketProtocol.server", instance=True),
+    # transport.lean_inputs: daphne's per-connection application, with a lean input queue.
+    Reach("daphne.server", "Server.create_application", params=("self", "protocol", "scope")),
+    Reach("daphne.server", "Server.application", instance=True),
+    Reach(DAPHNE_WS, "WebSocketProtocol.application_queue", instance=True),
+    # transport.skip_unlogged_pformat: autobahn's per-connection debug line.
+    Reach("autobahn.websocket.protocol", "pformat"),
+    Reach(
+        "autobahn.websocket.protocol",
+        "WebSocketProtocol._connectionMade",
+        says="attrs=pformat(configAttrLog)",
+    ),
+    Reach("txaio", "get_global_log_level"),
     # transport.gate_accepts: the listener refuses boxed addresses at accept.
     Reach("daphne.server", "Server.proxy_forwarded_address_header", instance=True),
     Reach("daphne.server", "Server.http_factory", instance=True),

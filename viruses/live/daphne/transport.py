@@ -15,6 +15,7 @@ its `gate` blocks at accept (`gate_accepts`; the game's gate is the penalty box)
 handed in, never imported: this package knows daphne, not the game's rules.
 """
 
+import asyncio
 import logging
 import struct
 import sys
@@ -53,12 +54,13 @@ PROTOCOL_FAILURES = {1002: "protocol_error", 1007: "invalid_payload", 1009: "too
 logger = logging.getLogger(__name__)
 
 
-def set_protocol_options() -> bool:
+def set_protocol_options(*, application_queue=None) -> bool:
     """Give daphne's WebSocket factory `PROTOCOL_OPTIONS` before it accepts a connection.
 
     Under daphne only (False elsewhere). The application is imported before daphne builds
     its factory (`Server.run`), so the options are set once the reactor starts, as the
-    first thing it runs, before it reads any socket.
+    first thing it runs, before it reads any socket. `application_queue`, if given, makes
+    each connection's input queue instead of daphne's `asyncio.Queue` (`lean_inputs`).
     """
     if "daphne.server" not in sys.modules:
         return False
@@ -70,9 +72,60 @@ def set_protocol_options() -> bool:
             return
         server.ws_factory.setProtocolOptions(**PROTOCOL_OPTIONS)
         answer_oversize_requests(server.http_factory)
+        if application_queue is not None:
+            lean_inputs(server, application_queue)
+        skip_unlogged_pformat()
 
     reactor.callWhenRunning(apply)
     return True
+
+
+def lean_inputs(server, make_queue) -> None:
+    """daphne's `Server.create_application`, with `make_queue()` as each connection's input.
+
+    daphne gives every connection an `asyncio.Queue` (four deques and an Event: 3 KB) that
+    holds a message for a moment and then waits, empty, for the life of the socket: the
+    largest object an idle socket has (docs/performance.md#lever-lean-inputs). daphne only
+    calls its `put_nowait` and tests its truth (so no `__len__`), the application its `get`.
+    """
+
+    def create_application(protocol, scope):
+        # daphne 4.2.3's own, but for the queue.
+        assert "application_instance" not in server.connections[protocol]
+        inputs = make_queue()
+        scope.setdefault("asgi", {"version": "3.0"})
+        send = partial(server.handle_reply, protocol)
+        instance = server.application(scope=scope, receive=inputs.get, send=send)
+        if protocol not in server.connections:
+            return None
+        server.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            instance, loop=asyncio.get_event_loop()
+        )
+        return inputs
+
+    server.create_application = create_application
+
+
+def skip_unlogged_pformat() -> None:
+    """Make autobahn format its options for its per-connection debug line only when it logs it.
+
+    Every new WebSocket runs `pformat()` over its ~30 options for `log.debug("\n{attrs}",
+    attrs=pformat(...))`, at any log level: 5 % of daphne's CPU in a connect storm
+    (docs/performance.md#lever-unlogged-pformat).
+    """
+    import autobahn.websocket.protocol as ws
+    import txaio
+    from txaio.interfaces import log_levels
+
+    pformat = ws.pformat
+    debug = log_levels.index("debug")
+
+    def pformat_if_logged(obj) -> str:
+        if log_levels.index(txaio.get_global_log_level()) < debug:
+            return "(not formatted: autobahn logs above debug)"
+        return pformat(obj)
+
+    ws.pformat = pformat_if_logged
 
 
 class DaphneProtocolMiddleware:
@@ -82,21 +135,28 @@ class DaphneProtocolMiddleware:
     accept (`gate_accepts`); it is called once, on the first WebSocket.
     """
 
+    _asgi_single_callable = True  # a plain method returning the inner coroutine (below)
+
     def __init__(self, inner, *, gate=None):
         self.inner = inner
         self.gate = gate
         self.gated = gate is None  # daphne's listener asks the gate (gate_accepts)
         _check_daphne()
 
-    async def __call__(self, scope, receive, send):
+    def __call__(self, scope, receive, send):
+        # Not async: the inner application's coroutine is returned, not awaited, so an idle
+        # socket holds no frame of this middleware (docs/performance.md#lever-flat-stack).
         if scope["type"] == "websocket":
             protocol = daphne_protocol(send)
             if protocol is not None and not self.gated:
                 self.gated = True
                 gate_accepts(protocol.server, self.gate())
-            extensions = {**(scope.get("extensions") or {}), PROTOCOL_KEY: protocol}
-            scope = {**scope, "extensions": extensions}
-        return await self.inner(scope, receive, send)
+            # In place, not copied: the server made this scope for this connection alone and
+            # reads nothing back from it; a copy would stay with the socket (0.5 KB).
+            if scope.get("extensions") is None:
+                scope["extensions"] = {}
+            scope["extensions"][PROTOCOL_KEY] = protocol
+        return self.inner(scope, receive, send)
 
 
 def answer_oversize_requests(factory) -> None:
@@ -221,6 +281,12 @@ class Socket:
     `send` is the ASGI send the consumer got (possibly wrapped by middleware); the daphne
     protocol, when there is one, comes from the scope (module docstring).
     """
+
+    # Slots, here and in the two classes below: one of each per socket, or three per socket.
+    __slots__ = (
+        "protocol", "client", "_send", "on_abuse", "outbox", "open", "cut", "pings",
+        "refused_pings", "_sends_directly", "_answer_ping", "_fail_connection",
+    )  # fmt: skip
 
     def __init__(self, scope, send, *, on_abuse=None):
         extensions = scope.get("extensions") or {}
@@ -422,6 +488,8 @@ class SendBuffer:
     everything has been written. Other ASGI servers: nothing is watched (`stuck` is False).
     """
 
+    __slots__ = ("paused_at", "backlog")
+
     def __init__(self):
         self.paused_at: float | None = None
         self.backlog = 0  # bytes sent since the transport paused us
@@ -463,6 +531,8 @@ class SendBuffer:
 
 class SlidingWindow:
     """At most `limit` events in any `seconds`-long window (a client's messages or pings)."""
+
+    __slots__ = ("limit", "seconds", "times")
 
     def __init__(self, limit: int, seconds: float):
         self.limit, self.seconds = limit, seconds
