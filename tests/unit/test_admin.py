@@ -8,6 +8,7 @@ asgiref's worker thread, and PostgreSQL then refuses to drop the test database.
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import Permission
+from django.db import transaction
 from django.test import Client
 
 from viruses import rounds, services
@@ -214,8 +215,9 @@ def test_rooms_are_listed_found_by_code_in_any_case_and_their_viruses_deleted_in
 def test_rounds_are_listed_with_each_players_kills_and_refused_kills_read_only(admin_client):
     room = services.room_create(host=services.player_create(), name="Class 4B")
     round_ = rounds.start(room=room, by=room.host_id, seconds=60)
-    rounds.record_kill(room=room, player=room.host, scored=True)
-    rounds.record_kill(room=room, player=room.host, scored=False)
+    with transaction.atomic():  # as in the kill's transaction (PostgreSQL's FOR UPDATE needs one)
+        rounds.record_kill(room=room, player=room.host, scored=True)
+        rounds.record_kill(room=room, player=room.host, scored=False)
     listing = admin_client.get("/admin/viruses/round/", {"q": room.code.lower()}).content.decode()
     assert room.code in listing and "running" in listing
     assert admin_client.get("/admin/viruses/round/add/").status_code == 403

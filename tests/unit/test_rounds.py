@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import OperationalError
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from tests.support import inprocess
@@ -132,13 +132,15 @@ def test_a_player_past_the_refused_limit_is_left_off_the_rounds_board(settings):
     _, room = host_and_room()
     fair, farmer = services.player_create(), services.player_create()
     round_ = rounds.start(room=room, by=room.host_id, seconds=60)
-    rounds.record_kill(room=room, player=fair, scored=True)
-    for _ in range(5):
-        rounds.record_kill(room=room, player=farmer, scored=True)
-    for _ in range(2):
-        rounds.record_kill(room=room, player=farmer, scored=False)
+    with transaction.atomic():  # as in the kill's transaction (PostgreSQL's FOR UPDATE needs one)
+        rounds.record_kill(room=room, player=fair, scored=True)
+        for _ in range(5):
+            rounds.record_kill(room=room, player=farmer, scored=True)
+        for _ in range(2):
+            rounds.record_kill(room=room, player=farmer, scored=False)
     assert [e["id"] for e in selectors.round_board(round_)["top"]] == [str(farmer.pk), str(fair.pk)]
-    rounds.record_kill(room=room, player=farmer, scored=False)
+    with transaction.atomic():
+        rounds.record_kill(room=room, player=farmer, scored=False)
     assert RoundScore.objects.get(round=round_, player=farmer).refused == 3
     assert [e["id"] for e in selectors.round_board(round_)["top"]] == [str(fair.pk)]
 
