@@ -26,6 +26,8 @@ from tools.local_redis import LocalRedis
 from tools.servers import Api, Databases, base_env, collectstatic, raise_open_files_limit
 
 LOCK_SAMPLE_EVERY = 0.005  # s between pg_locks samples
+# Room creation unthrottled: the phase makes all its rooms from one player and one address.
+UNTHROTTLED_ROOMS = {"VIRUS_ROOM_CREATE_BURST": "1000", "VIRUS_ROOM_ADDRESS_BURST": "1000"}
 WAITING = (
     "SELECT count(*) FROM pg_locks WHERE NOT granted"
     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
@@ -154,8 +156,7 @@ def behind_nginx(profile: dict, nodes_count: int = 2) -> dict:
         DJANGO_BEHIND_TLS_PROXY="true",
         VIRUS_MAX_ALIVE="100000",
         VIRUS_MAX_CONNECTIONS_PER_ADDRESS="0",
-        VIRUS_ROOM_CREATE_BURST="1000",
-        VIRUS_ROOM_ADDRESS_BURST="1000",
+        **UNTHROTTLED_ROOMS,
     )
     started = nodes.start_nodes(nodes_count, env, work)
     (work / "nginx").mkdir()

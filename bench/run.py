@@ -574,7 +574,7 @@ async def run_rooms(server: BenchServer, profile: dict, redis_pid: int) -> dict:
 
 def rooms_server(project: BenchServer, app: str, logs: Path) -> BenchServer:
     """The project with room creation unthrottled: the phase makes its rooms from one player."""
-    env = {**project.env, "VIRUS_ROOM_CREATE_BURST": "1000", "VIRUS_ROOM_ADDRESS_BURST": "1000"}
+    env = {**project.env, **rooms.UNTHROTTLED_ROOMS}
     return BenchServer("project-rooms", env, logs / "project-rooms.log", [*DAPHNE, app])
 
 
