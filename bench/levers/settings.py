@@ -8,9 +8,15 @@
 - `nofastlane`: `VIRUS_FASTLANE` off: every consumer relays its group events (fanout.py).
 - `apichain`: Django's own session, auth and message middleware for every request, /api/
   included, instead of the project's page-only subclasses (viruses/middleware.py).
+- `pyparser`: redis-py's pure-Python reply parser instead of hiredis.
 """
 
+import sys
+
 from bench.levers import enabled
+
+if enabled("pyparser"):
+    sys.modules["hiredis"] = None  # redis-py falls back to its Python parser on ImportError
 from virusgame.settings import *  # noqa: F403
 from virusgame.settings import CHANNEL_LAYERS, MIDDLEWARE
 
