@@ -15,6 +15,8 @@
   `Buffer` (viruses/live/daphne/transport.py, `lean_inputs`).
 - `pformat`: autobahn formats its options for its debug line on every connection, at any
   log level (transport.py, `skip_unlogged_pformat`).
+- `backlog50`: daphne's ports listen with Twisted's backlog of 50 instead of 1024
+  (transport.py, `LISTEN_BACKLOG`).
 """
 
 import os
@@ -56,5 +58,7 @@ if enabled("daphnequeue"):
     transport.lean_inputs = lambda server, make_queue: None  # called once the reactor runs
 if enabled("pformat"):
     transport.skip_unlogged_pformat = lambda: None
+if enabled("backlog50"):
+    transport.LISTEN_BACKLOG = 50
 
 from virusgame.asgi import application  # noqa: E402, F401

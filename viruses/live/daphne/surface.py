@@ -156,6 +156,8 @@ SURFACE = (
     Reach("twisted.internet.asyncioreactor", "AsyncioSelectorReactor.stop"),
     Reach("twisted.internet.asyncioreactor", "AsyncioSelectorReactor.running", instance=True),
     Reach(TCP, "Port.factory"),
+    Reach(TCP, "Port.socket", instance=True),  # Listeners.deepen_backlog
+    Reach(TCP, "Port.backlog", instance=True),
     Reach(TCP, "Port.stopListening"),
     Reach(TCP, "Connection.protocol", instance=True),
     Reach("daphne.server", "Server.connections", instance=True),

@@ -48,6 +48,12 @@ PROTOCOL_OPTIONS = {
     "failByDrop": False,
 }
 
+# Connections the kernel queues for daphne before it accepts them. Twisted listens with 50:
+# a storm of connects overflows it, the kernel drops the extra SYNs and those clients retry
+# a second later (docs/performance.md#lever-listen-backlog). uvicorn listens with 2048,
+# granian with 1024. The kernel caps it at net.core.somaxconn (4096 since Linux 5.4).
+LISTEN_BACKLOG = 1024
+
 # Why autobahn fails a connection, by the close code it sends.
 PROTOCOL_FAILURES = {1002: "protocol_error", 1007: "invalid_payload", 1009: "too_big"}
 
@@ -55,10 +61,11 @@ logger = logging.getLogger(__name__)
 
 
 def set_protocol_options(*, application_queue=None) -> bool:
-    """Give daphne's WebSocket factory `PROTOCOL_OPTIONS` before it accepts a connection.
+    """Give daphne's WebSocket factory `PROTOCOL_OPTIONS` and its listening sockets
+    `LISTEN_BACKLOG` before it accepts a connection.
 
     Under daphne only (False elsewhere). The application is imported before daphne builds
-    its factory (`Server.run`), so the options are set once the reactor starts, as the
+    its factory and listens (`Server.run`), so both are set once the reactor starts, as the
     first thing it runs, before it reads any socket. `application_queue`, if given, makes
     each connection's input queue instead of daphne's `asyncio.Queue` (`lean_inputs`).
     """
@@ -67,9 +74,11 @@ def set_protocol_options(*, application_queue=None) -> bool:
     from twisted.internet import reactor
 
     def apply() -> None:
-        server = Listeners().server
+        listeners = Listeners()
+        server = listeners.server
         if server is None:  # not listening (daphne failed to bind): nothing to configure
             return
+        listeners.deepen_backlog(LISTEN_BACKLOG)
         server.ws_factory.setProtocolOptions(**PROTOCOL_OPTIONS)
         answer_oversize_requests(server.http_factory)
         if application_queue is not None:
@@ -594,6 +603,19 @@ class Listeners:
         self.reactor = reactor
         self.ports = [r for r in reactor.getReaders() if isinstance(getattr(r, "factory", None), HTTPFactory)]
         self.server = self.ports[0].factory.server if self.ports else None
+
+    def deepen_backlog(self, backlog: int) -> None:
+        """Let the kernel queue `backlog` connections on each port (TCP, unix socket or fd).
+
+        Linux takes a second `listen()` on a listening socket as a new backlog.
+        """
+        for port in self.ports:
+            sock = getattr(port, "socket", None)
+            if sock is None:
+                surface.failed(f"{surface.TCP}.Port.socket", "the listen backlog stays Twisted's 50")
+                continue
+            sock.listen(backlog)
+            port.backlog = backlog  # what Twisted would listen with again
 
     def stop_listening(self) -> None:
         """Refuse new connections: a proxy's connect fails at once and goes to another node."""
