@@ -137,6 +137,9 @@ async def main() -> None:
         args.port,
         process_request=floor.process_request,
         compression=None,
+        # The project's daphne listens with this (transport.LISTEN_BACKLOG): with asyncio's
+        # 100 the storm would time the kernel's SYN retries, not the server.
+        backlog=1024,
     ):
         pump = asyncio.create_task(floor.pump(args.redis, args.channel))
         await asyncio.wait([stop, pump], return_when=asyncio.FIRST_COMPLETED)

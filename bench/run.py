@@ -9,9 +9,10 @@ and fresh databases, and puts each through the same phases from one asyncio clie
   uvicorn, granian   the project's same application and settings under the other ASGI
            servers (tools/servers.py's PEERS); skipped, with a line saying so, if not installed
 
-Phases per server: seed 50 viruses and measure the list endpoint; a connect storm; idle
-memory; fan-out latency at the storm's N; sustained deliveries per second; a burst; then
-latency at every other N (disconnecting or connecting players to get there). Then, on a
+Phases per server: seed 50 viruses and measure the list endpoint; idle memory (sockets
+connecting ten at a time, then closed); a connect storm; fan-out
+latency at the storm's N; sustained deliveries per second; a burst; then latency at every
+other N (disconnecting or connecting players to get there). Then, on a
 restarted server, the game load (bench/gameload.py): capacity in actions per second with P
 players watching, through the HTTP API and over the socket.
 """
@@ -104,6 +105,7 @@ SUSTAINED_P99_LIMIT = 1.0  # s: a rate is sustained if every delivery arrives wi
 # What the other phases switch off because every client comes from 127.0.0.1.
 ADMISSION_OFF = ("VIRUS_MAX_CONNECTIONS_PER_ADDRESS", "VIRUS_SNAPSHOT_RATE", "VIRUS_ABUSE_PENALTY")
 MAX_DELIVERIES = 100_000  # per second: above this the client process, not the server, is measured
+STEADY_CONNECTS = 10  # handshakes at a time for the idle-memory figure (bench/socketmemory.py's)
 
 T0 = time.monotonic()
 
@@ -428,6 +430,28 @@ async def run_server(server: BenchServer, driver, profile: dict, redis_pid: int)
         rss_before = server.rss_mb()
 
         storm_n = profile["storm"]
+        # Idle memory first, from sockets connecting a few at a time: after a storm, RSS
+        # also holds what its concurrent handshakes freed and the allocator kept
+        # (docs/performance.md#the-connect-storm; `python -m bench.socketmemory --batch`).
+        say(f"{server.name}: {storm_n} idle clients, {STEADY_CONNECTS} connecting at a time")
+        await swarm.connect(storm_n, concurrency=STEADY_CONNECTS, wait=60)
+        await settle(3.0)
+        idle = len(swarm.open_players)
+        rss_idle = server.rss_mb()
+        per_1000 = (rss_idle - rss_before) * 1000 / max(1, idle)
+        result["memory"] = {
+            "rss_before_mb": round(rss_before, 1),
+            "rss_idle_mb": round(rss_idle, 1),
+            "idle_clients": idle,
+            "mb_per_1000": round(per_1000, 1),
+        }
+        say(
+            f"{server.name}: RSS {rss_before:.0f} -> {rss_idle:.0f} MB: "
+            f"{per_1000:.1f} MB per 1000 idle clients"
+        )
+        swarm.close_all()
+        await settle(3.0)
+
         say(f"{server.name}: connect storm, {storm_n} clients at once")
         storm = await swarm.connect(storm_n, concurrency=storm_n, wait=60)
         result["storm"] = storm
@@ -436,18 +460,6 @@ async def run_server(server: BenchServer, driver, profile: dict, redis_pid: int)
             f"{storm['refused']} refused {storm['refusal_reasons'][:2]}"
         )
         await settle(3.0)
-        rss_after = server.rss_mb()
-        per_1000 = (rss_after - rss_before) * 1000 / max(1, len(swarm.open_players))
-        result["memory"] = {
-            "rss_before_mb": round(rss_before, 1),
-            "rss_after_mb": round(rss_after, 1),
-            "idle_clients": len(swarm.open_players),
-            "mb_per_1000": round(per_1000, 1),
-        }
-        say(
-            f"{server.name}: RSS {rss_before:.0f} -> {rss_after:.0f} MB: "
-            f"{per_1000:.1f} MB per 1000 idle clients"
-        )
 
         result["latency"] = {}
         result["ramp"] = []

@@ -1,10 +1,11 @@
 """Where an idle socket's memory goes: tracemalloc in daphne, before and after N idle sockets.
 
-    python -m bench.socketmemory [--sockets 1000] [--frames 12] [--top 25] [--levers LIST]
+    python -m bench.socketmemory [--sockets 1000] [--batch 10] [--frames 12] [--top 25] [--levers LIST]
 
 Starts one daphne (SQLite, a private Redis) with tracemalloc on (`bench.socketmemory
 serve`: daphne's own CLI, a snapshot written on SIGUSR1), takes a snapshot, opens N sockets
-that read their snapshot and then stay idle, waits 3 s, takes another, and prints what
+that read their snapshot and then stay idle (`--batch` connecting at once: 1000 is
+`make bench`'s connect storm), waits 3 s, takes another, and prints what
 grew, per socket: by package (the innermost frame outside the standard library's
 asyncio/json/etc. that is in site-packages or the project) and by allocation site.
 RSS per socket is printed too: tracemalloc sees Python's allocations only, and its own
@@ -77,14 +78,14 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-async def open_idle(url: str, origin: str, count: int) -> list:
+async def open_idle(url: str, origin: str, count: int, batch: int = 10) -> list:
     sockets = []
-    for start in range(0, count, 10):
-        batch = [
-            websockets.connect(url, origin=origin, max_size=None)
-            for _ in range(start, min(count, start + 10))
+    for start in range(0, count, batch):
+        connects = [
+            websockets.connect(url, origin=origin, max_size=None, open_timeout=60)
+            for _ in range(start, min(count, start + batch))
         ]
-        sockets += await asyncio.gather(*batch)
+        sockets += await asyncio.gather(*connects)
     for ws in sockets:
         await ws.recv()  # its snapshot
     return sockets
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument(
         "--frames", type=int, default=12, help="frames per traceback; 0: tracemalloc off, RSS only"
     )
+    parser.add_argument("--batch", type=int, default=10, help="sockets connecting at once")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--levers", help="BENCH_LEVERS for bench.levers' application (e.g. daphnequeue)")
     args = parser.parse_args()
@@ -115,6 +117,7 @@ def main() -> None:
                 DJANGO_STATIC_ROOT=str(static),
                 VIRUS_MAX_CONNECTIONS_PER_ADDRESS="0",
                 VIRUS_ABUSE_PENALTY="0",  # every client comes from 127.0.0.1, as in the bench
+                VIRUS_SNAPSHOT_RATE="0",
                 LOG_LEVEL="WARNING",
             )
             app = "virusgame.asgi:application"
@@ -125,7 +128,7 @@ def main() -> None:
             argv += ["-b", "127.0.0.1", "-p", "{port}", app]
             server = GameServer(env, tmp / "daphne.log", argv=argv).start(timeout=60)
             try:
-                result = measure(server, tmp, args.sockets, traced=args.frames > 0)
+                result = measure(server, tmp, args.sockets, args.batch, traced=args.frames > 0)
             finally:
                 server.stop(timeout=30)
         finally:
@@ -134,13 +137,13 @@ def main() -> None:
     report(*result, args.sockets, args.top)
 
 
-def measure(server: GameServer, folder: Path, count: int, traced: bool):
+def measure(server: GameServer, folder: Path, count: int, batch: int, traced: bool):
     loop = asyncio.new_event_loop()
     # One socket first: imports and first-use caches are not what a socket costs.
     warm = loop.run_until_complete(open_idle(server.ws_url, server.url, 1))
     time.sleep(2)
     before, rss_before = traced and snapshot(server, folder, 1), rss_kb(server.process.pid)
-    sockets = loop.run_until_complete(open_idle(server.ws_url, server.url, count))
+    sockets = loop.run_until_complete(open_idle(server.ws_url, server.url, count, batch))
     time.sleep(3)
     after, rss_after = traced and snapshot(server, folder, 2), rss_kb(server.process.pid)
     for ws in sockets + warm:

@@ -15,6 +15,8 @@
   `Buffer` (viruses/live/daphne/transport.py, `lean_inputs`).
 - `pformat`: autobahn formats its options for its debug line on every connection, at any
   log level (transport.py, `skip_unlogged_pformat`).
+- `copiedoptions`: autobahn copies its options onto every connection's protocol instead of
+  reading them from the class (transport.py, `share_protocol_options`).
 - `backlog50`: daphne's ports listen with Twisted's backlog of 50 instead of 1024
   (transport.py, `LISTEN_BACKLOG`).
 """
@@ -58,6 +60,8 @@ if enabled("daphnequeue"):
     transport.lean_inputs = lambda server, make_queue: None  # called once the reactor runs
 if enabled("pformat"):
     transport.skip_unlogged_pformat = lambda: None
+if enabled("copiedoptions"):
+    transport.share_protocol_options = lambda factory: None
 if enabled("backlog50"):
     transport.LISTEN_BACKLOG = 50
 

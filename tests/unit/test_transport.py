@@ -1,6 +1,7 @@
 """viruses/live/daphne/transport.py: close codes and backpressure over real daphne sockets, with and
 without middleware that wraps `send`; SendBuffer and Socket against fakes."""
 
+import sys
 from functools import partial
 
 import pytest
@@ -251,3 +252,34 @@ def test_autobahn_formats_its_options_for_its_debug_line_only_when_it_logs_debug
     assert "openHandshakeTimeout" not in ws.pformat(options)
     monkeypatch.setattr(txaio, "get_global_log_level", lambda: "debug")
     assert "openHandshakeTimeout" in ws.pformat(options)
+
+
+HANDSHAKE = (
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"  # asks perMessageCompressionAccept
+)
+
+
+def test_connections_read_autobahns_options_from_their_class_and_take_less_memory():
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+    from twisted.internet.testing import StringTransport
+
+    def connected(share: bool) -> WebSocketServerProtocol:
+        factory = WebSocketServerFactory()
+        factory.protocol = type("Protocol", (WebSocketServerProtocol,), {})
+        factory.setProtocolOptions(
+            **transport.PROTOCOL_OPTIONS, maxFramePayloadSize=1234, openHandshakeTimeout=0
+        )
+        if share:
+            transport.share_protocol_options(factory)
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(HANDSHAKE)
+        assert protocol.state == protocol.STATE_OPEN
+        return protocol
+
+    shared, copied = connected(share=True), connected(share=False)
+    assert not set(shared.CONFIG_ATTRS) & set(vars(shared))  # nothing copied per connection
+    assert shared.failByDrop is False and shared.maxFramePayloadSize == 1234  # the factory's options
+    assert sys.getsizeof(vars(shared)) < sys.getsizeof(vars(copied))

@@ -121,6 +121,13 @@ SURFACE = (
         says="attrs=pformat(configAttrLog)",
     ),
     Reach("txaio", "get_global_log_level"),
+    # transport.share_protocol_options: autobahn copies no option the protocol class has.
+    Reach(DAPHNE_WS, "WebSocketProtocol.CONFIG_ATTRS"),
+    Reach(
+        "autobahn.websocket.protocol",
+        "WebSocketProtocol._connectionMade",
+        says="if not hasattr(self, configAttr)",
+    ),
     # transport.gate_accepts: the listener refuses boxed addresses at accept.
     Reach("daphne.server", "Server.proxy_forwarded_address_header", instance=True),
     Reach("daphne.server", "Server.http_factory", instance=True),
