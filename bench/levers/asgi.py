@@ -17,6 +17,8 @@
   log level (transport.py, `skip_unlogged_pformat`).
 - `copiedoptions`: autobahn copies its options onto every connection's protocol instead of
   reading them from the class (transport.py, `share_protocol_options`).
+- `keephandshake`: every socket keeps its handshake's headers for its life (transport.py,
+  `Socket.forget_handshake`).
 - `backlog50`: daphne's ports listen with Twisted's backlog of 50 instead of 1024
   (transport.py, `LISTEN_BACKLOG`).
 """
@@ -62,6 +64,8 @@ if enabled("pformat"):
     transport.skip_unlogged_pformat = lambda: None
 if enabled("copiedoptions"):
     transport.share_protocol_options = lambda factory: None
+if enabled("keephandshake"):
+    transport.Socket.forget_handshake = lambda self, scope: None
 if enabled("backlog50"):
     transport.LISTEN_BACKLOG = 50
 

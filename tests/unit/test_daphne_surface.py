@@ -4,7 +4,6 @@ checks name what is gone or unverified, and a reach that fails at run time is lo
 import re
 from pathlib import Path
 from queue import SimpleQueue
-from types import SimpleNamespace
 
 import pytest
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -56,7 +55,11 @@ def websocket_protocol():
     protocol = factory.buildProtocol(None)
     protocol.makeConnection(StringTransport())
     protocol._raw_query_string = b""  # daphne's HTTP protocol sets it before the upgrade
-    protocol.onConnect(SimpleNamespace(headers={}, path="/"))
+    protocol.dataReceived(  # the handshake, parsed by autobahn, then daphne's `onConnect`
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert protocol.clean_headers, "daphne's onConnect ran"
     return protocol
 
 

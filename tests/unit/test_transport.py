@@ -283,3 +283,15 @@ def test_connections_read_autobahns_options_from_their_class_and_take_less_memor
     assert not set(shared.CONFIG_ATTRS) & set(vars(shared))  # nothing copied per connection
     assert shared.failByDrop is False and shared.maxFramePayloadSize == 1234  # the factory's options
     assert sys.getsizeof(vars(shared)) < sys.getsizeof(vars(copied))
+
+
+def test_a_connected_socket_lets_go_of_its_handshakes_headers():
+    from tests.unit.test_daphne_surface import websocket_protocol
+
+    protocol = websocket_protocol()  # daphne's, past a real handshake
+    scope = {"headers": protocol.clean_headers, "extensions": {transport.PROTOCOL_KEY: protocol}}
+    routed = dict(scope, url_route={})  # the router's copy, as the consumer gets it
+    assert routed["headers"] and protocol.http_headers and protocol.http_request_data
+    transport.Socket(routed, send=None).forget_handshake(routed)
+    assert scope["headers"] == routed["headers"] == []
+    assert protocol.http_headers == protocol.request.headers == {} and protocol.http_request_data == b""

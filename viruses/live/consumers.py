@@ -116,6 +116,7 @@ class VirusConsumer(AsyncWebsocketConsumer):
             player_id=self.player_id,
             room=self.room,
         )
+        self.socket.forget_handshake(self.scope)  # its headers were read: above, and before the consumer
         await self.send_snapshot()
         drain.opened(self)
         logger.info(

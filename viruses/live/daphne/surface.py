@@ -128,6 +128,9 @@ SURFACE = (
         "WebSocketProtocol._connectionMade",
         says="if not hasattr(self, configAttr)",
     ),
+    # transport.Socket.forget_handshake: the handshake's request, kept by autobahn.
+    Reach(DAPHNE_WS, "WebSocketProtocol.http_headers", instance=True),
+    Reach(DAPHNE_WS, "WebSocketProtocol.http_request_data", instance=True),
     # transport.gate_accepts: the listener refuses boxed addresses at accept.
     Reach("daphne.server", "Server.proxy_forwarded_address_header", instance=True),
     Reach("daphne.server", "Server.http_factory", instance=True),

@@ -383,6 +383,22 @@ class Socket:
         self.open = True
         self.outbox.watch(self.protocol)
 
+    def forget_handshake(self, scope) -> None:
+        """Drop the handshake's headers, which nothing reads once the consumer has connected.
+
+        autobahn keeps the request's raw bytes and its parsed headers, daphne its cleaned
+        copy (the scope's `headers`, shared by every copy of the scope), for the life of
+        the socket (docs/performance.md#lever-forget-handshake). Under daphne only.
+        """
+        protocol = self.protocol
+        if protocol is None:
+            return
+        if isinstance(scope.get("headers"), list):
+            scope["headers"].clear()  # in place: the router's copies of the scope share it
+        if isinstance(getattr(protocol, "http_headers", None), dict):
+            protocol.http_headers.clear()  # in place: autobahn's ConnectionRequest shares it
+        protocol.http_request_data = b""
+
     async def send(self, text: str) -> bool:
         """Send one text frame; False when the client has already gone (a disconnect follows)."""
         try:
