@@ -10,11 +10,11 @@ and fresh databases, and puts each through the same phases from one asyncio clie
            servers (tools/servers.py's PEERS); skipped, with a line saying so, if not installed
 
 Phases per server: seed 50 viruses and measure the list endpoint; idle memory (sockets
-connecting ten at a time, then closed); a connect storm; fan-out
-latency at the storm's N; sustained deliveries per second; a burst; then latency at every
-other N (disconnecting or connecting players to get there). Then, on a
-restarted server, the game load (bench/gameload.py): capacity in actions per second with P
-players watching, through the HTTP API and over the socket.
+connecting ten at a time, then closed); a connect storm; fan-out latency at the storm's N;
+sustained deliveries per second; a burst; then latency at every other N (disconnecting or
+connecting players to get there). Then, on a restarted server, the game load
+(bench/gameload.py): capacity in actions per second with P players watching, through the
+HTTP API and over the socket.
 """
 
 import argparse

@@ -46,6 +46,14 @@ class Server:
         pass
 
 
+# A browser's handshake; the extension offer makes autobahn ask perMessageCompressionAccept.
+HANDSHAKE = (
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+)
+
+
 def websocket_protocol():
     """daphne's WebSocketProtocol on a fake connection, past daphne's own `onConnect`."""
     from daphne.ws_protocol import WebSocketFactory
@@ -55,10 +63,7 @@ def websocket_protocol():
     protocol = factory.buildProtocol(None)
     protocol.makeConnection(StringTransport())
     protocol._raw_query_string = b""  # daphne's HTTP protocol sets it before the upgrade
-    protocol.dataReceived(  # the handshake, parsed by autobahn, then daphne's `onConnect`
-        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
+    protocol.dataReceived(HANDSHAKE)  # parsed by autobahn, then daphne's `onConnect`
     assert protocol.clean_headers, "daphne's onConnect ran"
     return protocol
 

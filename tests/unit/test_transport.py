@@ -254,16 +254,11 @@ def test_autobahn_formats_its_options_for_its_debug_line_only_when_it_logs_debug
     assert "openHandshakeTimeout" in ws.pformat(options)
 
 
-HANDSHAKE = (
-    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-    b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"  # asks perMessageCompressionAccept
-)
-
-
 def test_connections_read_autobahns_options_from_their_class_and_take_less_memory():
     from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
     from twisted.internet.testing import StringTransport
+
+    from tests.unit.test_daphne_surface import HANDSHAKE
 
     def connected(share: bool) -> WebSocketServerProtocol:
         factory = WebSocketServerFactory()
