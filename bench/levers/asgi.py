@@ -19,6 +19,8 @@
   reading them from the class (transport.py, `share_protocol_options`).
 - `keephandshake`: every socket keeps its handshake's headers for its life (transport.py,
   `Socket.forget_handshake`).
+- `asynciowait`: each consumer waits on its two receives with Channels' `await_many_dispatch`
+  (`asyncio.wait`) instead of `dispatch_each` (viruses/live/consumers.py).
 - `backlog50`: daphne's ports listen with Twisted's backlog of 50 instead of 1024
   (transport.py, `LISTEN_BACKLOG`).
 """
@@ -32,12 +34,13 @@ django.setup(set_prefix=False)  # before the patches import models
 
 from asgiref.sync import sync_to_async  # noqa: E402
 from channels.consumer import AsyncConsumer  # noqa: E402
+from channels.utils import await_many_dispatch  # noqa: E402
 from channels_redis.core import BoundedQueue  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from bench.levers import enabled  # noqa: E402
 from viruses import broadcast  # noqa: E402
-from viruses.live import layers  # noqa: E402
+from viruses.live import consumers, layers  # noqa: E402
 from viruses.live.consumers import VirusConsumer  # noqa: E402
 from viruses.live.daphne import transport  # noqa: E402
 from viruses.live.layers import LocalFanoutRedisChannelLayer  # noqa: E402
@@ -66,6 +69,8 @@ if enabled("copiedoptions"):
     transport.share_protocol_options = lambda factory: None
 if enabled("keephandshake"):
     transport.Socket.forget_handshake = lambda self, scope: None
+if enabled("asynciowait"):
+    consumers.dispatch_each = await_many_dispatch
 if enabled("backlog50"):
     transport.LISTEN_BACKLOG = 50
 

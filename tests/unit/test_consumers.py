@@ -1,5 +1,6 @@
 """The WebSocket consumer, driven through the real ASGI stack with WebsocketCommunicator."""
 
+import asyncio
 import json
 
 import pytest
@@ -8,7 +9,7 @@ from channels.testing import WebsocketCommunicator
 
 from tests.support.inprocess import next_of
 from viruses import names, services
-from viruses.live.consumers import MAX_MESSAGE_BYTES, flood_limit
+from viruses.live.consumers import MAX_MESSAGE_BYTES, dispatch_each, flood_limit
 from viruses.models import Connection
 from virusgame.asgi import application
 
@@ -188,3 +189,53 @@ async def test_names_online_come_in_the_snapshot_and_presence_without_anonymous_
     assert [p["name"] for p in presence["online_players"]] == ["Amy Ant"]
     for communicator in (anonymous, banned, amy):
         await communicator.disconnect()
+
+
+class Source:
+    """A receive callable whose messages the test hands over one by one."""
+
+    def __init__(self):
+        self.queue = asyncio.Queue()
+        self.calls = 0
+
+    async def __call__(self):
+        self.calls += 1
+        return await self.queue.get()
+
+
+async def test_dispatch_each_relays_both_sources_in_order_one_message_at_a_time():
+    sources = {"c": Source(), "g": Source()}  # the client's receive, the channel layer's
+    seen, busy = [], []
+
+    async def dispatch(message):
+        busy.append(message)
+        assert len(busy) == 1, f"{busy} dispatched at once"
+        await asyncio.sleep(0.01)  # a slow send: nothing else may be dispatched meanwhile
+        # Its source is not awaited again before its message is relayed: the fastlane's
+        # hand-over happens inside a receive and must not overtake this message.
+        assert sources[message[0]].calls == int(message[1:]) + 1
+        seen.append(message)
+        busy.remove(message)
+
+    loop = asyncio.create_task(dispatch_each(tuple(sources.values()), dispatch))
+    for i in range(3):
+        for name, source in sources.items():
+            source.queue.put_nowait(f"{name}{i}")
+    await asyncio.sleep(0.2)
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loop
+    assert [m for m in seen if m[0] == "c"] == ["c0", "c1", "c2"]
+    assert [m for m in seen if m[0] == "g"] == ["g0", "g1", "g2"]
+
+
+async def test_dispatch_each_raises_a_source_error_and_leaves_no_task_behind():
+    idle = Source()
+
+    async def broken():
+        raise ConnectionError("redis went away")
+
+    before = asyncio.all_tasks()
+    with pytest.raises(ConnectionError):
+        await dispatch_each((idle, broken), lambda message: None)
+    assert asyncio.all_tasks() == before

@@ -205,6 +205,11 @@ SURFACE = (
     # consumers.py replaces Channels' dispatch (without its per-message connection clean-up).
     Reach("channels.consumer", "AsyncConsumer.dispatch", params=("self", "message")),
     Reach("channels.consumer", "get_handler_name", params=("message",)),
+    # consumers.VirusConsumer.serve is Channels' __call__ with another wait: the state it sets.
+    Reach("channels.consumer", "AsyncConsumer.__call__", params=("self", "scope", "receive", "send")),
+    Reach("channels.consumer", "AsyncConsumer.channel_layer_alias"),
+    Reach("channels.consumer", "AsyncConsumer.channel_receive", instance=True),
+    Reach("channels.consumer", "AsyncConsumer.base_send", instance=True),
 )
 
 
