@@ -19,6 +19,8 @@
   reading them from the class (transport.py, `share_protocol_options`).
 - `keephandshake`: every socket keeps its handshake's headers for its life (transport.py,
   `Socket.forget_handshake`).
+- `twotrips`: `group_send` reads the group, then runs one script per host (two Redis round
+  trips) instead of one script doing both (viruses/live/layers.py).
 - `asynciowait`: each consumer waits on its two receives with Channels' `await_many_dispatch`
   (`asyncio.wait`) instead of `dispatch_each` (viruses/live/consumers.py).
 - `backlog50`: daphne's ports listen with Twisted's backlog of 50 instead of 1024
@@ -69,6 +71,8 @@ if enabled("copiedoptions"):
     transport.share_protocol_options = lambda factory: None
 if enabled("keephandshake"):
     transport.Socket.forget_handshake = lambda self, scope: None
+if enabled("twotrips"):
+    LocalFanoutRedisChannelLayer._one_trip = lambda self: False
 if enabled("asynciowait"):
     consumers.dispatch_each = await_many_dispatch
 if enabled("backlog50"):

@@ -6,6 +6,7 @@ per event loop and Redis key, errors, buffers and flush.
 """
 
 import asyncio
+import contextvars
 import uuid
 
 import pytest
@@ -188,3 +189,49 @@ async def test_a_receive_cancelled_once_woken_leaves_its_message_for_the_next_re
 
     assert await asyncio.wait_for(second, 1) == "hello"
     assert buffer.empty()
+
+
+async def test_group_send_takes_one_round_trip_and_delivers_the_core_layers_message(layer, monkeypatch):
+    local = await channels_in_group(layer, "a", "a", "b")
+    plain = "layer-plain-channel"  # not process-local: its own key
+    await layer.group_add(GROUP, plain)
+    await layer.group_send(GROUP, {"type": "warm", "n": 0})  # the first call may load the script
+    for channel in [*local, plain]:
+        assert await layer.receive(channel) == {"type": "warm", "n": 0}
+    trips, sending = [], contextvars.ContextVar("sending", default=False)
+    execute, pipeline = redis.asyncio.Redis.execute_command, redis.asyncio.client.Pipeline.execute
+
+    async def counted(client, *args, **options):  # other tasks' commands (the core receive's) left out
+        if sending.get():
+            trips.append(str(args[0]).upper())
+        return await execute(client, *args, **options)
+
+    async def counted_pipeline(pipe, *args, **options):
+        if sending.get():
+            trips.append("pipeline")
+        return await pipeline(pipe, *args, **options)
+
+    monkeypatch.setattr(redis.asyncio.Redis, "execute_command", counted)
+    monkeypatch.setattr(redis.asyncio.client.Pipeline, "execute", counted_pipeline)
+    message = {"type": "virus.created", "text": '{"seq": 7}', "ids": [1, 2], "nested": {"é": None}}
+    sending.set(True)
+    await layer.group_send(GROUP, message)
+    sending.set(False)
+    assert trips == ["EVALSHA"]
+    monkeypatch.undo()
+    for channel in [*local, plain]:
+        assert await layer.receive(channel) == message
+
+
+async def test_group_send_counts_a_full_channel_and_still_fills_the_others(redis_server, caplog):
+    layer = LocalFanoutRedisChannelLayer(
+        hosts=[redis_server.url], prefix=f"full-{uuid.uuid4().hex[:8]}", capacity=1
+    )
+    full, other = await channels_in_group(layer, "a", "b")
+    await layer.send(full, {"type": "waiting"})
+    with caplog.at_level("INFO", logger="channels_redis.core"):
+        await layer.group_send(GROUP, {"type": "hello"})
+    assert "event=layer.drop dropped=1 channels=2 group=layer-tests" in caplog.text
+    assert await layer.receive(full) == {"type": "waiting"}
+    assert await layer.receive(other) == {"type": "hello"}
+    await layer.flush()

@@ -4,10 +4,12 @@ import asyncio
 import collections
 import functools
 import logging
+import random
 import time
 from collections.abc import Callable
 
 from channels_redis.core import RedisChannelLayer
+from channels_redis.serializers import MsgPackSerializer
 from redis.asyncio import BlockingConnectionPool
 
 from viruses.logs import kv
@@ -37,9 +39,12 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
     `receive()` starts a new reader. `bypass` and `hand_over` let the process's fastlane
     (fanout.py) take a channel's group events from the reader itself.
 
-    `group_send` takes two Redis round trips instead of the core layer's four (expire and
-    read the group in one pipeline; expire, check capacity and add in one script per host),
-    with the core layer's data, capacity and expiry.
+    `group_send` takes one Redis round trip instead of the core layer's four: one script
+    expires and reads the group, then expires, checks capacity and adds the message for each
+    channel key, with the core layer's data, capacity and expiry (its msgpack payloads are
+    put together in the script: `_one_trip`). Where the script cannot build them (several
+    hosts, per-channel capacities, encryption, another serializer) it takes two: the group
+    read, then one script per host.
 
     A host entry with `pool_wait` (seconds) gets a pool of at most `max_connections` that
     makes a caller wait that long for a free connection, instead of the core layer's pool,
@@ -75,6 +80,9 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
 
     async def group_send(self, group, message):
         assert self.require_valid_group_name(group), "Group name not valid"
+        if self._one_trip():
+            await self._group_send_in_one_trip(group, message)
+            return
         key = self._group_key(group)
         connection = self.connection(self.consistent_hash(group))
         async with connection.pipeline(transaction=False) as pipe:
@@ -88,10 +96,40 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
             args = [payloads[k] for k in keys] + [capacities[k] for k in keys]
             args += [int(time.time()) - int(self.expiry), time.time(), self.expiry]
             over = await connection.register_script(GROUP_SEND)(keys=keys, args=args)
-            if over > 0:  # the core layer's line, which logs.py turns into layer.drop
-                channels_redis_logger.info(
-                    "%s of %s channels over capacity in group %s", over, len(channel_names), group
-                )
+            _log_over_capacity(over, len(channel_names), group)
+
+    def _one_trip(self) -> bool:
+        """Whether the script can build every payload: msgpack, unencrypted, one host, one capacity."""
+        serializer = self._serializer
+        return (
+            self.ring_size == 1
+            and not self.channel_capacity
+            and isinstance(serializer, MsgPackSerializer)
+            and serializer.crypter is None
+        )
+
+    async def _group_send_in_one_trip(self, group: str, message: dict) -> None:
+        # The core layer's payload for a key is the message with `__asgi_channel__`, the
+        # list of the key's channels, added last, behind a random prefix. The script packs
+        # that list and appends it to the message packed here with a nil in its place.
+        packed = self._serializer.as_bytes({**message, "__asgi_channel__": None})
+        length = self._serializer.random_prefix_length
+        now = time.time()
+        args = [
+            int(now) - self.group_expiry,
+            self.prefix,
+            random.getrandbits(8 * length).to_bytes(length, "big") if length else b"",
+            packed[: -len(NIL)],
+            self.capacity,
+            int(now) - int(self.expiry),
+            now,
+            self.expiry,
+        ]
+        connection = self.connection(0)
+        over, members = await connection.register_script(GROUP_SEND_ONE_TRIP)(
+            keys=[self._group_key(group)], args=args
+        )
+        _log_over_capacity(over, members, group)
 
     async def receive(self, channel):
         if "!" not in channel:
@@ -220,6 +258,44 @@ for i = 1, n do
 end
 return over_capacity
 """
+
+
+# group_send's one round trip: the group's live members, then GROUP_SEND's work for each
+# channel key (a process's channels share one: the name up to its "!"), with the payload
+# `random prefix .. message head .. msgpack(channels)`. Returns {over capacity, members}.
+GROUP_SEND_ONE_TRIP = """
+local group_expired, prefix, random_prefix, head = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local capacity, expired, now, expiry = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, group_expired)
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local channels, keys = {}, {}
+for _, channel in ipairs(members) do
+    local bang = string.find(channel, '!', 1, true)
+    local key = prefix .. (bang and string.sub(channel, 1, bang) or channel)
+    if channels[key] == nil then
+        channels[key] = {}
+        keys[#keys + 1] = key
+    end
+    table.insert(channels[key], channel)
+end
+local over_capacity = 0
+for _, key in ipairs(keys) do
+    redis.call('ZREMRANGEBYSCORE', key, 0, expired)
+    if redis.call('ZCOUNT', key, '-inf', '+inf') < capacity then
+        redis.call('ZADD', key, now, random_prefix .. head .. cmsgpack.pack(channels[key]))
+        redis.call('EXPIRE', key, expiry)
+    else
+        over_capacity = over_capacity + 1
+    end
+end
+return {over_capacity, #members}
+"""
+NIL = b"\xc0"  # msgpack's nil
+
+
+def _log_over_capacity(over: int, channels: int, group: str) -> None:
+    if over > 0:  # the core layer's line, which logs.py turns into layer.drop
+        channels_redis_logger.info("%s of %s channels over capacity in group %s", over, channels, group)
 
 
 class Buffer:

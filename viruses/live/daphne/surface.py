@@ -200,6 +200,13 @@ SURFACE = (
     Reach(LAYER, "RedisChannelLayer.receive_buffer", instance=True),
     Reach(LAYER, "RedisChannelLayer.prefix", instance=True),
     Reach(LAYER, "RedisChannelLayer.capacity", instance=True),
+    # group_send in one trip: what decides whether the script can build the core layer's payloads.
+    Reach(LAYER, "RedisChannelLayer.ring_size", instance=True),
+    Reach(LAYER, "RedisChannelLayer.channel_capacity", instance=True),
+    Reach(LAYER, "RedisChannelLayer._serializer", instance=True),
+    Reach("channels_redis.serializers", "MsgPackSerializer.as_bytes"),
+    Reach("channels_redis.serializers", "BaseMessageSerializer.crypter", instance=True),
+    Reach("channels_redis.serializers", "BaseMessageSerializer.random_prefix_length", instance=True),
     # viruses.logs.LayerDropFilter turns this line into layer.drop (and its metric).
     Reach(LAYER, "RedisChannelLayer.group_send", says="%s of %s channels over capacity in group %s"),
     # consumers.py replaces Channels' dispatch (without its per-message connection clean-up).
