@@ -263,6 +263,8 @@ return over_capacity
 # group_send's one round trip: the group's live members, then GROUP_SEND's work for each
 # channel key (a process's channels share one: the name up to its "!"), with the payload
 # `random prefix .. message head .. msgpack(channels)`. Returns {over capacity, members}.
+# It writes keys it does not declare (found in the group): fine on one Redis, Sentinel's
+# included; a Redis Cluster would refuse it, as channels-redis does not support one.
 GROUP_SEND_ONE_TRIP = """
 local group_expired, prefix, random_prefix, head = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local capacity, expired, now, expiry = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
