@@ -239,3 +239,23 @@ async def test_dispatch_each_raises_a_source_error_and_leaves_no_task_behind():
     with pytest.raises(ConnectionError):
         await dispatch_each((idle, broken), lambda message: None)
     assert asyncio.all_tasks() == before
+
+
+async def test_dispatch_each_takes_a_receive_that_returns_a_future_as_granians_does():
+    queue = asyncio.Queue()
+
+    def receive():  # not a coroutine function: its call returns a future
+        return asyncio.ensure_future(queue.get())
+
+    seen = []
+
+    async def dispatch(message):
+        seen.append(message)
+        if len(seen) == 2:
+            raise StopAsyncIteration  # ends the loop, as the consumer's StopConsumer does
+
+    queue.put_nowait("connect")
+    queue.put_nowait("receive")
+    with pytest.raises(StopAsyncIteration):
+        await dispatch_each((receive, Source()), dispatch)
+    assert seen == ["connect", "receive"]

@@ -366,8 +366,8 @@ async def dispatch_each(sources, dispatch) -> None:
         if not wake.done():  # the current `wake`: a task done during a dispatch wakes the next round
             wake.set_result(None)
 
-    def start(source) -> asyncio.Task:
-        task = loop.create_task(source())
+    def start(source) -> asyncio.Future:
+        task = asyncio.ensure_future(source())  # granian's receive returns a future, not a coroutine
         task.add_done_callback(ready)
         return task
 
