@@ -12,6 +12,7 @@ import uuid
 import pytest
 import redis.asyncio
 
+from viruses.live import layers
 from viruses.live.layers import LocalFanoutRedisChannelLayer
 
 GROUP = "layer-tests"
@@ -235,3 +236,21 @@ async def test_group_send_counts_a_full_channel_and_still_fills_the_others(redis
     assert await layer.receive(full) == {"type": "waiting"}
     assert await layer.receive(other) == {"type": "hello"}
     await layer.flush()
+
+
+async def test_a_group_larger_than_one_trip_pays_for_goes_back_to_two(layer, monkeypatch):
+    monkeypatch.setattr(layers, "ONE_TRIP_MAX_MEMBERS", 2)
+    channels = await channels_in_group(layer, "a", "a", "b")
+    one_trips = []
+    one_trip = layer._group_send_in_one_trip
+
+    async def counted(group, message):
+        one_trips.append(message["n"])
+        await one_trip(group, message)
+
+    monkeypatch.setattr(layer, "_group_send_in_one_trip", counted)
+    for n in range(3):
+        await layer.group_send(GROUP, {"type": "hello", "n": n})
+    assert one_trips == [0]  # its size unknown until then: 3 members, above 2
+    for channel in channels:
+        assert [(await layer.receive(channel))["n"] for _ in range(3)] == [0, 1, 2]

@@ -43,8 +43,9 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
     expires and reads the group, then expires, checks capacity and adds the message for each
     channel key, with the core layer's data, capacity and expiry (its msgpack payloads are
     put together in the script: `_one_trip`). Where the script cannot build them (several
-    hosts, per-channel capacities, encryption, another serializer) it takes two: the group
-    read, then one script per host.
+    hosts, per-channel capacities, encryption, another serializer), or the group had more
+    than ONE_TRIP_MAX_MEMBERS at its last send, it takes two: the group read, then one
+    script per host.
 
     A host entry with `pool_wait` (seconds) gets a pool of at most `max_connections` that
     makes a caller wait that long for a free connection, instead of the core layer's pool,
@@ -60,6 +61,7 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
         # the channels still to be given the message through their `receive()` (fanout.py).
         self.bypass: Callable[[list[str], dict], list[str]] | None = None
         self._markers: frozenset[str] = frozenset()  # `lost_data` keys set at least once
+        self._group_sizes: dict[str, int] = {}  # members each group had at its last group_send
 
     async def lost_data(self, group: str, marker: str) -> bool:
         """Whether the Redis holding `group` lost its data since the last call (FLUSHALL, a
@@ -80,7 +82,7 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
 
     async def group_send(self, group, message):
         assert self.require_valid_group_name(group), "Group name not valid"
-        if self._one_trip():
+        if self._one_trip() and self._group_sizes.get(group, 0) <= ONE_TRIP_MAX_MEMBERS:
             await self._group_send_in_one_trip(group, message)
             return
         key = self._group_key(group)
@@ -90,6 +92,7 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
             pipe.zrange(key, 0, -1)
             _, members = await pipe.execute()
         channel_names = [x.decode("utf8") for x in members]
+        self._group_sizes[group] = len(channel_names)
         by_connection, payloads, capacities = self._map_channel_keys_to_connection(channel_names, message)
         for index, keys in by_connection.items():
             connection = self.connection(index)
@@ -129,6 +132,7 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
         over, members = await connection.register_script(GROUP_SEND_ONE_TRIP)(
             keys=[self._group_key(group)], args=args
         )
+        self._group_sizes[group] = members
         _log_over_capacity(over, members, group)
 
     async def receive(self, channel):
@@ -293,6 +297,9 @@ end
 return {over_capacity, #members}
 """
 NIL = b"\xc0"  # msgpack's nil
+# Above this, two trips cost less CPU: the script spends about 1.1 us of Redis per member
+# (1000 members: 1.2-1.4 ms of Redis and 0.3 of client against 0.35 and 0.85 in two trips).
+ONE_TRIP_MAX_MEMBERS = 200
 
 
 def _log_over_capacity(over: int, channels: int, group: str) -> None:
