@@ -61,7 +61,8 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
         # the channels still to be given the message through their `receive()` (fanout.py).
         self.bypass: Callable[[list[str], dict], list[str]] | None = None
         self._markers: frozenset[str] = frozenset()  # `lost_data` keys set at least once
-        self._group_sizes: dict[str, int] = {}  # members each group had at its last group_send
+        # Groups that had more than ONE_TRIP_MAX_MEMBERS at their last group_send (rooms never do).
+        self._large_groups: set[str] = set()
 
     async def lost_data(self, group: str, marker: str) -> bool:
         """Whether the Redis holding `group` lost its data since the last call (FLUSHALL, a
@@ -82,7 +83,7 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
 
     async def group_send(self, group, message):
         assert self.require_valid_group_name(group), "Group name not valid"
-        if self._one_trip() and self._group_sizes.get(group, 0) <= ONE_TRIP_MAX_MEMBERS:
+        if self._one_trip() and group not in self._large_groups:
             await self._group_send_in_one_trip(group, message)
             return
         key = self._group_key(group)
@@ -92,7 +93,8 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
             pipe.zrange(key, 0, -1)
             _, members = await pipe.execute()
         channel_names = [x.decode("utf8") for x in members]
-        self._group_sizes[group] = len(channel_names)
+        if len(channel_names) <= ONE_TRIP_MAX_MEMBERS:
+            self._large_groups.discard(group)
         by_connection, payloads, capacities = self._map_channel_keys_to_connection(channel_names, message)
         for index, keys in by_connection.items():
             connection = self.connection(index)
@@ -132,7 +134,8 @@ class LocalFanoutRedisChannelLayer(RedisChannelLayer):
         over, members = await connection.register_script(GROUP_SEND_ONE_TRIP)(
             keys=[self._group_key(group)], args=args
         )
-        self._group_sizes[group] = members
+        if members > ONE_TRIP_MAX_MEMBERS:
+            self._large_groups.add(group)
         _log_over_capacity(over, members, group)
 
     async def receive(self, channel):
