@@ -104,10 +104,11 @@ class GroupListener:
         return False
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def board_pushes_done():
     """A board push asked for in a test reads the database 0.5 s later, in a timer thread
-    (leaderboard.py): let it finish before the test's database goes."""
+    (leaderboard.py): let it finish before the test's database goes, whichever test credited
+    the kill (a timer left running fails a later test on a blocked or flushed database)."""
     before = set(threading.enumerate())
     yield
     for thread in set(threading.enumerate()) - before:

@@ -211,7 +211,6 @@ def test_rooms_are_listed_found_by_code_in_any_case_and_their_viruses_deleted_in
     assert not Room.objects.exists()
 
 
-@pytest.mark.usefixtures("board_pushes_done")
 def test_rounds_are_listed_with_each_players_kills_and_refused_kills_read_only(admin_client):
     room = services.room_create(host=services.player_create(), name="Class 4B")
     round_ = rounds.start(room=room, by=room.host_id, seconds=60)

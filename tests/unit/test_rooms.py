@@ -94,7 +94,6 @@ def test_the_host_alone_locks_a_room_and_a_locked_room_admits_only_its_members()
     assert selectors.room_admits(room, room.host_id) is None
 
 
-@pytest.mark.usefixtures("board_pushes_done")  # a board push after the test must not query its database
 async def test_changes_in_a_room_reach_its_group_alone_numbered_from_one(pushes, listen):
     room, other = await database_sync_to_async(make_room)(), await database_sync_to_async(make_room)()
     in_room, in_other = await listen(room.group), await listen(other.group)

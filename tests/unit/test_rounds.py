@@ -13,7 +13,7 @@ from tests.support import inprocess
 from viruses import errors, rounds, selectors, services
 from viruses.models import Round, RoundScore, Score, Virus
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("board_pushes_done")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def host_and_room():
