@@ -25,6 +25,8 @@
   (`asyncio.wait`) instead of `dispatch_each` (viruses/live/consumers.py).
 - `backlog50`: daphne's ports listen with Twisted's backlog of 50 instead of 1024
   (transport.py, `LISTEN_BACKLOG`).
+- `coregroupadd`: each `group_add` sends the core layer's ZADD and EXPIRE, two round trips,
+  instead of one pipeline for every channel joining meanwhile (viruses/live/layers.py).
 """
 
 import os
@@ -37,7 +39,7 @@ django.setup(set_prefix=False)  # before the patches import models
 from asgiref.sync import sync_to_async  # noqa: E402
 from channels.consumer import AsyncConsumer  # noqa: E402
 from channels.utils import await_many_dispatch  # noqa: E402
-from channels_redis.core import BoundedQueue  # noqa: E402
+from channels_redis.core import BoundedQueue, RedisChannelLayer  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from bench.levers import enabled  # noqa: E402
@@ -77,5 +79,7 @@ if enabled("asynciowait"):
     consumers.dispatch_each = await_many_dispatch
 if enabled("backlog50"):
     transport.LISTEN_BACKLOG = 50
+if enabled("coregroupadd"):
+    LocalFanoutRedisChannelLayer.group_add = RedisChannelLayer.group_add
 
 from virusgame.asgi import application  # noqa: E402, F401

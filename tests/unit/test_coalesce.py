@@ -4,10 +4,11 @@ import asyncio
 import threading
 
 import pytest
+from channels.db import database_sync_to_async
 
 from viruses.live.coalesce import Coalesced
 
-# The runs go through `database_sync_to_async`, which checks the thread's connection first.
+# The runs go through `database_sync_to_async`, as the consumers' do: it checks the thread's connection first.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -20,7 +21,7 @@ async def test_callers_during_a_run_share_the_next_one_and_each_gets_a_run_start
         release.wait(5)  # the first run holds the database thread until the others have asked
         return len(runs)
 
-    coalesced = Coalesced(work)
+    coalesced = Coalesced(database_sync_to_async(work))
     first = asyncio.create_task(coalesced("a"))
     await asyncio.sleep(0.1)
     others = [asyncio.create_task(coalesced(name)) for name in "bcd"]
@@ -37,14 +38,14 @@ async def test_a_failed_run_fails_its_callers_only():
             raise ValueError("database down")
         return items
 
-    coalesced = Coalesced(work)
+    coalesced = Coalesced(database_sync_to_async(work))
     with pytest.raises(ValueError, match="database down"):
         await coalesced("bad")
     assert await coalesced("good") == ["good"]
 
 
 async def test_a_caller_that_goes_away_does_not_cancel_the_run_of_the_others():
-    coalesced = Coalesced(lambda items: sorted(items))
+    coalesced = Coalesced(database_sync_to_async(sorted))
     leaving = asyncio.create_task(coalesced("x"))
     staying = asyncio.create_task(coalesced("y"))
     await asyncio.sleep(0)

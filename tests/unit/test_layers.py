@@ -141,19 +141,62 @@ async def test_flush_drops_messages_already_read_into_the_process_and_strands_no
 
 
 async def test_a_burst_of_calls_shares_a_bounded_pool_and_every_call_succeeds(redis_server, raw_redis):
-    """A connect storm's group_add calls wait for one of `max_connections` Redis connections
-    (`pool_wait`) instead of opening one each and keeping them for the life of the process."""
+    """A burst of sends waits for one of `max_connections` Redis connections (`pool_wait`)
+    instead of opening one each and keeping them for the life of the process."""
     name = f"layer-pool-{uuid.uuid4().hex[:8]}"
     layer = LocalFanoutRedisChannelLayer(
         hosts=[{"address": redis_server.url, "client_name": name, "max_connections": 8, "pool_wait": 10}],
         prefix=name,
     )
-    channels = [await layer.new_channel() for _ in range(300)]
-    await asyncio.gather(*(layer.group_add(GROUP, channel) for channel in channels))
-    assert await raw_redis.zcard(f"{name}:group:{GROUP}") == 300
+    channels = [f"{name}-channel-{n}" for n in range(300)]  # not process-local: a key each
+    await asyncio.gather(*(layer.send(channel, {"type": "hello"}) for channel in channels))
+    assert [await raw_redis.zcard(redis_key(layer, channel)) for channel in channels] == [1] * 300
     clients = [c for c in await raw_redis.client_list() if c["name"] == name]
     assert 1 <= len(clients) <= 8
     await layer.flush()
+
+
+async def test_channels_joining_at_once_share_one_pipeline_and_their_groups_expire(
+    layer, raw_redis, monkeypatch
+):
+    channels = [await layer.new_channel() for _ in range(50)]
+    pipelines = []
+    execute = redis.asyncio.client.Pipeline.execute
+
+    async def counted(pipe, *args, **options):
+        pipelines.append([str(command[0][0]).upper() for command in pipe.command_stack])
+        return await execute(pipe, *args, **options)
+
+    monkeypatch.setattr(redis.asyncio.client.Pipeline, "execute", counted)
+    groups = [GROUP if n % 2 else "other" for n in range(50)]
+    await asyncio.gather(
+        *(layer.group_add(group, channel) for group, channel in zip(groups, channels, strict=True))
+    )
+
+    assert pipelines == [["ZADD", "EXPIRE", "ZADD", "EXPIRE"]]  # one trip for 50 joins in two groups
+    for group in (GROUP, "other"):
+        key = layer._group_key(group)
+        assert await raw_redis.zcard(key) == 25
+        assert 0 < await raw_redis.ttl(key) <= layer.group_expiry
+    receiving = await waiting(layer, channels[1::2])
+    await layer.group_send(GROUP, {"type": "hello"})
+    assert await asyncio.wait_for(asyncio.gather(*receiving), 5) == [{"type": "hello"}] * 25
+
+
+async def test_a_redis_error_fails_every_join_of_its_pipeline_and_the_next_join_goes_through(
+    layer, raw_redis
+):
+    channels = [await layer.new_channel() for _ in range(3)]
+    # A key of the wrong type makes Redis answer ZADD with an error, as a lost server would.
+    await raw_redis.set(layer._group_key(GROUP), "not a sorted set")
+    joins = await asyncio.gather(
+        *(layer.group_add(GROUP, channel) for channel in channels), return_exceptions=True
+    )
+    assert [type(outcome) for outcome in joins] == [redis.ResponseError] * 3
+
+    await raw_redis.delete(layer._group_key(GROUP))
+    await layer.group_add(GROUP, channels[0])
+    assert await raw_redis.zrange(layer._group_key(GROUP), 0, -1) == [channels[0].encode()]
 
 
 async def test_the_reader_takes_each_message_with_one_redis_command_and_leaves_no_backup_key(

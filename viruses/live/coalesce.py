@@ -1,21 +1,20 @@
-"""Database work of sockets that connect at once, done once for all of them."""
+"""Work of sockets that connect at once, done once for all of them."""
 
 import asyncio
-from collections.abc import Callable
-
-from channels.db import database_sync_to_async
+from collections.abc import Awaitable, Callable
 
 
 class Coalesced:
-    """Run `work(items)` in the database thread once for every item added before the run began.
+    """Await `work(items)` once for every item added before the run began.
 
-    A connect storm otherwise queues one database call per socket on the one database
-    thread. Here, while a run is in progress, new callers wait for the next run, which
-    takes them all: a caller's result comes from a run that started after it asked (a
-    snapshot read after its group join, a row written after its accept).
+    A connect storm otherwise queues one call per socket: on the one database thread (wrap
+    the work in `database_sync_to_async`), or on a Redis connection. Here, while a run is in
+    progress, new callers wait for the next run, which takes them all: a caller's result
+    comes from a run that started after it asked (a snapshot read after its group join, a
+    row written after its accept).
     """
 
-    def __init__(self, work: Callable[[list], object]):
+    def __init__(self, work: Callable[[list], Awaitable]):
         self.work = work
         self.items: list = []
         self.next: asyncio.Future | None = None  # the result of the run that will take `items`
@@ -37,6 +36,6 @@ class Coalesced:
             result, items = self.next, self.items
             self.next, self.items = None, []
             try:
-                result.set_result(await database_sync_to_async(self.work)(items))
+                result.set_result(await self.work(items))
             except Exception as exc:
                 result.set_exception(exc)

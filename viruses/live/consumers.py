@@ -418,7 +418,7 @@ def encoded_snapshots(viewers: list[tuple]) -> dict:
 
 
 # Sockets asking at once (a connect storm) share one read, started after each of them asked.
-read_snapshots = Coalesced(encoded_snapshots)
+read_snapshots = Coalesced(database_sync_to_async(encoded_snapshots))
 
 
 def header(scope, name: bytes) -> str:

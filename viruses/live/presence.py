@@ -57,8 +57,14 @@ class ServerPresence:
         self._last_announced: dict[str, int] = {}  # by group
         self.refreshed_at: float | None = None  # monotonic time the rows were last known fresh
         # Sockets that come or go at once share one INSERT or DELETE (a connect storm).
-        self._open = Coalesced(lambda sockets: services.connections_open(server=SERVER, sockets=sockets))
-        self._close = Coalesced(lambda channel_names: services.connections_close(channel_names=channel_names))
+        self._open = Coalesced(
+            database_sync_to_async(lambda sockets: services.connections_open(server=SERVER, sockets=sockets))
+        )
+        self._close = Coalesced(
+            database_sync_to_async(
+                lambda channel_names: services.connections_close(channel_names=channel_names)
+            )
+        )
 
     async def join(
         self, channel_name: str, *, client_address: str, user_agent: str, player_id=None, room=None
@@ -130,8 +136,8 @@ class ServerPresence:
     async def _renew(self, layer) -> None:
         """Put every local socket back in its world's group and renew its places (address, room)."""
         renewed = {channel: broadcast.group_of(room) for channel, room in self.worlds.items()}
-        for channel_name, group in renewed.items():
-            await layer.group_add(group, channel_name)
+        # At once: the layer sends the joins of a whole server in one pipeline (layers.py).
+        await asyncio.gather(*(layer.group_add(group, channel) for channel, group in renewed.items()))
         # A socket that left meanwhile may have been re-added after its own discard.
         for channel_name in renewed.keys() - self.channels.keys():
             await layer.group_discard(renewed[channel_name], channel_name)
