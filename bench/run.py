@@ -67,7 +67,7 @@ PROFILES = {
         "quiet_wait": 120.0,
         "gameload": {
             "players": [100, 300, 1000],
-            "rates": [5, 10, 25, 50, 100, 150, 200, 300, 500, 650, 800],
+            "rates": [5, 10, 25, 50, 100, 150, 200, 300, 400, 500, 650, 800],
             "step_seconds": 3.0,
         },
         "abuse": {"players": 200, "seconds": 15.0, "sockets": 20},
