@@ -79,11 +79,14 @@ async def test_a_burst_reaches_each_client_in_order_even_while_it_connects(serve
     assert lane_of_every_socket(server) == {server.lane}
 
 
-async def test_no_change_committed_while_a_client_connects_is_lost(server):
-    """Creates and kills go on through the API while 20 clients connect one after another.
+@pytest.mark.parametrize("at_once", [1, 10], ids=["one_by_one", "ten_at_once"])
+async def test_no_change_committed_while_clients_connect_is_lost(server, at_once):
+    """Creates and kills go on through the API while 20 clients connect, one after another
+    or ten at once (their group joins, snapshot reads and rows then share one run each).
 
     Each client's snapshot plus the changes it receives after it add up to every change:
-    nothing committed between a client's snapshot and its hand-over to the fastlane is lost.
+    nothing committed between a client's group join, its snapshot and its hand-over to the
+    fastlane is lost.
     """
     api = server.api().start()
     stop = asyncio.Event()
@@ -98,8 +101,9 @@ async def test_no_change_committed_while_a_client_connects_is_lost(server):
     async with contextlib.AsyncExitStack() as stack:
         clients = []
         try:
-            for _ in range(20):
-                clients.append(await stack.enter_async_context(player(server)))
+            for _ in range(20 // at_once):
+                joining = (stack.enter_async_context(player(server)) for _ in range(at_once))
+                clients += await asyncio.gather(*joining)
                 await asyncio.sleep(0.05)
         finally:
             stop.set()
