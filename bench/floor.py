@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import sqlite3
+import sys
 import uuid
 from datetime import UTC, datetime
 
@@ -25,6 +26,12 @@ import redis.asyncio as aioredis
 from websockets.asyncio.server import broadcast, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Response
+
+
+def command(redis_url: str, channel: str, database: str) -> list[str]:
+    """The floor's command line, `{port}` left for the caller (tools.servers.GameServer)."""
+    argv = [sys.executable, "-m", "bench.floor", "--port", "{port}", "--redis", redis_url]
+    return argv + ["--channel", channel, "--database", database]
 
 
 class Floor:

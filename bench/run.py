@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import abuse, gameload, report, rooms
+from bench import abuse, floor, gameload, report, rooms
 from bench.client import Swarm
 from bench.drivers import FloorDriver, HttpDriver
 from tools.local_redis import LocalRedis
@@ -612,8 +612,7 @@ def server_specs(args, databases: Databases, redis_url: str, static_root: Path, 
     if "floor" in args.servers:
         channel = f"floor-{uuid.uuid4().hex[:8]}"
         env = base_env(database_url="", redis_url=redis_url)
-        argv = [PYTHON, "-m", "bench.floor", "--port", "{port}", "--redis", redis_url, "--channel", channel]
-        argv += ["--database", str(databases.directory / f"{channel}.sqlite3")]
+        argv = floor.command(redis_url, channel, str(databases.directory / f"{channel}.sqlite3"))
         server = BenchServer("floor", env, logs / "floor.log", argv)
         specs.append((server, lambda s=server, c=channel: FloorDriver(s.url, redis_url, c)))
     if "stock" in args.servers:

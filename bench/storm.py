@@ -25,13 +25,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import floor
 from bench.client import Swarm
 from bench.run import CpuMonitor
 from bench.writepath import cpu_seconds, py_spy, stop, warn
 from tools.local_redis import LocalRedis
 from tools.servers import (
     DAPHNE,
-    PYTHON,
     Databases,
     GameServer,
     base_env,
@@ -68,8 +68,7 @@ if os.environ.get("BENCH_STORM_BARE"):  # imported by the bare daphne: tune it a
 def server(name: str, tmp: Path, databases: Databases, redis: LocalRedis, static: Path) -> GameServer:
     """A fresh server; `name` is floor, bare, project or `project:LEVERS`."""
     if name == "floor":
-        argv = [PYTHON, "-m", "bench.floor", "--port", "{port}", "--redis", redis.url, "--channel", "storm"]
-        argv += ["--database", str(tmp / "floor.sqlite3")]
+        argv = floor.command(redis.url, "storm", str(tmp / "floor.sqlite3"))
         return GameServer(
             base_env(database_url="", redis_url=redis.url), tmp / "floor.log", argv=argv, name=name
         )
@@ -161,8 +160,8 @@ def report(results: dict[str, list[tuple[float, float]]], clients: int, others: 
         f"connect storm: {clients} clients at once, median of {len(next(iter(results.values())))} storms each"
     )
     print(f"  {'server':28} {'seconds':>8} {'/floor':>7} {'CPU/connect (ms)':>17} {'/floor':>7}")
-    floor = results.get("floor")
-    base = floor and (statistics.median(s for s, _ in floor), statistics.median(c for _, c in floor))
+    baseline = results.get("floor")
+    base = baseline and (statistics.median(s for s, _ in baseline), statistics.median(c for _, c in baseline))
     for name, runs in results.items():
         seconds, cpu = statistics.median(s for s, _ in runs), statistics.median(c for _, c in runs)
         ratios = (f"{seconds / base[0]:6.2f}x", f"{cpu / base[1]:6.2f}x") if base else ("-", "-")
